@@ -1,0 +1,38 @@
+# pico_lightning: `make help` lists the targets. `make demo` and `make test` install first.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+TORCH := torch==2.13.0
+STAMP := .make/install.stamp
+DEMO_DIR ?= outputs/demo
+PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
+
+.PHONY: help install demo test test-full lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## install torch (CPU wheel, pinned) first, then pico_lightning with [dev]
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e ".[dev]" $(TORCH)
+	@mkdir -p $(@D) && touch $@
+
+demo: install  ## the main job, offline on CPU: data, tiny training, seed-scored evaluation
+	$(PYTHON) -m pico_lightning.demo --out $(DEMO_DIR)
+
+test: install  ## the fast suite (skips `slow` and `gpu`)
+	$(PYTEST) -m "not slow and not gpu"
+
+test-full: install  ## everything but `gpu`, the multi-process and long tests included
+	$(PYTEST) -m "not gpu"
+
+lint: install  ## ruff check + format check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+bench: install  ## benchmarks: prints a table, writes bench/results.json
+	$(PYTHON) -m bench.run
+
+clean:  ## remove build and demo outputs
+	rm -rf .make build dist *.egg-info outputs

@@ -1,0 +1,10 @@
+"""`pico eval`: placeholder until its issue lands."""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="(not yet available)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    raise SystemExit("pico eval: not available yet")

@@ -1,0 +1,10 @@
+"""`pico train`: placeholder until its issue lands."""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="(not yet available)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    raise SystemExit("pico train: not available yet")

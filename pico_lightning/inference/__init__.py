@@ -1,0 +1,1 @@
+"""Inference: the Fill sampler and the attention-guided seed scorer."""

@@ -1,0 +1,145 @@
+"""The Fill sampler: the same math, random draws and decoding as diffusers' FluxFillPipeline, in steps.
+
+``init_state`` draws, per seed and in the pipeline's order, the init image's latent sample (a stochastic
+autoencoder only; strength 1 discards it), the noise, then the masked image's latent sample. ``make_scheduler``
+sets sigmas ``linspace(1, 1/T, T)`` with FLUX's resolution shift mu. ``denoise`` runs any range of Euler steps,
+so the seed scorer can stop after k steps and continue the chosen seed without recomputing anything.
+Sampling integrates the flow from t = 1 (noise) to t = 0 (data); see flow.py for the convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from diffusers.utils.torch_utils import randn_tensor
+
+from pico_lightning.model.autoencoder import Autoencoder
+from pico_lightning.model.conditioning import (
+    fill_condition,
+    latent_image_ids,
+    pack_latents,
+    predict_velocity,
+    unpack_latents,
+)
+
+
+@dataclass
+class FillState:
+    """The denoising state of one episode under |S| seeds."""
+
+    latents: torch.Tensor  # (S, L, 4C) packed noisy latents
+    condition: torch.Tensor  # (S, L, 4C + 4s^2) packed masked-image latents + mask
+    image_ids: torch.Tensor  # (L, 3)
+    latent_size: tuple[int, int]  # (h, w) of the unpacked latents
+    model_evaluations: int = 0  # transformer evaluations spent, counted per seed
+
+    def select(self, index: int) -> FillState:
+        """Keep one seed's state (the seed scorer's choice); nothing is recomputed."""
+        return FillState(self.latents[index : index + 1], self.condition[index : index + 1], self.image_ids,
+                         self.latent_size, self.model_evaluations)
+
+
+@dataclass
+class TextInputs:
+    """Prompt embeddings for one episode: (1, Lt, D) sequence and (1, D) pooled."""
+
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+
+    def expand(self, batch: int) -> TextInputs:
+        return TextInputs(self.prompt_embeds.expand(batch, -1, -1), self.pooled_prompt_embeds.expand(batch, -1))
+
+
+def init_state(
+    autoencoder: Autoencoder, grid: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],
+    dtype: torch.dtype,
+) -> FillState:
+    """Noise and condition for one episode, one row per generator (seed): grid (1, 3, H, W), mask (1, 1, H, W)."""
+    device = grid.device
+    height, width = grid.shape[-2] // autoencoder.scale_factor, grid.shape[-1] // autoencoder.scale_factor
+    shape = (1, autoencoder.latent_channels, height, width)
+    ae_dtype = next(autoencoder.parameters(), grid).dtype
+    noises, conditions = [], []
+    for generator in generators:
+        if autoencoder.stochastic:  # the pipeline samples the init image's latents first, then discards them
+            randn_tensor(shape, generator=generator, device=device, dtype=ae_dtype)
+        noises.append(randn_tensor(shape, generator=generator, device=device, dtype=dtype))
+        conditions.append(fill_condition(autoencoder, grid.to(dtype), mask.to(dtype), generator).to(dtype))
+    latents = pack_latents(torch.cat(noises))
+    return FillState(latents, torch.cat(conditions), latent_image_ids(height, width, device, dtype), (height, width))
+
+
+def make_scheduler(
+    template: FlowMatchEulerDiscreteScheduler, num_steps: int, latent_size: tuple[int, int], device: torch.device
+) -> FlowMatchEulerDiscreteScheduler:
+    """A fresh scheduler with FluxFillPipeline's sigmas and resolution shift for this latent size."""
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(template.config)
+    image_seq_len = (latent_size[0] // 2) * (latent_size[1] // 2)
+    mu = calculate_shift(
+        image_seq_len,
+        scheduler.config.get("base_image_seq_len", 256),
+        scheduler.config.get("max_image_seq_len", 4096),
+        scheduler.config.get("base_shift", 0.5),
+        scheduler.config.get("max_shift", 1.15),
+    )
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), device=device, mu=mu)
+    scheduler.set_begin_index(0)
+    return scheduler
+
+
+def denoise(
+    transformer: torch.nn.Module,
+    scheduler: FlowMatchEulerDiscreteScheduler,
+    state: FillState,
+    text: TextInputs,
+    guidance: float,
+    steps: Iterable[int],
+) -> FillState:
+    """Run Euler steps ``steps`` (indices into the scheduler's timesteps) on every seed of ``state``."""
+    batch = state.latents.shape[0]
+    text = text.expand(batch)
+    guidance_in = None
+    if transformer.config.guidance_embeds:
+        guidance_in = torch.full([1], guidance, device=state.latents.device, dtype=torch.float32).expand(batch)
+    latents = state.latents
+    for index in steps:
+        t = scheduler.timesteps[index]
+        timestep = t.expand(batch).to(latents.dtype) / 1000  # the scheduler counts t in 1000ths
+        velocity = predict_velocity(transformer, latents, state.condition, timestep, guidance_in,
+                                    text.prompt_embeds, text.pooled_prompt_embeds, state.image_ids)
+        latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
+        state.model_evaluations += batch
+    state.latents = latents
+    return state
+
+
+def decode(autoencoder: Autoencoder, state: FillState) -> torch.Tensor:
+    """Packed latents -> (S, 3, H, W) images in [-1, 1] (unclamped, as the autoencoder returns them)."""
+    latents = unpack_latents(state.latents, *state.latent_size)
+    return autoencoder.decode(latents)
+
+
+@torch.no_grad()
+def sample(
+    transformer: torch.nn.Module,
+    autoencoder: Autoencoder,
+    scheduler: FlowMatchEulerDiscreteScheduler,
+    grid: torch.Tensor,
+    mask: torch.Tensor,
+    text: TextInputs,
+    num_steps: int,
+    guidance: float,
+    seed: int,
+) -> tuple[torch.Tensor, FillState]:
+    """Fill the masked panel of one episode with one seed: (1, 3, H, W) image and the final state."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    state = init_state(autoencoder, grid, mask, [generator], text.prompt_embeds.dtype)
+    scheduler = make_scheduler(scheduler, num_steps, state.latent_size, grid.device)
+    state = denoise(transformer, scheduler, state, text, guidance, range(num_steps))
+    return decode(autoencoder, state), state
+

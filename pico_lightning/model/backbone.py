@@ -1,0 +1,173 @@
+"""Build the model parts: tiny and in-process from config, or from a local diffusers FLUX.1-Fill directory.
+
+Nothing is ever downloaded: a pretrained directory is read with ``local_files_only=True`` and must have the
+layout ``FluxFillPipeline.save_pretrained`` writes. Text encoders are built separately (:func:`build_text_encoders`)
+because training reads prompt embeddings from the on-disk cache and never needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+
+from pico_lightning.config import ModelConfig
+from pico_lightning.errors import UserError
+from pico_lightning.model.autoencoder import Autoencoder, KLAutoencoder, PixelShuffleAutoencoder
+
+SUBFOLDERS = ("transformer", "vae", "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+CLIP_MAX_LENGTH = 77
+
+
+class ModelDirError(UserError):
+    """An unusable pretrained directory; the message lists what is missing."""
+
+
+@dataclass
+class FluxParts:
+    """The frozen base: DiT, autoencoder and scheduler, plus an identity string for caches and checkpoints."""
+
+    transformer: FluxTransformer2DModel
+    autoencoder: Autoencoder
+    scheduler: FlowMatchEulerDiscreteScheduler
+    identity: str
+
+
+@dataclass
+class TextEncoders:
+    """CLIP (pooled) and T5 (sequence) encoders with their tokenizers, as FluxFillPipeline takes them."""
+
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    text_encoder_2: T5EncoderModel
+    tokenizer_2: T5TokenizerFast
+
+
+def model_identity(cfg: ModelConfig) -> str:
+    """A stable id of the base model: the resolved directory, or a hash of the tiny architecture."""
+    if cfg.pretrained_dir:
+        return f"dir:{Path(cfg.pretrained_dir).resolve()}"
+    tiny = {k: v for k, v in asdict(cfg).items() if k not in ("guidance", "text_cache_dir", "pretrained_dir")}
+    return "tiny:" + hashlib.sha256(json.dumps(tiny, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_model_dir(path: str | Path) -> None:
+    """Raise :class:`ModelDirError` listing every missing part of a diffusers FLUX.1-Fill directory."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ModelDirError(f"{root}: model directory not found (expected a FluxFillPipeline.save_pretrained layout)")
+    missing = [name for name in SUBFOLDERS if not (root / name).is_dir() or not any((root / name).iterdir())]
+    if missing:
+        raise ModelDirError(f"{root}: incomplete FLUX.1-Fill directory, missing: {', '.join(missing)}")
+
+
+def tiny_transformer(cfg: ModelConfig, latent_channels: int, scale_factor: int) -> FluxTransformer2DModel:
+    """A Fill DiT sized by ``cfg``: in_channels = 4C (noisy) + 4C (masked image) + 4*s^2 (mask)."""
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=8 * latent_channels + 4 * scale_factor**2,
+        out_channels=4 * latent_channels,
+        num_layers=cfg.num_layers,
+        num_single_layers=cfg.num_single_layers,
+        attention_head_dim=cfg.attention_head_dim,
+        num_attention_heads=cfg.num_attention_heads,
+        joint_attention_dim=cfg.joint_attention_dim,
+        pooled_projection_dim=cfg.pooled_projection_dim,
+        axes_dims_rope=tuple(cfg.axes_dims_rope),
+        guidance_embeds=True,
+    )
+
+
+def tiny_vae() -> AutoencoderKL:
+    """A random-init AutoencoderKL with FLUX's geometry (scale 8, 16 channels, FLUX's scale and shift)."""
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 32, 32), layers_per_block=1,
+        latent_channels=16, norm_num_groups=32, scaling_factor=0.3611, shift_factor=0.1159,
+        use_quant_conv=False, use_post_quant_conv=False,
+    )
+
+
+def build_parts(cfg: ModelConfig) -> FluxParts:
+    """The frozen base for ``cfg``: loaded from ``pretrained_dir``, or tiny (seeded, identical in every process)."""
+    if cfg.pretrained_dir:
+        parts = _load_parts(cfg.pretrained_dir, DTYPES[cfg.dtype])
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
+            autoencoder = KLAutoencoder(tiny_vae()) if cfg.autoencoder == "kl" else PixelShuffleAutoencoder(
+                cfg.pixel_shuffle_scale
+            )
+            transformer = tiny_transformer(cfg, autoencoder.latent_channels, autoencoder.scale_factor)
+        if cfg.dtype != "float32":
+            transformer = transformer.to(DTYPES[cfg.dtype])
+        parts = FluxParts(transformer, autoencoder, FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15), "")
+    parts.identity = model_identity(cfg)
+    freeze(parts.transformer)
+    freeze(parts.autoencoder)
+    return parts
+
+
+def _load_parts(path: str, dtype: torch.dtype) -> FluxParts:
+    check_model_dir(path)
+    kwargs = {"local_files_only": True, "torch_dtype": dtype}
+    try:
+        transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", **kwargs)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise ModelDirError(f"{path}: cannot load FLUX.1-Fill weights ({str(err).splitlines()[0]})") from None
+    return FluxParts(transformer, KLAutoencoder(vae), scheduler, "")
+
+
+def build_text_encoders(cfg: ModelConfig) -> TextEncoders:
+    """CLIP + T5 from ``pretrained_dir``, or tiny file-less ones (seeded) matching the tiny DiT's widths."""
+    if cfg.pretrained_dir:
+        check_model_dir(cfg.pretrained_dir)
+        kwargs = {"local_files_only": True}
+        dtype = DTYPES[cfg.dtype]
+        return TextEncoders(
+            CLIPTextModel.from_pretrained(cfg.pretrained_dir, subfolder="text_encoder", dtype=dtype, **kwargs),
+            CLIPTokenizer.from_pretrained(cfg.pretrained_dir, subfolder="tokenizer", **kwargs),
+            T5EncoderModel.from_pretrained(cfg.pretrained_dir, subfolder="text_encoder_2", dtype=dtype, **kwargs),
+            T5TokenizerFast.from_pretrained(cfg.pretrained_dir, subfolder="tokenizer_2", **kwargs),
+        )
+    return _tiny_text_encoders(cfg)
+
+
+def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
+    chars = string.ascii_letters + string.digits + ".,!?'-"
+    clip_vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in chars.lower() + string.digits:
+        clip_vocab.setdefault(char, len(clip_vocab))
+        clip_vocab.setdefault(char + "</w>", len(clip_vocab))
+    t5_vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    t5_vocab += [(char, -2.0) for char in chars] + [("\u2581" + char, -1.5) for char in chars]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed + 1)
+        clip = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(clip_vocab), hidden_size=cfg.pooled_projection_dim, intermediate_size=64,
+            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH,
+            bos_token_id=0, eos_token_id=1, pad_token_id=1))
+        t5 = T5EncoderModel(T5Config(
+            vocab_size=len(t5_vocab), d_model=cfg.joint_attention_dim, d_kv=8, d_ff=64, num_layers=1,
+            num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    return TextEncoders(
+        freeze(clip), CLIPTokenizer(vocab=clip_vocab, merges=[], model_max_length=CLIP_MAX_LENGTH),
+        freeze(t5), T5TokenizerFast(vocab=t5_vocab, extra_ids=0),
+    )
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients and eval mode for a frozen base part."""
+    module.requires_grad_(False)
+    return module.eval()

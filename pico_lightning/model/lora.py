@@ -1,0 +1,93 @@
+"""peft LoRA on the Fill DiT: attach, read/write our state, and export/import in diffusers format.
+
+Targets are module-name suffixes matched only inside ``transformer_blocks`` and ``single_transformer_blocks`` and
+expanded to full names, so the embedders and the final ``proj_out`` stay frozen. Export writes
+``pytorch_lora_weights.safetensors`` with the adapter metadata, so alpha != rank survives a stock
+``FluxFillPipeline.load_lora_weights``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import FluxFillPipeline
+from peft import LoraConfig as PeftLoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from torch import nn
+
+from pico_lightning.config import LoraConfig
+from pico_lightning.errors import UserError
+
+ADAPTER = "default"
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+_BLOCK = re.compile(r"^(transformer_blocks|single_transformer_blocks)\.\d+\.(.+)$")
+
+
+def target_module_names(transformer: nn.Module, suffixes: list[str]) -> list[str]:
+    """Full names of the Linear layers inside the blocks whose in-block name is one of ``suffixes``."""
+    wanted = set(suffixes)
+    names = [
+        name for name, module in transformer.named_modules()
+        if isinstance(module, nn.Linear) and (match := _BLOCK.match(name)) and match.group(2) in wanted
+    ]
+    if not names:
+        raise UserError(f"lora.target_modules: none of {sorted(wanted)} names a Linear layer inside the DiT's blocks")
+    return names
+
+
+def add_lora(transformer: nn.Module, cfg: LoraConfig) -> int:
+    """Freeze the base, attach the adapter, keep LoRA weights in float32; returns the trainable-parameter count."""
+    transformer.requires_grad_(False)
+    transformer.add_adapter(PeftLoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, init_lora_weights="gaussian",
+        target_modules=target_module_names(transformer, cfg.target_modules),
+    ))
+    trainable = [p for p in transformer.parameters() if p.requires_grad]
+    for param in trainable:
+        param.data = param.data.float()
+    return sum(p.numel() for p in trainable)
+
+
+def lora_state_dict(transformer: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's weights only (peft names), detached on the CPU."""
+    return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(transformer, adapter_name=ADAPTER).items()}
+
+
+def load_lora_state_dict(transformer: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load weights saved by :func:`lora_state_dict` into the attached adapter; any mismatch is an error."""
+    result = set_peft_model_state_dict(transformer, state, adapter_name=ADAPTER)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise UserError(f"LoRA state does not fit this model: unexpected keys {unexpected[:3]}")
+
+
+def export_lora(transformer: nn.Module, out_dir: str | Path) -> Path:
+    """Write ``out_dir/pytorch_lora_weights.safetensors`` in diffusers format, atomically (tmp dir + rename)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    FluxFillPipeline.save_lora_weights(
+        tmp, transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=ADAPTER),
+        transformer_lora_adapter_metadata=transformer.peft_config[ADAPTER].to_dict(),
+    )
+    out_dir.mkdir(exist_ok=True)
+    os.replace(tmp / WEIGHTS_NAME, out_dir / WEIGHTS_NAME)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / WEIGHTS_NAME
+
+
+def load_lora(transformer: nn.Module, path: str | Path) -> None:
+    """Attach a diffusers-format LoRA (a directory or the .safetensors file), as the stock loader does."""
+    path = Path(path)
+    file = path / WEIGHTS_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"{path}: no LoRA weights (expected {WEIGHTS_NAME})")
+    try:
+        transformer.load_lora_adapter(str(file), prefix="transformer", adapter_name=ADAPTER)
+    except (RuntimeError, ValueError, KeyError, OSError) as err:
+        raise UserError(f"{file}: LoRA does not fit this model ({str(err).splitlines()[0][:160]})") from None

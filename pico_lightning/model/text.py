@@ -1,0 +1,75 @@
+"""Prompt -> (prompt_embeds, pooled_prompt_embeds), exactly as FluxFillPipeline encodes them, cached on disk.
+
+The cache key is (encoder identity, prompt, max length, dtype); each entry is one safetensors file. Training reads
+every prompt the data can produce from the cache, so the text encoders are built (lazily) only on a cache miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+from diffusers import FluxFillPipeline
+from safetensors.torch import load_file, save_file
+
+from pico_lightning.model.backbone import TextEncoders
+
+PromptEmbedding = tuple[torch.Tensor, torch.Tensor]  # (L, D) sequence embeddings, (D,) pooled
+
+
+def encode_prompts(encoders: TextEncoders, prompts: list[str], max_sequence_length: int) -> list[PromptEmbedding]:
+    """Encode with FluxFillPipeline's own ``encode_prompt`` (CLIP pooled + T5 sequence), one entry per prompt."""
+    pipe = FluxFillPipeline(scheduler=None, vae=None, transformer=None, text_encoder=encoders.text_encoder,
+                            tokenizer=encoders.tokenizer, text_encoder_2=encoders.text_encoder_2,
+                            tokenizer_2=encoders.tokenizer_2)
+    device = encoders.text_encoder_2.device
+    with torch.no_grad():
+        embeds, pooled, _ = pipe.encode_prompt(prompts, prompt_2=None, device=device,
+                                               max_sequence_length=max_sequence_length)
+    return [(embeds[i].cpu(), pooled[i].cpu()) for i in range(len(prompts))]
+
+
+class TextCache:
+    """On-disk prompt-embedding cache for one encoder identity, max length and dtype."""
+
+    def __init__(self, directory: str | Path, identity: str, max_sequence_length: int, dtype: torch.dtype):
+        self.directory = Path(directory)
+        self.identity = identity
+        self.max_sequence_length = max_sequence_length
+        self.dtype = dtype
+
+    def path(self, prompt: str) -> Path:
+        key = "\x1f".join((self.identity, prompt, str(self.max_sequence_length), str(self.dtype)))
+        return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.safetensors"
+
+    def get(self, prompts: Iterable[str], load_encoders: Callable[[], TextEncoders]) -> dict[str, PromptEmbedding]:
+        """Embeddings of every prompt; misses are encoded in one batch (building the encoders once) and stored."""
+        prompts = list(dict.fromkeys(prompts))
+        found = {p: self._read(p) for p in prompts if self.path(p).is_file()}
+        missing = [p for p in prompts if p not in found]
+        if missing:
+            encoded = encode_prompts(load_encoders(), missing, self.max_sequence_length)
+            for prompt, (embeds, pooled) in zip(missing, encoded):
+                self._write(prompt, embeds.to(self.dtype), pooled.to(self.dtype))
+                found[prompt] = (embeds.to(self.dtype), pooled.to(self.dtype))
+        return {p: found[p] for p in prompts}
+
+    def _read(self, prompt: str) -> PromptEmbedding:
+        tensors = load_file(self.path(prompt))
+        return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
+
+    def _write(self, prompt: str, embeds: torch.Tensor, pooled: torch.Tensor) -> None:
+        path = self.path(prompt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_file({"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()}, str(tmp),
+                  metadata={"prompt": prompt, "identity": self.identity})
+        os.replace(tmp, path)
+
+
+def default_cache_dir() -> Path:
+    """Where prompt embeddings live when the config names no directory."""
+    return Path(os.environ.get("PICO_CACHE", Path.home() / ".cache" / "pico_lightning")) / "text"

@@ -1,0 +1,176 @@
+"""Four-panel grids: pictures in, one grid tensor out, and back.
+
+A layout is ``rows x cols`` square panels of ``panel_size`` pixels, read row by row; the target panel (B', the one
+the model fills in) is the last cell. The classic PICO layout is 2x2: ``A | A'`` over ``B | B'``. Images are
+``(3, H, W)`` float tensors in [-1, 1] (the range the autoencoders take); :func:`to_tensor` accepts PIL (any mode:
+RGB, L, RGBA, P, I;16), numpy (HW or HWC; uint8, uint16, bool or float in [0, 1]) and tensors (CHW or HW).
+Pure functions: no logger, no file I/O except :func:`load_image`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from pico_lightning.packing import check_grid_side
+from pico_lightning.errors import UserError
+
+
+
+class ImageInputError(UserError):
+    """A picture that cannot be read or used; the message names the file and the expectation."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Grid geometry: ``rows x cols`` square panels, the target in the last cell."""
+
+    rows: int = 2
+    cols: int = 2
+    panel_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_grid_side(self.panel_size, self.rows, "rows")
+        check_grid_side(self.panel_size, self.cols, "cols")
+
+    @property
+    def num_panels(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def height(self) -> int:
+        return self.rows * self.panel_size
+
+    @property
+    def width(self) -> int:
+        return self.cols * self.panel_size
+
+    def cell(self, index: int) -> tuple[slice, slice]:
+        """Pixel (row, column) slices of panel ``index`` (row-major)."""
+        row, col = divmod(index, self.cols)
+        size = self.panel_size
+        return slice(row * size, (row + 1) * size), slice(col * size, (col + 1) * size)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open a picture fully (so truncated files fail here), naming the file on failure."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except FileNotFoundError:
+        raise ImageInputError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageInputError(f"{path}: not a readable image ({err})") from None
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """Any PIL mode -> (H, W, 3) float32 in [0, 1]; alpha is composited over black, 16-bit scaled."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float32)
+        return np.repeat((array / (65535.0 if array.max() > 255 else 255.0))[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        return rgba[..., :3] * rgba[..., 3:]
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _numpy_to_array(array: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C in 1/3/4) numpy of bool, uint8, uint16 or float in [0, 1] -> (H, W, 3) float32."""
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    else:
+        array = array.astype(np.float32)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ImageInputError(f"image array of shape {array.shape}: expected (H, W) or (H, W, 1|3|4)")
+    if array.shape[2] == 4:
+        array = array[..., :3] * array[..., 3:]
+    return np.broadcast_to(array[..., :3], array.shape[:2] + (3,)) if array.shape[2] == 1 else array
+
+
+def to_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Any supported picture -> (3, H, W) float32 in [-1, 1].
+
+    uint8 inputs map exactly as diffusers' VaeImageProcessor maps them (x / 255 * 2 - 1, in float32).
+    Tensors are taken as already in [-1, 1] when float (CHW or HW), or as uint8 (CHW or HW).
+    """
+    if isinstance(image, torch.Tensor):
+        tensor = image.unsqueeze(0) if image.dim() == 2 else image
+        if tensor.dim() != 3 or tensor.shape[0] not in (1, 3):
+            raise ImageInputError(f"image tensor of shape {tuple(image.shape)}: expected (3, H, W) or (H, W)")
+        if tensor.dtype == torch.uint8:
+            tensor = tensor.float() / 255.0 * 2.0 - 1.0
+        return tensor.float().expand(3, -1, -1).contiguous()
+    array = _pil_to_array(image) if isinstance(image, Image.Image) else _numpy_to_array(np.asarray(image))
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1) * 2.0 - 1.0
+
+
+def fit_panel(image: torch.Tensor, size: int, mode: str = "resize") -> torch.Tensor:
+    """(3, H, W) -> (3, size, size): stretch (``resize``) or keep aspect and pad with black (``letterbox``)."""
+    _, height, width = image.shape
+    if (height, width) == (size, size):
+        return image
+    if mode == "resize":
+        target = (size, size)
+    elif mode == "letterbox":
+        scale = size / max(height, width)
+        target = (max(1, round(height * scale)), max(1, round(width * scale)))
+    else:
+        raise ValueError(f"resize mode {mode!r}: expected 'resize' or 'letterbox'")
+    resized = F.interpolate(image[None], size=target, mode="bicubic", align_corners=False, antialias=True)[0]
+    resized = resized.clamp(-1.0, 1.0)
+    if target == (size, size):
+        return resized
+    canvas = torch.full((3, size, size), -1.0)
+    top, left = (size - target[0]) // 2, (size - target[1]) // 2
+    canvas[:, top : top + target[0], left : left + target[1]] = resized
+    return canvas
+
+
+def compose_grid(panels: Sequence, layout: Layout, mode: str = "resize") -> torch.Tensor:
+    """Pictures in reading order (A, A', B, B' for 2x2) -> grid (3, rows*S, cols*S) in [-1, 1].
+
+    The target (last) panel may be None: it is left black, as the masked image would show it.
+    """
+    if len(panels) != layout.num_panels:
+        raise ValueError(f"{len(panels)} panels given: the {layout.rows}x{layout.cols} layout needs {layout.num_panels}")
+    grid = torch.full((3, layout.height, layout.width), -1.0)
+    for index, panel in enumerate(panels):
+        if panel is None:
+            continue
+        rows, cols = layout.cell(index)
+        grid[:, rows, cols] = fit_panel(to_tensor(panel), layout.panel_size, mode)
+    return grid
+
+
+def split_grid(grid: torch.Tensor, layout: Layout) -> list[torch.Tensor]:
+    """(..., C, rows*S, cols*S) -> the panels in reading order, each (..., C, S, S)."""
+    return [grid[..., rows, cols] for rows, cols in map(layout.cell, range(layout.num_panels))]
+
+
+def target_mask(layout: Layout) -> torch.Tensor:
+    """(1, rows*S, cols*S) float mask: 1 on the target panel (to be generated), 0 on the context."""
+    mask = torch.zeros(1, layout.height, layout.width)
+    rows, cols = layout.cell(layout.num_panels - 1)
+    mask[:, rows, cols] = 1.0
+    return mask
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8, rounding exactly as diffusers' postprocess does."""
+    array = (image.detach().float().cpu() / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
+    return (array * 255).round().astype(np.uint8)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    return Image.fromarray(to_uint8(image))
