@@ -1,10 +1,30 @@
-"""`pico export`: placeholder until its issue lands."""
+"""`pico export RUN_DIR --out DIR`: the run's LoRA in diffusers format (pytorch_lora_weights.safetensors).
+
+Reads RUN_DIR/checkpoints/last.ckpt (or --checkpoint), so it works for unfinished runs too; stock diffusers loads
+the result with ``FluxFillPipeline.load_lora_weights(DIR)``.
+"""
+
+from __future__ import annotations
+
+import argparse
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("export", help="(not yet available)")
+    parser = subparsers.add_parser("export", help="LoRA in diffusers format", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", help="a run directory written by `pico train`")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--checkpoint", help="a checkpoint file (default RUN_DIR/checkpoints/last.ckpt)")
     parser.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise SystemExit("pico export: not available yet")
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pico_lightning.checkpoints import export_checkpoint
+
+    run_dir = Path(args.run_dir)
+    ckpt = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "last.ckpt"
+    path = export_checkpoint(run_dir / "config.yaml", ckpt, args.out)
+    print(f"wrote {path}")
+    return 0

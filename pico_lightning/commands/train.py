@@ -1,10 +1,23 @@
-"""`pico train`: placeholder until its issue lands."""
+"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/train.py)."""
+
+from __future__ import annotations
+
+import argparse
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="(not yet available)")
+    parser = subparsers.add_parser("train", help="train PICO's LoRA; writes a run directory")
+    parser.add_argument("experiment", help="experiment YAML, e.g. experiments/demo.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=50")
     parser.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise SystemExit("pico train: not available yet")
+def run(args: argparse.Namespace) -> int:
+    from pico_lightning.config import load_config
+
+    cfg = load_config(args.experiment, args.overrides)
+    from pico_lightning.train import fit
+
+    run_dir = fit(cfg)
+    print(f"run directory: {run_dir}")
+    return 0

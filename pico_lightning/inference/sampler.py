@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from diffusers.utils.torch_utils import randn_tensor
 
+from pico_lightning.flow import shift_mu
 from pico_lightning.model.autoencoder import Autoencoder
 from pico_lightning.model.conditioning import (
     fill_condition,
@@ -79,14 +79,7 @@ def make_scheduler(
 ) -> FlowMatchEulerDiscreteScheduler:
     """A fresh scheduler with FluxFillPipeline's sigmas and resolution shift for this latent size."""
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(template.config)
-    image_seq_len = (latent_size[0] // 2) * (latent_size[1] // 2)
-    mu = calculate_shift(
-        image_seq_len,
-        scheduler.config.get("base_image_seq_len", 256),
-        scheduler.config.get("max_image_seq_len", 4096),
-        scheduler.config.get("base_shift", 0.5),
-        scheduler.config.get("max_shift", 1.15),
-    )
+    mu = shift_mu((latent_size[0] // 2) * (latent_size[1] // 2), scheduler.config)
     scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), device=device, mu=mu)
     scheduler.set_begin_index(0)
     return scheduler

@@ -1,0 +1,187 @@
+"""Convert raw task folders into VisRel shards (format: ``pico_lightning/data/schema.py``).
+
+    pico prep folders SRC --out DIR
+
+Layout::
+
+    SRC/<category>/<task>/input/<id>.<ext>     the task's inputs
+    SRC/<category>/<task>/output/<id>.<ext>    its outputs: one <id> (file stem) pairs an input and an output
+    SRC/<category>/<task>/prompt.txt           optional text label (default: CATEGORY_PROMPTS[category])
+
+``<category>`` is a short family name (restoration, estimation, perception, manipulation) or a long one
+(restoration_enhancement, physical_geometric_estimation, semantic_perception, generative_manipulation); case,
+``-`` and spaces are ignored. ``<ext>`` is png, jpg, jpeg, bmp, tif, tiff or webp. Every image becomes RGB
+uint8 at its own size: grey and palette are expanded, 16-bit grey (modes I;16 and I) is scaled by 1/257,
+transparency is composited over black, EXIF rotation is applied. Task names must be unique across categories;
+every pair gets variant "default". Per task, pairs sorted by id: the last ~1/6 (at least 2) are split "val",
+the rest "train" (``splits.py``); nothing is held out.
+
+Nothing is dropped silently: the summary lists (paths relative to SRC) every skipped file or folder under
+``unpaired`` (no partner, or its partner is unreadable), ``unreadable`` (corrupt or not an image),
+``unknown_category`` and ``unexpected`` (outside the layout: stray files, other extensions, two files with one
+id, a repeated task name, a task folder without images). Hidden files (``.*``) are ignored. Every image is
+decoded once to check it (so splits count readable pairs only, and nothing is written if none is) and again to
+write it.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from data_prep.shards import shard_maxcount, write_shards
+from data_prep.splits import split_for
+from pico_lightning.data.schema import CATEGORIES, CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
+
+LAYOUT = "SRC/<category>/<task>/{input,output}/<id>.<ext>"
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+CATEGORY_ALIASES = {
+    **{name: name for name in CATEGORIES},
+    "restoration_enhancement": "restoration",
+    "physical_geometric_estimation": "estimation",
+    "semantic_perception": "perception",
+    "generative_manipulation": "manipulation",
+}
+SKIP_REASONS = ("unpaired", "unreadable", "unknown_category", "unexpected")
+
+
+@dataclass(frozen=True)
+class TaskFolder:
+    """One task folder's paired files, sorted by id: (id, input path, output path)."""
+
+    name: str
+    category: str
+    prompt: str
+    pairs: tuple[tuple[str, Path, Path], ...]
+
+
+def convert_folders(src: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+    """Write every readable pair under ``src`` as shards + index in ``out_dir``; return written, skipped."""
+    root = Path(src)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory; expected the layout {LAYOUT}")
+    skipped = {reason: [] for reason in SKIP_REASONS}
+    tasks = scan_folders(root, skipped)
+    total = sum(len(task.pairs) for task in tasks)
+    if total == 0:
+        raise ValueError(f"{root}: no readable input/output pairs; expected the layout {LAYOUT}")
+    shards = write_shards(_samples(root, tasks), out_dir, maxcount=shard_maxcount(total))
+    written = json.loads((Path(out_dir) / INDEX_NAME).read_text())["num_samples"]
+    return {
+        "out_dir": str(out_dir),
+        "written": written,
+        "num_tasks": len(tasks),
+        "shards": shards,
+        "skipped": skipped,
+    }
+
+
+def scan_folders(root: Path, skipped: dict[str, list[str]]) -> list[TaskFolder]:
+    """Find the task folders under ``root`` and their readable pairs; record the rest in ``skipped``."""
+    tasks: dict[str, TaskFolder] = {}
+    for category_dir in _subfolders(root, root, skipped):
+        category = CATEGORY_ALIASES.get(category_dir.name.lower().replace("-", "_").replace(" ", "_"))
+        if category is None:
+            skipped["unknown_category"].append(_relative(category_dir, root))
+            continue
+        for task_dir in _subfolders(category_dir, root, skipped):
+            task = _scan_task(task_dir, category, root, skipped)
+            if task.name in tasks or not _has_images(task_dir):  # a repeated task name, or no images at all
+                skipped["unexpected"].append(_relative(task_dir, root))
+            elif task.pairs:  # else its files are all listed in ``skipped`` already
+                tasks[task.name] = task
+    return list(tasks.values())
+
+
+def _scan_task(task_dir: Path, category: str, root: Path, skipped: dict[str, list[str]]) -> TaskFolder:
+    """Pair ``input/`` and ``output/`` files by id and decode both; the rest goes to ``skipped``."""
+    for entry in _visible(task_dir):
+        if entry.name not in ("input", "output", "prompt.txt"):
+            skipped["unexpected"].append(_relative(entry, root))
+    inputs = _images(task_dir / "input", root, skipped)
+    outputs = _images(task_dir / "output", root, skipped)
+    for stem in sorted(inputs.keys() ^ outputs.keys()):
+        skipped["unpaired"].append(_relative(inputs.get(stem) or outputs[stem], root))
+    pairs = []
+    for stem in sorted(inputs.keys() & outputs.keys()):
+        readable = [_readable(path, root, skipped) for path in (inputs[stem], outputs[stem])]
+        if all(readable):
+            pairs.append((stem, inputs[stem], outputs[stem]))
+        elif any(readable):  # the readable partner has lost its pair
+            skipped["unpaired"].append(_relative(inputs[stem] if readable[0] else outputs[stem], root))
+    prompt_file = task_dir / "prompt.txt"
+    prompt = prompt_file.read_text().strip() if prompt_file.is_file() else ""
+    return TaskFolder(task_dir.name, category, prompt or CATEGORY_PROMPTS[category], tuple(pairs))
+
+
+def _images(folder: Path, root: Path, skipped: dict[str, list[str]]) -> dict[str, Path]:
+    """Image files of ``folder`` by stem; other entries and repeated stems go to ``skipped``."""
+    found: dict[str, Path] = {}
+    for entry in _visible(folder):
+        if entry.is_file() and entry.suffix.lower() in EXTENSIONS and entry.stem not in found:
+            found[entry.stem] = entry
+        else:
+            skipped["unexpected"].append(_relative(entry, root))
+    return found
+
+
+def _samples(root: Path, tasks: list[TaskFolder]):
+    """Yield (input, output, meta) round-robin over tasks, so every shard mixes them."""
+    order = sorted(
+        (position, index) for index, task in enumerate(tasks) for position in range(len(task.pairs))
+    )
+    for position, index in order:
+        task = tasks[index]
+        stem, input_path, output_path = task.pairs[position]
+        split = split_for(position, len(task.pairs), held_out=False)
+        meta = SampleMeta(
+            task.name, task.category, "default", stem, _relative(input_path, root), split, task.prompt
+        )
+        yield load_rgb(input_path), load_rgb(output_path), meta
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """Decode any image file to RGB (H, W, 3) uint8 (16-bit grey / 257, alpha over black, EXIF rotation)."""
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        grey = np.clip(np.asarray(image, np.float64) / 257, 0, 255).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return np.asarray(image.convert("RGB"))
+
+
+def _readable(path: Path, root: Path, skipped: dict[str, list[str]]) -> bool:
+    try:
+        load_rgb(path)
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, ... for corrupt files: report, skip
+        skipped["unreadable"].append(_relative(path, root))
+        return False
+    return True
+
+
+def _subfolders(folder: Path, root: Path, skipped: dict[str, list[str]]) -> list[Path]:
+    entries = _visible(folder)
+    skipped["unexpected"] += [_relative(entry, root) for entry in entries if not entry.is_dir()]
+    return [entry for entry in entries if entry.is_dir()]
+
+
+def _has_images(task_dir: Path) -> bool:
+    return any(_visible(task_dir / "input")) or any(_visible(task_dir / "output"))
+
+
+def _visible(folder: Path) -> list[Path]:
+    return (
+        sorted(entry for entry in folder.iterdir() if not entry.name.startswith("."))
+        if folder.is_dir()
+        else []
+    )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()

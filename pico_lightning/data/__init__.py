@@ -1,0 +1,1 @@
+"""VisRel data: the shard format (schema), episodes and the datamodule."""

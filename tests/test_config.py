@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from pico_lightning.config import ConfigError, ExperimentConfig, load_config, save_config
+
+EXPERIMENTS = sorted(Path(__file__).resolve().parents[1].glob("experiments/**/*.yaml"))
+
+
+def test_defaults_load():
+    cfg = load_config()
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.lora.rank == 16 and cfg.data.rows == 2 and cfg.train.loss_region == "target"
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if "ablations" not in p.parts], ids=lambda p: p.name)
+def test_every_experiment_file_loads(path):
+    load_config(path)
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  max_steps: 7\nlora:\n  rank: 4\n")
+    cfg = load_config(path, ["train.max_steps=9"])
+    assert (cfg.train.max_steps, cfg.lora.rank) == (9, 4)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.lrr=1", "train.lrr"),  # unknown key
+        ("train.max_steps=abc", "train.max_steps"),  # wrong type
+        ("train.max_steps=-3", "train.max_steps"),  # invalid value
+        ("train.strategy=magic", "train.strategy"),  # not one of the choices
+        ("data.panel_size=20", "nearest valid panel sizes: [16, 24]"),  # does not pack
+        ("model.axes_dims_rope=[4,4,4]", "model.axes_dims_rope"),
+    ],
+)
+def test_bad_values_name_key_and_file(tmp_path, override, needle):
+    path = tmp_path / "exp.yaml"
+    path.write_text("run:\n  name: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    message = str(err.value)
+    assert needle in message and str(path) in message and "\n" not in message
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_batch_must_divide_world():
+    cfg = load_config(None, ["train.batch_size=6", "train.devices=4"])
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        cfg.train.per_device_batch()
+    assert load_config(None, ["train.batch_size=8", "train.devices=4"]).train.per_device_batch() == 2
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["train.max_steps=11", "data.tasks=[denoise,edges]"])
+    save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
