@@ -130,16 +130,12 @@ def _images(folder: Path, root: Path, skipped: dict[str, list[str]]) -> dict[str
 
 def _samples(root: Path, tasks: list[TaskFolder]):
     """Yield (input, output, meta) round-robin over tasks, so every shard mixes them."""
-    order = sorted(
-        (position, index) for index, task in enumerate(tasks) for position in range(len(task.pairs))
-    )
+    order = sorted((position, index) for index, task in enumerate(tasks) for position in range(len(task.pairs)))
     for position, index in order:
         task = tasks[index]
         stem, input_path, output_path = task.pairs[position]
         split = split_for(position, len(task.pairs), held_out=False)
-        meta = SampleMeta(
-            task.name, task.category, "default", stem, _relative(input_path, root), split, task.prompt
-        )
+        meta = SampleMeta(task.name, task.category, "default", stem, _relative(input_path, root), split, task.prompt)
         yield load_rgb(input_path), load_rgb(output_path), meta
 
 
@@ -176,11 +172,7 @@ def _has_images(task_dir: Path) -> bool:
 
 
 def _visible(folder: Path) -> list[Path]:
-    return (
-        sorted(entry for entry in folder.iterdir() if not entry.name.startswith("."))
-        if folder.is_dir()
-        else []
-    )
+    return sorted(entry for entry in folder.iterdir() if not entry.name.startswith(".")) if folder.is_dir() else []
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -98,19 +98,13 @@ TASKS = (
         held_out=True,
         source=shape_scene,
     ),
-    TaskSpec(
-        "keypoints", "perception", ("on_image", "on_black"), sem.keypoints, held_out=True, source=shape_scene
-    ),
+    TaskSpec("keypoints", "perception", ("on_image", "on_black"), sem.keypoints, held_out=True, source=shape_scene),
     TaskSpec("colorize", "manipulation", ("grey", "faded"), gen.colorize, source=colour_photo),
     TaskSpec("posterize", "manipulation", ("levels_2", "levels_4"), gen.posterize),
     TaskSpec("sketch", "manipulation", ("pencil", "ink"), gen.sketch),
     TaskSpec("sepia", "manipulation", ("classic", "vintage"), gen.sepia),
-    TaskSpec(
-        "background_replace", "manipulation", ("white", "checker"), gen.background_replace, source=shape_scene
-    ),
+    TaskSpec("background_replace", "manipulation", ("white", "checker"), gen.background_replace, source=shape_scene),
     TaskSpec("cartoon", "manipulation", ("flat", "flat_edges"), gen.cartoon, held_out=True),
-    TaskSpec(
-        "sticker_insert", "manipulation", ("star_corner", "disc_centre"), gen.sticker_insert, held_out=True
-    ),
+    TaskSpec("sticker_insert", "manipulation", ("star_corner", "disc_centre"), gen.sticker_insert, held_out=True),
     TaskSpec("watermark_remove", "manipulation", ("text", "logo"), gen.watermark_remove, held_out=True),
 )

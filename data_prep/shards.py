@@ -52,9 +52,7 @@ def write_shards(
         os.replace(tmp, out / name)
     index.update(shards=names, shard_sizes=[sizes[tmp] for tmp in tmp_paths])
     _write_json_atomic(out / INDEX_NAME, index)
-    _remove(
-        path for path in out.glob(f"{prefix}-*.tar") if path.name not in names
-    )  # stale: from a bigger run
+    _remove(path for path in out.glob(f"{prefix}-*.tar") if path.name not in names)  # stale: from a bigger run
     return names
 
 
@@ -66,9 +64,7 @@ def _write_tmp_shards(samples: Iterable[Sample], pattern: Path, maxcount: int, t
         for image_in, image_out, meta in samples:
             key = make_key(meta.task, meta.variant, meta.pair_id)
             if key in keys:
-                raise ValueError(
-                    f"write_shards: duplicate sample key {key!r}: pair_id must be unique per task"
-                )
+                raise ValueError(f"write_shards: duplicate sample key {key!r}: pair_id must be unique per task")
             keys.add(key)
             sink.write(
                 {
@@ -85,9 +81,7 @@ def _write_tmp_shards(samples: Iterable[Sample], pattern: Path, maxcount: int, t
     return metas, sizes
 
 
-def build_index(
-    metas: Iterable[SampleMeta], held_out: Collection[str] = (), suites: dict | None = None
-) -> dict:
+def build_index(metas: Iterable[SampleMeta], held_out: Collection[str] = (), suites: dict | None = None) -> dict:
     """Summarise sample metas into the ``index.json`` dict (without the shard list)."""
     tasks: dict[str, dict] = {}
     for meta in metas:

@@ -34,7 +34,7 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_lora_from_checkpoint(transformer: nn.Module, checkpoint: dict, path: str | Path) -> None:
     """Copy the checkpoint's LoRA tensors into ``transformer`` (LoRA already attached); mismatches are errors."""
-    state = {k[len(PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
+    state = {k[len(PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(PREFIX)}
     own = dict(transformer.named_parameters())
     foreign = [k for k in state if k not in own or own[k].shape != state[k].shape]
     if foreign or not state:

@@ -16,9 +16,10 @@ from typing import Literal
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pico_lightning.packing import check_grid_side
 from pico_lightning.errors import UserError
+from pico_lightning.packing import check_grid_side
 
+SUITES = ("segmentation", "user_tasks", "held_in", "held_out", "perseg")  # evaluation/suites.py defines them
 
 
 class ConfigError(UserError):
@@ -64,14 +65,32 @@ class ModelConfig:
     """Prompt-embedding cache directory; empty = <run dir>/text_cache or ~/.cache/pico_lightning/text."""
 
     def __post_init__(self) -> None:
-        _check(self.pixel_shuffle_scale >= 1, "model.pixel_shuffle_scale", "an integer >= 1", self.pixel_shuffle_scale)
+        _check(
+            self.pixel_shuffle_scale >= 1,
+            "model.pixel_shuffle_scale",
+            "an integer >= 1",
+            self.pixel_shuffle_scale,
+        )
         rope_sum = sum(self.axes_dims_rope)
-        _check(len(self.axes_dims_rope) == 3 and rope_sum == self.attention_head_dim, "model.axes_dims_rope",
-               f"3 integers summing to model.attention_head_dim={self.attention_head_dim}", self.axes_dims_rope)
-        _check(self.max_sequence_length >= 1, "model.max_sequence_length", "an integer >= 1", self.max_sequence_length)
+        _check(
+            len(self.axes_dims_rope) == 3 and rope_sum == self.attention_head_dim,
+            "model.axes_dims_rope",
+            f"3 integers summing to model.attention_head_dim={self.attention_head_dim}",
+            self.axes_dims_rope,
+        )
+        _check(
+            self.max_sequence_length >= 1,
+            "model.max_sequence_length",
+            "an integer >= 1",
+            self.max_sequence_length,
+        )
         if self.pretrained_dir:
-            _check(os.path.isdir(self.pretrained_dir), "model.pretrained_dir", "an existing directory",
-                   self.pretrained_dir)
+            _check(
+                os.path.isdir(self.pretrained_dir),
+                "model.pretrained_dir",
+                "an existing directory",
+                self.pretrained_dir,
+            )
 
 
 @dataclass
@@ -82,12 +101,24 @@ class LoraConfig:
     """LoRA alpha; the update is scaled by alpha / r."""
     dropout: float = 0.0
     """Dropout on the LoRA branch."""
-    target_modules: list[str] = field(default_factory=lambda: [
-        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
-        "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
-        "proj_mlp", "proj_out",
-    ])
+    target_modules: list[str] = field(
+        default_factory=lambda: [
+            "attn.to_q",
+            "attn.to_k",
+            "attn.to_v",
+            "attn.to_out.0",
+            "attn.add_q_proj",
+            "attn.add_k_proj",
+            "attn.add_v_proj",
+            "attn.to_add_out",
+            "ff.net.0.proj",
+            "ff.net.2",
+            "ff_context.net.0.proj",
+            "ff_context.net.2",
+            "proj_mlp",
+            "proj_out",
+        ]
+    )
     """Module-name suffixes inside the double and single blocks (never the embedders or the final layer)."""
 
     def __post_init__(self) -> None:
@@ -138,8 +169,18 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.panel_size >= 1, "data.panel_size", "a positive integer", self.panel_size)
-        _check(self.rows >= 2 and self.cols >= 2, "data.rows/data.cols", "at least 2 each", (self.rows, self.cols))
-        _check(0.0 <= self.prompt_dropout <= 1.0, "data.prompt_dropout", "a number in [0, 1]", self.prompt_dropout)
+        _check(
+            self.rows >= 2 and self.cols >= 2,
+            "data.rows/data.cols",
+            "at least 2 each",
+            (self.rows, self.cols),
+        )
+        _check(
+            0.0 <= self.prompt_dropout <= 1.0,
+            "data.prompt_dropout",
+            "a number in [0, 1]",
+            self.prompt_dropout,
+        )
         _check(self.num_tasks >= 0, "data.num_tasks", "an integer >= 0", self.num_tasks)
         _check(self.shots_per_task >= 0, "data.shots_per_task", "an integer >= 0", self.shots_per_task)
         _check(self.num_workers >= 0, "data.num_workers", "an integer >= 0", self.num_workers)
@@ -194,7 +235,14 @@ class TrainConfig:
     """Global seed (noise and timesteps are seeded per step from it, so resumes are exact)."""
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "batch_size", "accumulate_grad_batches", "devices", "num_nodes", "checkpoint_every"):
+        for key in (
+            "max_steps",
+            "batch_size",
+            "accumulate_grad_batches",
+            "devices",
+            "num_nodes",
+            "checkpoint_every",
+        ):
             value = getattr(self, key)
             _check(value >= 1, f"train.{key}", "an integer >= 1", value)
         _check(self.lr > 0, "train.lr", "a number > 0", self.lr)
@@ -207,8 +255,12 @@ class TrainConfig:
     def per_device_batch(self) -> int:
         """The batch each device sees; the global batch must divide by the world size."""
         world = self.world_size()
-        _check(self.batch_size % world == 0, "train.batch_size",
-               f"a multiple of devices*num_nodes={world}", self.batch_size)
+        _check(
+            self.batch_size % world == 0,
+            "train.batch_size",
+            f"a multiple of devices*num_nodes={world}",
+            self.batch_size,
+        )
         return self.batch_size // world
 
 
@@ -233,14 +285,28 @@ class EvalConfig:
     seed: int = 0
     """First candidate seed; candidates are seed, seed+1, ..."""
     gallery_episodes: int = 4
-    """Episodes drawn in the gallery and the W&B table (fixed across steps)."""
+    """Episodes per suite drawn in the gallery and the W&B table (fixed across steps)."""
+    perseg_dir: str = ""
+    """A PerSeg-style folder (Images/<object>/*.jpg, Annotations/<object>/*.png) for the 'perseg' suite."""
 
     def __post_init__(self) -> None:
         _check(self.num_steps >= 1, "eval.num_steps", "an integer >= 1", self.num_steps)
         _check(self.num_seeds >= 1, "eval.num_seeds", "an integer >= 1", self.num_seeds)
-        _check(0 <= self.scorer_steps < self.num_steps, "eval.scorer_steps",
-               f"an integer in [0, eval.num_steps={self.num_steps})", self.scorer_steps)
+        _check(
+            0 <= self.scorer_steps < self.num_steps,
+            "eval.scorer_steps",
+            f"an integer in [0, eval.num_steps={self.num_steps})",
+            self.scorer_steps,
+        )
         _check(self.every_n_steps >= 0, "eval.every_n_steps", "an integer >= 0", self.every_n_steps)
+        unknown = [s for s in self.suites if s not in SUITES]
+        _check(not unknown, "eval.suites", f"names from {list(SUITES)}", self.suites)
+        _check(
+            "perseg" not in self.suites or bool(self.perseg_dir),
+            "eval.perseg_dir",
+            "a PerSeg folder when eval.suites has 'perseg'",
+            self.perseg_dir,
+        )
 
 
 @dataclass

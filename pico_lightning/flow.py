@@ -21,16 +21,27 @@ DENSITIES = ("uniform", "logit_normal", "mode")
 
 
 def sample_timesteps(
-    batch: int, density: str, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
-    logit_mean: float = 0.0, logit_std: float = 1.0, mode_scale: float = 1.29,
+    batch: int,
+    density: str,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    mode_scale: float = 1.29,
 ) -> torch.Tensor:
     """(batch,) flow times t in (0, 1) from ``density`` (diffusers' implementation of each, seeded)."""
     if density not in DENSITIES:
         raise ValueError(f"timestep density {density!r}: expected one of {DENSITIES}")
     scheme = "none" if density == "uniform" else density
-    u = compute_density_for_timestep_sampling(scheme, batch, logit_mean=logit_mean, logit_std=logit_std,
-                                              mode_scale=mode_scale, device=generator.device if generator else device,
-                                              generator=generator)
+    u = compute_density_for_timestep_sampling(
+        scheme,
+        batch,
+        logit_mean=logit_mean,
+        logit_std=logit_std,
+        mode_scale=mode_scale,
+        device=generator.device if generator else device,
+        generator=generator,
+    )
     return u.to(device)
 
 
@@ -74,8 +85,9 @@ def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.T
     return (per_token * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-8)
 
 
-def euler_sample(velocity_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
-                 num_steps: int) -> torch.Tensor:
+def euler_sample(
+    velocity_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor, num_steps: int
+) -> torch.Tensor:
     """Integrate dx/dt = velocity_fn(x, t) from t = 1 (``noise``) to t = 0 in ``num_steps`` uniform Euler steps."""
     times = torch.linspace(1.0, 0.0, num_steps + 1)
     x = noise

@@ -56,11 +56,20 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     mode = wandb_mode(cfg)
     if mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(WandbLogger(
-            name=cfg.run.name, project=cfg.logging.project, group=cfg.logging.group or None,
-            tags=list(cfg.logging.tags) or None, save_dir=str(run_dir), offline=mode == "offline", mode=mode,
-            config=to_container(cfg), id=_wandb_id(run_dir), resume="allow",
-        ))
+        loggers.append(
+            WandbLogger(
+                name=cfg.run.name,
+                project=cfg.logging.project,
+                group=cfg.logging.group or None,
+                tags=list(cfg.logging.tags) or None,
+                save_dir=str(run_dir),
+                offline=mode == "offline",
+                mode=mode,
+                config=to_container(cfg),
+                id=_wandb_id(run_dir),
+                resume="allow",
+            )
+        )
     return loggers
 
 

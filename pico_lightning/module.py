@@ -32,8 +32,15 @@ class TrainingDivergedError(UserError):
 
 
 class PicoModule(pl.LightningModule):
-    def __init__(self, transformer: torch.nn.Module, autoencoder: Autoencoder, scheduler_config: dict,
-                 prompts: dict[str, tuple[torch.Tensor, torch.Tensor]], cfg: TrainConfig, guidance: float):
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        autoencoder: Autoencoder,
+        scheduler_config: dict,
+        prompts: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        cfg: TrainConfig,
+        guidance: float,
+    ):
         super().__init__()
         self.transformer = transformer
         self.autoencoder = autoencoder
@@ -46,23 +53,39 @@ class PicoModule(pl.LightningModule):
         self.strict_loading = False  # checkpoints hold only the trainable parameters
         self._batch_tasks: list[str] = []
 
-    def forward(self, grid: torch.Tensor, mask: torch.Tensor, prompt_ids: torch.Tensor,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, grid: torch.Tensor, mask: torch.Tensor, prompt_ids: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One noised prediction: (B, L, 4C) predicted and target velocities for grids (B, 3, H, W)."""
         with torch.no_grad():
             x0 = pack_latents(self.autoencoder.encode(grid, generator=generator))
             condition = fill_condition(self.autoencoder, grid, mask, generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        t = flow.sample_timesteps(x0.shape[0], self.cfg.timestep_density, generator, x0.device,
-                                  self.cfg.logit_mean, self.cfg.logit_std, self.cfg.mode_scale)
+        t = flow.sample_timesteps(
+            x0.shape[0],
+            self.cfg.timestep_density,
+            generator,
+            x0.device,
+            self.cfg.logit_mean,
+            self.cfg.logit_std,
+            self.cfg.mode_scale,
+        )
         if self.cfg.resolution_shift:
             t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], self.scheduler_config))
         dtype = self.transformer.dtype
-        height, width = grid.shape[-2] // self.autoencoder.scale_factor, grid.shape[-1] // self.autoencoder.scale_factor
+        height, width = (
+            grid.shape[-2] // self.autoencoder.scale_factor,
+            grid.shape[-1] // self.autoencoder.scale_factor,
+        )
         guidance = torch.full((x0.shape[0],), self.guidance, device=x0.device, dtype=torch.float32)
         pred = predict_velocity(
-            self.transformer, flow.interpolate(x0, noise, t).to(dtype), condition.to(dtype), t.to(dtype), guidance,
-            self.prompt_embeds[prompt_ids].to(dtype), self.pooled_embeds[prompt_ids].to(dtype),
+            self.transformer,
+            flow.interpolate(x0, noise, t).to(dtype),
+            condition.to(dtype),
+            t.to(dtype),
+            guidance,
+            self.prompt_embeds[prompt_ids].to(dtype),
+            self.pooled_embeds[prompt_ids].to(dtype),
             latent_image_ids(height, width, x0.device, dtype),
         )
         return pred, flow.velocity_target(x0, noise)
@@ -138,12 +161,18 @@ class PicoModule(pl.LightningModule):
             raise UserError(f"prompt {missing[0]!r} has no cached embedding (the data produced an unexpected prompt)")
         return torch.tensor([self.prompt_index[p] for p in prompts])
 
-    def _log_losses(self, loss: torch.Tensor, per_sample: torch.Tensor, category_ids: torch.Tensor,
-                    categories: list[str]) -> None:
+    def _log_losses(
+        self, loss: torch.Tensor, per_sample: torch.Tensor, category_ids: torch.Tensor, categories: list[str]
+    ) -> None:
         """train/loss and train/loss/<category> for the categories present (counts from host strings: no sync)."""
         self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=per_sample.shape[0])
         sums = torch.zeros(len(CATEGORIES), device=per_sample.device).index_add_(0, category_ids, per_sample.float())
         for category in sorted(set(categories)):
             count = categories.count(category)
-            self.log(f"train/loss/{category}", sums[CATEGORIES.index(category)] / count, on_step=True,
-                     on_epoch=False, batch_size=count)
+            self.log(
+                f"train/loss/{category}",
+                sums[CATEGORIES.index(category)] / count,
+                on_step=True,
+                on_epoch=False,
+                batch_size=count,
+            )

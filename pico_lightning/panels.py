@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from pico_lightning.packing import check_grid_side
 from pico_lightning.errors import UserError
-
+from pico_lightning.packing import check_grid_side
 
 
 class ImageInputError(UserError):
@@ -143,7 +142,9 @@ def compose_grid(panels: Sequence, layout: Layout, mode: str = "resize") -> torc
     The target (last) panel may be None: it is left black, as the masked image would show it.
     """
     if len(panels) != layout.num_panels:
-        raise ValueError(f"{len(panels)} panels given: the {layout.rows}x{layout.cols} layout needs {layout.num_panels}")
+        raise ValueError(
+            f"{len(panels)} panels given: the {layout.rows}x{layout.cols} layout needs {layout.num_panels}"
+        )
     grid = torch.full((3, layout.height, layout.width), -1.0)
     for index, panel in enumerate(panels):
         if panel is None:

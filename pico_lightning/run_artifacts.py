@@ -42,7 +42,13 @@ class RunArtifacts(pl.Callback):
             return
         export_lora(pl_module.transformer, self.run_dir / "lora")
         final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
-        write_json(self.run_dir / "summary.json", {
-            "status": "finished", "step": trainer.global_step, "eval": final,
-            "lora": str(self.run_dir / "lora"), "checkpoint": str(self.run_dir / "checkpoints" / "last.ckpt"),
-        })
+        write_json(
+            self.run_dir / "summary.json",
+            {
+                "status": "finished",
+                "step": trainer.global_step,
+                "eval": final,
+                "lora": str(self.run_dir / "lora"),
+                "checkpoint": str(self.run_dir / "checkpoints" / "last.ckpt"),
+            },
+        )

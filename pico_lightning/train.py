@@ -11,6 +11,7 @@ state), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -18,6 +19,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from pico_lightning.config import ExperimentConfig
+from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.errors import UserError
 from pico_lightning.loggers import build_loggers
 from pico_lightning.model.backbone import DTYPES, FluxParts, build_parts, build_text_encoders
@@ -33,8 +35,10 @@ def resume_checkpoint(cfg: ExperimentConfig) -> Path | None:
     if cfg.run.resume == "auto":
         return last if last.is_file() else None
     if last.is_file():
-        raise UserError(f"{cfg.run.path()}: this run already has checkpoints; "
-                        "continue it with run.resume=auto or choose another run.name")
+        raise UserError(
+            f"{cfg.run.path()}: this run already has checkpoints; "
+            "continue it with run.resume=auto or choose another run.name"
+        )
     return None
 
 
@@ -48,11 +52,17 @@ def prompt_table(cfg: ExperimentConfig, parts: FluxParts, prompts: list[str]) ->
 def build_module(cfg: ExperimentConfig, prompts: list[str]) -> PicoModule:
     """The frozen base with LoRA attached, wrapped in the LightningModule."""
     parts = build_parts(cfg.model)
-    add_lora(parts.transformer, cfg.lora)
+    add_lora(parts.transformer, cfg.lora, seed=cfg.train.seed)
     if cfg.train.gradient_checkpointing:
         parts.transformer.enable_gradient_checkpointing()
-    return PicoModule(parts.transformer, parts.autoencoder, parts.scheduler.config,
-                      prompt_table(cfg, parts, prompts), cfg.train, cfg.model.guidance)
+    return PicoModule(
+        parts.transformer,
+        parts.autoencoder,
+        parts.scheduler.config,
+        prompt_table(cfg, parts, prompts),
+        cfg.train,
+        cfg.model.guidance,
+    )
 
 
 def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list[pl.Callback]:
@@ -60,25 +70,50 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list[pl.Callback]:
 
     callbacks: list[pl.Callback] = [
         RunArtifacts(cfg, run_dir),
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step:06d}", save_last=True,
-                        every_n_train_steps=cfg.train.checkpoint_every, save_top_k=1, save_on_train_epoch_end=False),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="step-{step:06d}",
+            save_last=True,
+            every_n_train_steps=cfg.train.checkpoint_every,
+            save_top_k=1,
+            save_on_train_epoch_end=False,
+        ),
     ]
     if cfg.eval.suites:
         callbacks.append(SeedScoredEvaluation(cfg, run_dir))
         if cfg.eval.every_n_steps:
-            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="eval/score",
-                                             mode="max", save_top_k=1, every_n_train_steps=cfg.eval.every_n_steps))
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints",
+                    filename="best",
+                    monitor="eval/score",
+                    mode="max",
+                    save_top_k=1,
+                    every_n_train_steps=cfg.eval.every_n_steps,
+                )
+            )
     return callbacks
 
 
 def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
     train = cfg.train
     return pl.Trainer(
-        max_steps=train.max_steps, accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
-        strategy=train.strategy, precision=train.precision, accumulate_grad_batches=train.accumulate_grad_batches,
-        gradient_clip_val=train.gradient_clip_val or None, log_every_n_steps=cfg.logging.log_every_n_steps,
-        logger=build_loggers(cfg, run_dir), callbacks=callbacks, default_root_dir=str(run_dir),
-        use_distributed_sampler=False, limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
+        max_steps=train.max_steps,
+        accelerator=train.accelerator,
+        devices=train.devices,
+        num_nodes=train.num_nodes,
+        strategy=train.strategy,
+        precision=train.precision,
+        accumulate_grad_batches=train.accumulate_grad_batches,
+        gradient_clip_val=train.gradient_clip_val or None,
+        log_every_n_steps=cfg.logging.log_every_n_steps,
+        logger=build_loggers(cfg, run_dir),
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
         max_epochs=-1,
     )
 
@@ -88,10 +123,11 @@ def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None)
     from pico_lightning.data.datamodule import VisRelDataModule
 
     torch.set_float32_matmul_precision("high")
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen base, on purpose
     run_dir = cfg.run.path()
     ckpt = resume_checkpoint(cfg)
     datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size)
-    module = build_module(cfg, datamodule.prompts())
+    module = build_module(cfg, [*datamodule.prompts(), *CATEGORY_PROMPTS.values()])  # + the suites' prompts
     trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     return run_dir

@@ -33,10 +33,85 @@ def tiny_flux_dir(tmp_path_factory):
     cfg = ModelConfig(autoencoder="kl")
     parts, text = build_parts(cfg), build_text_encoders(cfg)
     pipe = FluxFillPipeline(
-        scheduler=parts.scheduler, vae=parts.autoencoder.vae, transformer=parts.transformer,
-        text_encoder=text.text_encoder, tokenizer=text.tokenizer,
-        text_encoder_2=text.text_encoder_2, tokenizer_2=text.tokenizer_2,
+        scheduler=parts.scheduler,
+        vae=parts.autoencoder.vae,
+        transformer=parts.transformer,
+        text_encoder=text.text_encoder,
+        tokenizer=text.tokenizer,
+        text_encoder_2=text.text_encoder_2,
+        tokenizer_2=text.tokenizer_2,
     )
     path = tmp_path_factory.mktemp("tiny_flux_fill")
     pipe.save_pretrained(path)
     return path
+
+
+class FixedEpisodes(torch.utils.data.IterableDataset):
+    """An endless stream of the same tiny batch: (x, -x) exemplar and query pairs, for module-level tests."""
+
+    def __init__(self, batch_size: int = 4, panel_size: int = 16, non_finite: bool = False):
+        from pico_lightning import panels
+
+        generator = torch.Generator().manual_seed(0)
+        layout = panels.Layout(2, 2, panel_size)
+        grids = []
+        for _ in range(batch_size):
+            a = torch.rand(3, panel_size, panel_size, generator=generator) * 2 - 1
+            grids.append(panels.compose_grid([a, -a, a.flip(-1), -a.flip(-1)], layout))
+        grid = torch.stack(grids)
+        if non_finite:
+            grid[0, 0, 0, 0] = float("nan")
+        self.batch = {
+            "grid": grid,
+            "mask": panels.target_mask(layout).expand(batch_size, -1, -1, -1).clone(),
+            "prompt": ["Edit", ""] * (batch_size // 2),
+            "task": ["negate"] * batch_size,
+            "category": ["manipulation", "restoration"] * (batch_size // 2),
+        }
+
+    def __iter__(self):
+        while True:
+            yield {k: (v.clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in self.batch.items()}
+
+
+def fixed_loader(**kwargs) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(FixedEpisodes(**kwargs), batch_size=None)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A tiny experiment in tmp_path: 16 px panels, W&B off, eval off."""
+    from pico_lightning.config import load_config
+
+    return load_config(
+        None,
+        [
+            "data.panel_size=16",
+            "train.lr=3e-3",
+            "train.max_steps=6",
+            "train.accelerator=cpu",
+            "train.checkpoint_every=3",
+            "eval.suites=[]",
+            "logging.wandb_mode=disabled",
+            "logging.log_every_n_steps=1",
+            f"model.text_cache_dir={tmp_path / 'text'}",
+            f"run.dir={tmp_path / 'runs'}",
+            "run.name=t",
+        ],
+    )
+
+
+class FixedDataModule:
+    """The smallest DataModule fit() accepts: the fixed batch stream and its prompts."""
+
+    def __new__(cls, **kwargs):
+        import lightning.pytorch as pl
+
+        class _Module(pl.LightningDataModule):
+            def prompts(self):
+                return ["", "Edit"]
+
+            def train_dataloader(self):
+                return fixed_loader(**kwargs)
+
+        return _Module()

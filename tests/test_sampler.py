@@ -30,8 +30,16 @@ def stock(tiny_flux_dir, grid_uint8):
     calls = []
     pipe.transformer.register_forward_hook(lambda *args: calls.append(1))
     mask = Image.fromarray((panels.target_mask(LAYOUT)[0].numpy() * 255).astype(np.uint8))
-    kwargs = dict(prompt=PROMPT, image=Image.fromarray(grid_uint8), mask_image=mask, height=LAYOUT.height,
-                  width=LAYOUT.width, num_inference_steps=STEPS, guidance_scale=GUIDANCE, max_sequence_length=32)
+    kwargs = dict(
+        prompt=PROMPT,
+        image=Image.fromarray(grid_uint8),
+        mask_image=mask,
+        height=LAYOUT.height,
+        width=LAYOUT.width,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        max_sequence_length=32,
+    )
     latents = pipe(**kwargs, generator=torch.Generator().manual_seed(SEED), output_type="latent").images
     image = pipe(**kwargs, generator=torch.Generator().manual_seed(SEED)).images[0]
     return latents, np.asarray(image), len(calls) // 2
@@ -42,8 +50,17 @@ def ours(tiny_flux_dir, grid_uint8, tmp_path_factory):
     cfg = ModelConfig(pretrained_dir=str(tiny_flux_dir), text_cache_dir=str(tmp_path_factory.mktemp("text")))
     model = load_inference_model(cfg, device="cpu")
     grid = panels.to_tensor(grid_uint8)[None]
-    image, state = sample(model.parts.transformer, model.parts.autoencoder, model.parts.scheduler, grid,
-                          panels.target_mask(LAYOUT)[None], model.text(PROMPT), STEPS, GUIDANCE, SEED)
+    image, state = sample(
+        model.parts.transformer,
+        model.parts.autoencoder,
+        model.parts.scheduler,
+        grid,
+        panels.target_mask(LAYOUT)[None],
+        model.text(PROMPT),
+        STEPS,
+        GUIDANCE,
+        SEED,
+    )
     return state, panels.to_uint8(image[0])
 
 
@@ -78,9 +95,15 @@ def test_conditioning_matches_pipeline_helpers():
 
 def test_mask_packing_matches_pipeline_at_scale_8():
     mask = (torch.rand(1, 1, 64, 96) > 0.5).float()
-    pipe = FluxFillPipeline(scheduler=None, vae=tiny_vae(), transformer=None, text_encoder=None, tokenizer=None,
-                            text_encoder_2=None, tokenizer_2=None)
-    theirs, _ = pipe.prepare_mask_latents(mask, torch.zeros(1, 16, 8, 12), 1, 16, 1, 64, 96, torch.float32,
-                                          "cpu", None)
+    pipe = FluxFillPipeline(
+        scheduler=None,
+        vae=tiny_vae(),
+        transformer=None,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+    )
+    theirs, _ = pipe.prepare_mask_latents(mask, torch.zeros(1, 16, 8, 12), 1, 16, 1, 64, 96, torch.float32, "cpu", None)
     assert torch.equal(conditioning.pack_mask(mask, 8), theirs)
     assert conditioning.pack_mask(mask, 2).shape == (1, 32 * 48 // 4, 16)

@@ -69,9 +69,7 @@ def test_shards_round_trip_with_tarfile_and_webdataset(tmp_path):
     for shard in shards:
         with tarfile.open(tmp_path / shard) as tar:
             names += tar.getnames()
-    assert sorted(names) == sorted(
-        f"{key}.{ext}" for key in expected for ext in ("input.png", "json", "output.png")
-    )
+    assert sorted(names) == sorted(f"{key}.{ext}" for key in expected for ext in ("input.png", "json", "output.png"))
     urls = [str(tmp_path / shard) for shard in shards]
     samples = list(wds.WebDataset(urls, shardshuffle=False))
     assert {sample["__key__"] for sample in samples} == expected
@@ -84,9 +82,7 @@ def test_shards_round_trip_with_tarfile_and_webdataset(tmp_path):
     task = index["tasks"]["denoise"]
     assert task["counts"] == {"train": 8, "val": 2, "test": 0} and task["variants"] == ["low"]
     assert index["categories"]["restoration"] == {"num_tasks": 1, "num_samples": 10}
-    assert index["splits"] == {"train": 8, "val": 2, "test": 0} and index["suites"] == {
-        "demo": {"tasks": ["denoise"]}
-    }
+    assert index["splits"] == {"train": 8, "val": 2, "test": 0} and index["suites"] == {"demo": {"tasks": ["denoise"]}}
     assert not list(tmp_path.glob(".tmp-*"))
 
 

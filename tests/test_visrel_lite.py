@@ -35,9 +35,7 @@ def lite(tmp_path_factory):
 def test_registry_covers_four_families_with_three_held_out_each():
     names = [task.name for task in TASKS]
     assert len(names) == len(set(names)) >= 24
-    assert Counter(task.category for task in TASKS if task.held_out) == {
-        category: 3 for category in CATEGORIES
-    }
+    assert Counter(task.category for task in TASKS if task.held_out) == {category: 3 for category in CATEGORIES}
     assert all(len(task.variants) <= 3 for task in TASKS)  # 12 pairs keep >= 2 train pairs per variant
 
 
@@ -45,9 +43,7 @@ def test_splits_keep_val_episodes_within_one_variant():
     assert [num_val(n) for n in (3, 4, 12, 24)] == [0, 2, 2, 4]
     variants = ("a", "b", "c")
     for count in (4, 12):
-        assigned = [
-            (variant_for(i, count, variants, False), split_for(i, count, False)) for i in range(count)
-        ]
+        assigned = [(variant_for(i, count, variants, False), split_for(i, count, False)) for i in range(count)]
         assert [variant for variant, split in assigned if split == "val"] == ["c", "c"]
     assert Counter(variant_for(i, 12, variants, False) for i in range(10)) == {"a": 4, "b": 3, "c": 3}
     assert Counter(variant_for(i, 12, variants, True) for i in range(12)) == {"a": 4, "b": 4, "c": 4}
@@ -61,9 +57,7 @@ def test_build_writes_every_task_family_and_split(lite):
     held_out = Counter(info["category"] for info in summary["tasks"].values() if info["held_out"])
     assert held_out == {category: 3 for category in CATEGORIES}
     for name, info in summary["tasks"].items():
-        expected = (
-            {"train": 0, "val": 0, "test": 4} if info["held_out"] else {"train": 2, "val": 2, "test": 0}
-        )
+        expected = {"train": 0, "val": 0, "test": 4} if info["held_out"] else {"train": 2, "val": 2, "test": 0}
         assert info["counts"] == expected, name
         assert info["prompt"] == CATEGORY_PROMPTS[info["category"]]
 

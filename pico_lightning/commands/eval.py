@@ -1,10 +1,46 @@
-"""`pico eval`: placeholder until its issue lands."""
+"""`pico eval`: seed-scored evaluation of a run or a LoRA on the suites; writes metrics.json and gallery.png.
+
+pico eval runs/demo                                   # the run's LoRA, its config's suites
+pico eval --config experiments/demo.yaml              # the base model alone (no LoRA)
+pico eval --model-dir /ckpt/FLUX.1-Fill-dev --lora lora/ --suite perseg eval.perseg_dir=/data/PerSeg
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pico_lightning.commands.model_args import add_model_arguments, resolve_model
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "eval",
+        help="seed-scored evaluation -> metrics.json, gallery.png",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arguments(parser, run_positional=True)
+    parser.add_argument("--suite", action="append", help="suite name (repeatable; default: eval.suites)")
+    parser.add_argument("--seeds", type=int, default=None, help="candidate seeds |S| (default eval.num_seeds)")
+    parser.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval/final or eval_out)")
     parser.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise SystemExit("pico eval: not available yet")
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    overrides = list(args.overrides)
+    if args.suite:
+        overrides.append(f"eval.suites=[{','.join(args.suite)}]")
+    if args.seeds is not None:
+        overrides.append(f"eval.num_seeds={args.seeds}")
+    args.overrides = overrides
+    cfg, lora = resolve_model(args)
+    from pico_lightning.evaluation.standalone import run_evaluation
+
+    out = Path(args.out or (Path(args.run_dir) / "eval" / "final" if args.run_dir else "eval_out"))
+    metrics = run_evaluation(cfg, lora, out)
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.count("/") <= 2}, indent=2))
+    print(f"wrote {out / 'metrics.json'} and {out / 'gallery.png'}")
+    return 0

@@ -10,8 +10,12 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("export", help="LoRA in diffusers format", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "export",
+        help="LoRA in diffusers format",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("run_dir", help="a run directory written by `pico train`")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--checkpoint", help="a checkpoint file (default RUN_DIR/checkpoints/last.ckpt)")

@@ -12,8 +12,12 @@ from pico_lightning.commands.model_args import add_model_arguments, resolve_mode
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("infer", help="one episode -> B'", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "infer",
+        help="one episode -> B'",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_arguments(parser)
     parser.add_argument("--exemplar", nargs=2, required=True, metavar=("A", "A_OUT"), help="the exemplar pair")
     parser.add_argument("--query", required=True, metavar="B", help="the query picture")
@@ -48,9 +52,17 @@ def run(args: argparse.Namespace) -> int:
     mask = panels.target_mask(layout)[None].to(model.device)
     steps = args.steps or cfg.eval.num_steps
     scorer = cfg.eval if args.seeds > 1 else None
-    image, report = fill_episode(model, grid, mask, model.text(args.prompt), steps,
-                                 cfg.model.guidance if args.guidance is None else args.guidance,
-                                 list(range(args.seed, args.seed + args.seeds)), layout, scorer)
+    image, report = fill_episode(
+        model,
+        grid,
+        mask,
+        model.text(args.prompt),
+        steps,
+        cfg.model.guidance if args.guidance is None else args.guidance,
+        list(range(args.seed, args.seed + args.seeds)),
+        layout,
+        scorer,
+    )
     result = grid[0].cpu().clone()
     target = panels.split_grid(image[0].cpu(), layout)[-1]
     rows, cols = layout.cell(layout.num_panels - 1)

@@ -13,7 +13,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, run_positional: bool = 
         parser.add_argument("run_dir", nargs="?", help="a run directory written by `pico train`")
     else:
         source.add_argument("--run", dest="run_dir", help="a run directory written by `pico train`")
-    source.add_argument("--model-dir", help="a diffusers-format FLUX.1-Fill directory (FluxFillPipeline.save_pretrained)")
+    source.add_argument(
+        "--model-dir", help="a diffusers-format FLUX.1-Fill directory (FluxFillPipeline.save_pretrained)"
+    )
     source.add_argument("--config", help="an experiment YAML whose model section to build (default: tiny model)")
     parser.add_argument("--lora", help="LoRA weights: a directory or a pytorch_lora_weights.safetensors file")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")

@@ -1,7 +1,7 @@
 """`pico prep`: build VisRel shards offline.
 
-    pico prep visrel-lite --out data/visrel-lite [--seed 0] [--samples-per-task 12] [--size 128]
-    pico prep folders RAW_DIR --out data/my-tasks      # RAW_DIR/<category>/<task>/{input,output}/<id>.<ext>
+pico prep visrel-lite --out data/visrel-lite [--seed 0] [--samples-per-task 12] [--size 128]
+pico prep folders RAW_DIR --out data/my-tasks      # RAW_DIR/<category>/<task>/{input,output}/<id>.<ext>
 """
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("prep", help="build VisRel shards (+ eval suites) offline", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "prep",
+        help="build VisRel shards (+ eval suites) offline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
     lite = kinds.add_parser("visrel-lite", help="the offline VisRel-like demo set and the eval suites")
     lite.add_argument("--out", required=True, help="output directory (shards, index.json, suites/)")

@@ -1,10 +1,42 @@
-"""`pico report`: placeholder until its issue lands."""
+"""`pico report`: a sweep's results as a table (report.md, report.csv) and metric plots (PNG).
+
+    pico report runs/sweeps/task_diversity
+    pico report runs/sweeps/task_diversity --metric psnr --metric miou --out reports/task_diversity
+
+--metric takes a full key (eval/held_out/psnr, eval/held_in/denoise/psnr) or a metric name (psnr:
+every suite's psnr); default: every suite-level key except episode counts (no per-task breakdowns).
+Plots: metric vs data.num_tasks (else the first swept axis), seen (held_in) vs unseen (held_out) tasks,
+one line style per data.shots_per_task, mean over seeds with min-max error bars.
+"""
+
+from __future__ import annotations
+
+import argparse
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("report", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "report",
+        help="table + plots from a sweep's runs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a directory written by `pico sweep`")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="metric key or name to report (repeatable; default: every suite-level key)",
+    )
+    parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default SWEEP_DIR)")
     parser.set_defaults(run=run)
 
 
-def run(args) -> int:
-    raise SystemExit("pico report: not available yet")
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pico_lightning.sweeps.report import write_report
+
+    write_report(Path(args.sweep_dir), args.metric, Path(args.out) if args.out else None)
+    return 0

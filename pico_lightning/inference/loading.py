@@ -29,8 +29,9 @@ class InferenceModel:
         return TextInputs(embeds[None].to(self.device, dtype), pooled[None].to(self.device, dtype))
 
 
-def load_inference_model(cfg: ModelConfig, lora: str | Path | None = None,
-                         device: str | torch.device | None = None) -> InferenceModel:
+def load_inference_model(
+    cfg: ModelConfig, lora: str | Path | None = None, device: str | torch.device | None = None
+) -> InferenceModel:
     """Build (or load) the base, attach a diffusers-format LoRA if given, and move it to ``device``."""
     from pico_lightning.model.lora import load_lora
 

@@ -68,8 +68,14 @@ class RoutingCapture(FluxAttnProcessor):
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         self.record(query, key)
-        hidden_states = dispatch_attention_fn(query, key, value, attn_mask=attention_mask,
-                                              backend=self._attention_backend, parallel_config=self._parallel_config)
+        hidden_states = dispatch_attention_fn(
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            backend=self._attention_backend,
+            parallel_config=self._parallel_config,
+        )
         hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
             return hidden_states
@@ -117,8 +123,16 @@ def _role_vector(mass: torch.Tensor, output: int, num_panels: int) -> torch.Tens
     row = mass[:, output]
     inputs = [p for p in range(0, num_panels, 2) if p != output - 1]
     outputs = [p for p in range(1, num_panels, 2) if p != output]
-    return torch.stack([row[:, 0], row[:, output], row[:, 1 + output],
-                        row[:, [1 + p for p in inputs]].sum(-1), row[:, [1 + p for p in outputs]].sum(-1)], dim=-1)
+    return torch.stack(
+        [
+            row[:, 0],
+            row[:, output],
+            row[:, 1 + output],
+            row[:, [1 + p for p in inputs]].sum(-1),
+            row[:, [1 + p for p in outputs]].sum(-1),
+        ],
+        dim=-1,
+    )
 
 
 def score_routing(mass: torch.Tensor, entropy: torch.Tensor, name: str) -> torch.Tensor:

@@ -40,8 +40,13 @@ class FillState:
 
     def select(self, index: int) -> FillState:
         """Keep one seed's state (the seed scorer's choice); nothing is recomputed."""
-        return FillState(self.latents[index : index + 1], self.condition[index : index + 1], self.image_ids,
-                         self.latent_size, self.model_evaluations)
+        return FillState(
+            self.latents[index : index + 1],
+            self.condition[index : index + 1],
+            self.image_ids,
+            self.latent_size,
+            self.model_evaluations,
+        )
 
 
 @dataclass
@@ -56,7 +61,10 @@ class TextInputs:
 
 
 def init_state(
-    autoencoder: Autoencoder, grid: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator],
+    autoencoder: Autoencoder,
+    grid: torch.Tensor,
+    mask: torch.Tensor,
+    generators: Sequence[torch.Generator],
     dtype: torch.dtype,
 ) -> FillState:
     """Noise and condition for one episode, one row per generator (seed): grid (1, 3, H, W), mask (1, 1, H, W)."""
@@ -75,7 +83,10 @@ def init_state(
 
 
 def make_scheduler(
-    template: FlowMatchEulerDiscreteScheduler, num_steps: int, latent_size: tuple[int, int], device: torch.device
+    template: FlowMatchEulerDiscreteScheduler,
+    num_steps: int,
+    latent_size: tuple[int, int],
+    device: torch.device,
 ) -> FlowMatchEulerDiscreteScheduler:
     """A fresh scheduler with FluxFillPipeline's sigmas and resolution shift for this latent size."""
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(template.config)
@@ -103,8 +114,16 @@ def denoise(
     for index in steps:
         t = scheduler.timesteps[index]
         timestep = t.expand(batch).to(latents.dtype) / 1000  # the scheduler counts t in 1000ths
-        velocity = predict_velocity(transformer, latents, state.condition, timestep, guidance_in,
-                                    text.prompt_embeds, text.pooled_prompt_embeds, state.image_ids)
+        velocity = predict_velocity(
+            transformer,
+            latents,
+            state.condition,
+            timestep,
+            guidance_in,
+            text.prompt_embeds,
+            text.pooled_prompt_embeds,
+            state.image_ids,
+        )
         latents = scheduler.step(velocity, t, latents, return_dict=False)[0]
         state.model_evaluations += batch
     state.latents = latents
@@ -135,4 +154,3 @@ def sample(
     scheduler = make_scheduler(scheduler, num_steps, state.latent_size, grid.device)
     state = denoise(transformer, scheduler, state, text, guidance, range(num_steps))
     return decode(autoencoder, state), state
-

@@ -45,9 +45,18 @@ def capture_routing(transformer, blocks: list[int], layout: Layout, scale_factor
 
 
 @torch.no_grad()
-def fill_episode(model, grid: torch.Tensor, mask: torch.Tensor, text: TextInputs, num_steps: int,
-                 guidance: float, seeds: list[int], layout: Layout, scorer: EvalConfig | None = None,
-                 finish_all: bool = False):
+def fill_episode(
+    model,
+    grid: torch.Tensor,
+    mask: torch.Tensor,
+    text: TextInputs,
+    num_steps: int,
+    guidance: float,
+    seeds: list[int],
+    layout: Layout,
+    scorer: EvalConfig | None = None,
+    finish_all: bool = False,
+):
     """Fill one episode's target panel -> ((1 or |S|, 3, H, W) images, report dict).
 
     ``scorer`` None (or one seed without scoring) is plain sampling with ``seeds[0]``. ``finish_all`` finishes
@@ -59,8 +68,13 @@ def fill_episode(model, grid: torch.Tensor, mask: torch.Tensor, text: TextInputs
     scheduler = make_scheduler(parts.scheduler, num_steps, state.latent_size, grid.device)
     report = {"seeds": [int(s) for s in seeds[: len(generators)]], "scores": None, "score": None}
     if scorer is not None:
-        with capture_routing(parts.transformer, scorer.score_blocks, layout,
-                             parts.autoencoder.scale_factor, text.prompt_embeds.shape[1]) as captures:
+        with capture_routing(
+            parts.transformer,
+            scorer.score_blocks,
+            layout,
+            parts.autoencoder.scale_factor,
+            text.prompt_embeds.shape[1],
+        ) as captures:
             state = denoise(parts.transformer, scheduler, state, text, guidance, range(scorer.scorer_steps))
         if scorer.scorer_steps > 0:
             scores = score_routing(*mean_routing(captures), scorer.score)
@@ -76,4 +90,3 @@ def fill_episode(model, grid: torch.Tensor, mask: torch.Tensor, text: TextInputs
     state = denoise(parts.transformer, scheduler, state, text, guidance, range(start, num_steps))
     report.update(chosen_seed=report["seeds"][best], model_evaluations=state.model_evaluations)
     return decode(parts.autoencoder, state), report
-

@@ -16,7 +16,14 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
 
 from pico_lightning.config import ModelConfig
 from pico_lightning.errors import UserError
@@ -89,10 +96,18 @@ def tiny_transformer(cfg: ModelConfig, latent_channels: int, scale_factor: int) 
 def tiny_vae() -> AutoencoderKL:
     """A random-init AutoencoderKL with FLUX's geometry (scale 8, 16 channels, FLUX's scale and shift)."""
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 32, 32, 32), layers_per_block=1,
-        latent_channels=16, norm_num_groups=32, scaling_factor=0.3611, shift_factor=0.1159,
-        use_quant_conv=False, use_post_quant_conv=False,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=32,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
     )
 
 
@@ -103,14 +118,20 @@ def build_parts(cfg: ModelConfig) -> FluxParts:
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.init_seed)
-            autoencoder = KLAutoencoder(tiny_vae()) if cfg.autoencoder == "kl" else PixelShuffleAutoencoder(
-                cfg.pixel_shuffle_scale
+            autoencoder = (
+                KLAutoencoder(tiny_vae())
+                if cfg.autoencoder == "kl"
+                else PixelShuffleAutoencoder(cfg.pixel_shuffle_scale)
             )
             transformer = tiny_transformer(cfg, autoencoder.latent_channels, autoencoder.scale_factor)
         if cfg.dtype != "float32":
             transformer = transformer.to(DTYPES[cfg.dtype])
-        parts = FluxParts(transformer, autoencoder, FlowMatchEulerDiscreteScheduler(
-            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15), "")
+        parts = FluxParts(
+            transformer,
+            autoencoder,
+            FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15),
+            "",
+        )
     parts.identity = model_identity(cfg)
     freeze(parts.transformer)
     freeze(parts.autoencoder)
@@ -124,7 +145,7 @@ def _load_parts(path: str, dtype: torch.dtype) -> FluxParts:
         transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", **kwargs)
         vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         raise ModelDirError(f"{path}: cannot load FLUX.1-Fill weights ({str(err).splitlines()[0]})") from None
     return FluxParts(transformer, KLAutoencoder(vae), scheduler, "")
 
@@ -154,16 +175,37 @@ def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
     t5_vocab += [(char, -2.0) for char in chars] + [("\u2581" + char, -1.5) for char in chars]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed + 1)
-        clip = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(clip_vocab), hidden_size=cfg.pooled_projection_dim, intermediate_size=64,
-            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH,
-            bos_token_id=0, eos_token_id=1, pad_token_id=1))
-        t5 = T5EncoderModel(T5Config(
-            vocab_size=len(t5_vocab), d_model=cfg.joint_attention_dim, d_kv=8, d_ff=64, num_layers=1,
-            num_heads=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        clip = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(clip_vocab),
+                hidden_size=cfg.pooled_projection_dim,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                max_position_embeddings=CLIP_MAX_LENGTH,
+                bos_token_id=0,
+                eos_token_id=1,
+                pad_token_id=1,
+            )
+        )
+        t5 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(t5_vocab),
+                d_model=cfg.joint_attention_dim,
+                d_kv=8,
+                d_ff=64,
+                num_layers=1,
+                num_heads=2,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
+        )
     return TextEncoders(
-        freeze(clip), CLIPTokenizer(vocab=clip_vocab, merges=[], model_max_length=CLIP_MAX_LENGTH),
-        freeze(t5), T5TokenizerFast(vocab=t5_vocab, extra_ids=0),
+        freeze(clip),
+        CLIPTokenizer(vocab=clip_vocab, merges=[], model_max_length=CLIP_MAX_LENGTH),
+        freeze(t5),
+        T5TokenizerFast(vocab=t5_vocab, extra_ids=0),
     )
 
 

@@ -32,7 +32,8 @@ def target_module_names(transformer: nn.Module, suffixes: list[str]) -> list[str
     """Full names of the Linear layers inside the blocks whose in-block name is one of ``suffixes``."""
     wanted = set(suffixes)
     names = [
-        name for name, module in transformer.named_modules()
+        name
+        for name, module in transformer.named_modules()
         if isinstance(module, nn.Linear) and (match := _BLOCK.match(name)) and match.group(2) in wanted
     ]
     if not names:
@@ -40,13 +41,21 @@ def target_module_names(transformer: nn.Module, suffixes: list[str]) -> list[str
     return names
 
 
-def add_lora(transformer: nn.Module, cfg: LoraConfig) -> int:
-    """Freeze the base, attach the adapter, keep LoRA weights in float32; returns the trainable-parameter count."""
+def add_lora(transformer: nn.Module, cfg: LoraConfig, seed: int = 0) -> int:
+    """Freeze the base, attach the adapter (init seeded: every process and run starts alike), keep LoRA weights in
+    float32; returns the trainable-parameter count."""
     transformer.requires_grad_(False)
-    transformer.add_adapter(PeftLoraConfig(
-        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, init_lora_weights="gaussian",
-        target_modules=target_module_names(transformer, cfg.target_modules),
-    ))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(
+            PeftLoraConfig(
+                r=cfg.rank,
+                lora_alpha=cfg.alpha,
+                lora_dropout=cfg.dropout,
+                init_lora_weights="gaussian",
+                target_modules=target_module_names(transformer, cfg.target_modules),
+            )
+        )
     trainable = [p for p in transformer.parameters() if p.requires_grad]
     for param in trainable:
         param.data = param.data.float()
@@ -72,7 +81,8 @@ def export_lora(transformer: nn.Module, out_dir: str | Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     FluxFillPipeline.save_lora_weights(
-        tmp, transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=ADAPTER),
+        tmp,
+        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=ADAPTER),
         transformer_lora_adapter_metadata=transformer.peft_config[ADAPTER].to_dict(),
     )
     out_dir.mkdir(exist_ok=True)

@@ -22,13 +22,20 @@ PromptEmbedding = tuple[torch.Tensor, torch.Tensor]  # (L, D) sequence embedding
 
 def encode_prompts(encoders: TextEncoders, prompts: list[str], max_sequence_length: int) -> list[PromptEmbedding]:
     """Encode with FluxFillPipeline's own ``encode_prompt`` (CLIP pooled + T5 sequence), one entry per prompt."""
-    pipe = FluxFillPipeline(scheduler=None, vae=None, transformer=None, text_encoder=encoders.text_encoder,
-                            tokenizer=encoders.tokenizer, text_encoder_2=encoders.text_encoder_2,
-                            tokenizer_2=encoders.tokenizer_2)
+    pipe = FluxFillPipeline(
+        scheduler=None,
+        vae=None,
+        transformer=None,
+        text_encoder=encoders.text_encoder,
+        tokenizer=encoders.tokenizer,
+        text_encoder_2=encoders.text_encoder_2,
+        tokenizer_2=encoders.tokenizer_2,
+    )
     device = encoders.text_encoder_2.device
     with torch.no_grad():
-        embeds, pooled, _ = pipe.encode_prompt(prompts, prompt_2=None, device=device,
-                                               max_sequence_length=max_sequence_length)
+        embeds, pooled, _ = pipe.encode_prompt(
+            prompts, prompt_2=None, device=device, max_sequence_length=max_sequence_length
+        )
     return [(embeds[i].cpu(), pooled[i].cpu()) for i in range(len(prompts))]
 
 
@@ -65,8 +72,11 @@ class TextCache:
         path = self.path(prompt)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()}, str(tmp),
-                  metadata={"prompt": prompt, "identity": self.identity})
+        save_file(
+            {"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()},
+            str(tmp),
+            metadata={"prompt": prompt, "identity": self.identity},
+        )
         os.replace(tmp, path)
 
 

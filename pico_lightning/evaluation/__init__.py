@@ -1,0 +1,1 @@
+"""Evaluation: suites of scored episodes (segmentation, user-defined tasks, PerSeg) and their metrics."""

@@ -1,0 +1,214 @@
+"""Evaluation suites: the in-memory ``Episode`` and the loaders that produce lists of them.
+
+An episode is the four panels A, A', B, B' (HxWx3 uint8; B' is the ground truth) plus how it is scored:
+``kind="mask"`` (B' is a white-on-black mask, scored by IoU) or ``kind="image"`` (scored by PSNR / SSIM).
+Suites on disk live next to the VisRel shards as ``ROOT/suites/<name>.tar``, one WebDataset sample per
+episode (written by ``data_prep/suites.py``, ``pico prep visrel-lite``)::
+
+    <episode_id>.a.png  <episode_id>.a_out.png  <episode_id>.b.png  <episode_id>.b_out.png
+    <episode_id>.json   {"suite", "task", "episode_id", "kind", "prompt"}
+
+PerSeg-style folders (``ROOT/Images/<object>/<stem>.jpg`` + ``ROOT/Annotations/<object>/<stem>.png``) load
+with :func:`load_perseg`. ``held_in`` / ``held_out`` episodes come from the shards through the DataModule and
+are wrapped with :func:`episodes_from_pairs`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pico_lightning.errors import UserError
+from pico_lightning.panels import (
+    ImageInputError,
+    Layout,
+    compose_grid,
+    fit_panel,
+    load_image,
+    target_mask,
+    to_tensor,
+)
+
+KINDS = ("mask", "image")
+PANEL_KEYS = ("a.png", "a_out.png", "b.png", "b_out.png")  # tar members in panel order A, A', B, B'
+SUITE_KINDS = {
+    "segmentation": "mask",
+    "user_tasks": "image",
+    "perseg": "mask",
+    "held_in": "image",
+    "held_out": "image",
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: key, then all extensions
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class Episode:
+    """One scored episode: panels A, A', B, B' (each (H, W, 3) uint8, B' the ground truth)."""
+
+    suite: str
+    task: str
+    episode_id: str
+    panels: list[np.ndarray]
+    kind: str
+    prompt: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"episode {self.episode_id}: kind {self.kind!r}, expected one of {KINDS}")
+        if len(self.panels) < 4 or len(self.panels) % 2:
+            raise ValueError(f"episode {self.episode_id}: {len(self.panels)} panels, expected A, A', B, B'")
+        for panel in self.panels:
+            if panel.dtype != np.uint8 or panel.ndim != 3 or panel.shape[2] != 3:
+                raise ValueError(
+                    f"episode {self.episode_id}: panel {panel.shape} {panel.dtype}, expected (H, W, 3) uint8"
+                )
+
+    def grid(self, layout: Layout, mode: str = "resize") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (grid (3, H, W) in [-1, 1] with the target cell black, mask (1, H, W), target (3, S, S)).
+
+        H, W are the layout's pixel sizes and S its panel size; the target is B' resized like the others.
+        """
+        grid = compose_grid([*self.panels[:-1], None], layout, mode)
+        target = fit_panel(to_tensor(self.panels[-1]), layout.panel_size, mode)
+        return grid, target_mask(layout), target
+
+
+def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool mask -> (H, W, 3) uint8, white on black."""
+    return np.repeat(np.where(mask, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def suite_path(root: str | Path, name: str) -> Path:
+    """Where suite ``name`` lives under a prepared data root."""
+    return Path(root) / "suites" / f"{name}.tar"
+
+
+def load_suite(root: str | Path, name: str) -> list[Episode]:
+    """Read every episode of ``ROOT/suites/<name>.tar`` in file order; a missing file is a UserError."""
+    path = suite_path(root, name)
+    if not path.is_file():
+        raise UserError(
+            f"{path}: suite {name!r} not found; run `pico prep visrel-lite --out {root}` to write the suites"
+        )
+    samples: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                match = _KEY.match(member.name)
+                if member.isfile() and match:
+                    samples.setdefault(match.group(1), {})[match.group(2)] = tar.extractfile(member).read()
+    except tarfile.TarError as err:
+        raise UserError(f"{path}: not a readable suite tar ({err}); re-run `pico prep visrel-lite`") from None
+    return [_episode_from_sample(path, key, members) for key, members in samples.items()]
+
+
+def _episode_from_sample(path: Path, key: str, members: Mapping[str, bytes]) -> Episode:
+    """Decode one tar sample (member extension -> bytes) into an Episode; a broken sample is a UserError."""
+    missing = [name for name in (*PANEL_KEYS, "json") if name not in members]
+    if missing:
+        raise UserError(f"{path}: sample {key!r} lacks {missing}; re-run `pico prep visrel-lite`")
+    try:
+        meta = json.loads(members["json"])
+        panels = [np.asarray(Image.open(io.BytesIO(members[name])).convert("RGB")) for name in PANEL_KEYS]
+        return Episode(meta["suite"], meta["task"], meta["episode_id"], panels, meta["kind"], meta["prompt"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path}: sample {key!r} is corrupt ({err!r}); re-run `pico prep visrel-lite`") from None
+
+
+def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None) -> list[Episode]:
+    """One-shot episodes from PerSeg-style folders: per object, its first annotated image is the exemplar.
+
+    Every other annotated image of that object is a query (the PerSAM protocol). Unreadable or mismatched
+    files are skipped with one warning; objects with < 2 usable images are skipped. ``max_episodes`` keeps a
+    seeded random subset, in the original order.
+    """
+    root = Path(root)
+    episodes, skipped = [], []
+    for folder in sorted(p for p in (root / "Images").glob("*") if p.is_dir()):
+        shots = _perseg_shots(folder, root / "Annotations" / folder.name, skipped)
+        if len(shots) < 2:
+            skipped.append(f"{folder}: {len(shots)} usable image(s), an episode needs 2")
+        for stem, (query, query_mask) in shots[1:]:
+            exemplar, exemplar_mask = shots[0][1]
+            panels = [exemplar, mask_to_rgb(exemplar_mask), query, mask_to_rgb(query_mask)]
+            episodes.append(Episode("perseg", folder.name, f"{folder.name}-{stem}", panels, "mask", "Segment"))
+    if skipped:
+        warnings.warn(f"load_perseg: skipped {len(skipped)}: {'; '.join(skipped)}", stacklevel=2)
+    if not episodes:
+        raise UserError(
+            f"{root}: no PerSeg episodes found; expected {root}/Images/<object>/<name>.jpg with masks "
+            f"{root}/Annotations/<object>/<name>.png, at least 2 readable pairs per object"
+        )
+    if max_episodes is not None and max_episodes < len(episodes):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(episodes))[:max_episodes])
+        episodes = [episodes[i] for i in keep]
+    return episodes
+
+
+def _perseg_shots(image_dir: Path, mask_dir: Path, skipped: list[str]) -> list[tuple[str, Pair]]:
+    """Usable (stem, (image (H, W, 3) uint8, mask (H, W) bool)) of one object; appends skip reasons."""
+    shots = []
+    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        mask_path = mask_dir / f"{path.stem}.png"
+        try:
+            image = np.asarray(load_image(path).convert("RGB"))
+            # PerSAM reads masks as "any channel > 0": white, (128, 0, 0) palette and 0/1 label maps all work.
+            mask = np.asarray(load_image(mask_path).convert("RGB")).max(axis=2) > 0
+        except ImageInputError as err:
+            skipped.append(str(err))
+            continue
+        if mask.shape != image.shape[:2] or not mask.any():
+            skipped.append(f"{mask_path}: mask {mask.shape} empty or not the image's size {image.shape[:2]}")
+            continue
+        shots.append((path.stem, (image, mask)))
+    return shots
+
+
+def episodes_from_pairs(
+    pairs: Iterable[tuple[str, Pair, Pair]],
+    suite: str,
+    kind: str = "image",
+    prompts: Mapping[str, str] | None = None,
+) -> list[Episode]:
+    """Wrap (task, (A, A'), (B, B')) uint8 pictures (e.g. from the shards) as Episodes of ``suite``.
+
+    ``prompts`` maps task -> prompt (missing: ""); episode ids are ``<task>-<n>`` numbered per task.
+    """
+    counts: dict[str, int] = {}
+    episodes = []
+    for task, (a, a_out), (b, b_out) in pairs:
+        number = counts[task] = counts.get(task, -1) + 1
+        prompt = (prompts or {}).get(task, "")
+        panels = [np.asarray(x) for x in (a, a_out, b, b_out)]
+        episodes.append(Episode(suite, task, f"{task}-{number:04d}", panels, kind, prompt))
+    return episodes
+
+
+LOADERS: dict[str, Callable[[Path], list[Episode]]] = {
+    "segmentation": partial(load_suite, name="segmentation"),
+    "user_tasks": partial(load_suite, name="user_tasks"),
+    "perseg": load_perseg,
+}
+
+
+def load_named_suite(name: str, root: str | Path) -> list[Episode]:
+    """Episodes of suite ``name`` under ``root`` (the prepared data dir; the PerSeg folder for ``perseg``)."""
+    if name in LOADERS:
+        return LOADERS[name](Path(root))
+    if name in SUITE_KINDS:
+        raise UserError(f"suite {name!r} is read from the shards' test split, not from a suite file")
+    raise UserError(f"suite {name!r}: unknown; expected one of {sorted(SUITE_KINDS)}")

@@ -1,0 +1,157 @@
+"""Launch a sweep's runs: one after another on this machine, or as a Slurm job array (one array task per run).
+
+Both write the plan first: ``SWEEP_DIR/sweep.json`` (name, base, grid, fixed, runs with their overrides) and
+``SWEEP_DIR/runs.txt`` (one shell-quoted override line per run, in array-index order). Every run is started
+with ``run.resume=auto``, so launching a sweep again continues interrupted runs and skips finished ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pico_lightning.errors import UserError
+from pico_lightning.sweeps.spec import AblationSpec, Run, SlurmSection, check_runs, expand, load_spec
+
+
+def launch_sweep(spec_path: str, launcher: str, dry_run: bool, out: str | None, extra: list[str]) -> int:
+    """Expand, validate and launch an ablation file; returns the exit code (1 when any local run failed)."""
+    spec = load_spec(spec_path)
+    sweep_dir = Path(out) if out else Path("runs") / "sweeps" / spec.sweep.name
+    runs = expand(spec, sweep_dir, extra)
+    check_runs(spec, runs, spec_path)
+    print(f"sweep {spec.sweep.name}: {len(runs)} runs of {spec.sweep.base} -> {sweep_dir}")
+    if launcher == "local" and dry_run:
+        for index, run in enumerate(runs):
+            done = " (finished: would be skipped)" if is_finished(sweep_dir / "runs" / run.name) else ""
+            command = shlex.join(train_args(spec.sweep.base, run.overrides))
+            print(f"[{index + 1}/{len(runs)}] pico {command}{done}")
+        return 0
+    write_plan(spec, runs, sweep_dir)
+    if launcher == "local":
+        return 1 if run_local(spec.sweep.base, runs, sweep_dir) else 0
+    script = write_slurm_script(spec, runs, sweep_dir)
+    if dry_run:
+        print(f"wrote {script}; submit it with: sbatch {shlex.quote(str(script))}")
+    else:
+        submit(script)
+    return 0
+
+
+def write_plan(spec: AblationSpec, runs: list[Run], sweep_dir: Path) -> None:
+    """Write sweep.json (what `pico report` reads) and runs.txt (what the Slurm array reads)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep = spec.sweep
+    plan = {
+        "name": sweep.name,
+        "base": sweep.base,
+        "grid": sweep.grid,
+        "fixed": sweep.fixed,
+        "runs": [{"name": run.name, "params": run.params, "overrides": run.overrides} for run in runs],
+    }
+    (sweep_dir / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
+    (sweep_dir / "runs.txt").write_text("".join(shlex.join(run.overrides) + "\n" for run in runs))
+
+
+def train_args(base: str, overrides: list[str]) -> list[str]:
+    """Arguments after `pico` that train one run, resuming it when a checkpoint exists."""
+    return ["train", base, *overrides, "run.resume=auto"]
+
+
+def run_command(argv: list[str]) -> int:
+    """Run one command with its output streamed to ours; returns its exit code (tests replace this seam)."""
+    return subprocess.call(argv)
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether a run directory holds summary.json with status "finished"."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_local(base: str, runs: list[Run], sweep_dir: Path) -> list[str]:
+    """Train the runs one after another, skipping finished ones; returns the names of the failed runs."""
+    skipped, failed = [], []
+    for index, run in enumerate(runs):
+        prefix = f"[{index + 1}/{len(runs)}] {run.name}"
+        if is_finished(sweep_dir / "runs" / run.name):
+            print(f"{prefix}: skipped (already finished)", flush=True)
+            skipped.append(run.name)
+            continue
+        print(f"{prefix}: pico {shlex.join(train_args(base, run.overrides))}", flush=True)
+        code = run_command([sys.executable, "-m", "pico_lightning.cli", *train_args(base, run.overrides)])
+        if code != 0 or not is_finished(sweep_dir / "runs" / run.name):
+            why = f"exit code {code}" if code else "no summary.json with status finished"
+            print(f"{prefix}: FAILED ({why})", flush=True)
+            failed.append(run.name)
+    trained = len(runs) - len(skipped) - len(failed)
+    print(
+        f"sweep done: {trained} trained, {len(skipped)} skipped (finished), {len(failed)} failed"
+        + (f": {', '.join(failed)}" if failed else "")
+    )
+    return failed
+
+
+def slurm_header(slurm: SlurmSection, name: str, num_runs: int, sweep_dir: Path) -> list[str]:
+    """The #SBATCH lines of a job array with one array task per run."""
+    lines = [
+        f"#SBATCH --job-name={name}",
+        f"#SBATCH --array=0-{num_runs - 1}",
+        f"#SBATCH --nodes={slurm.nodes}",
+        f"#SBATCH --ntasks-per-node={slurm.gpus_per_node}",
+        f"#SBATCH --gpus-per-node={slurm.gpus_per_node}",
+        f"#SBATCH --time={slurm.time}",
+    ]
+    lines += [
+        f"#SBATCH --{key}={value}"
+        for key, value in (("partition", slurm.partition), ("account", slurm.account))
+        if value
+    ]
+    # Absolute paths: Slurm neither expands nor creates them, and relative run paths resolve from --chdir.
+    lines += [f"#SBATCH --chdir={Path.cwd()}", f"#SBATCH --output={sweep_dir.resolve() / 'logs'}/%A_%a.out"]
+    return lines
+
+
+def write_slurm_script(spec: AblationSpec, runs: list[Run], sweep_dir: Path) -> Path:
+    """Write SWEEP_DIR/sweep.sbatch: array task i trains line i+1 of runs.txt on nodes x gpus_per_node."""
+    slurm, root = spec.slurm, sweep_dir.resolve()
+    (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    body = [
+        "#!/bin/bash",
+        f"# Sweep {spec.sweep.name}: {len(runs)} runs of `pico train`, one array task each (by pico sweep).",
+        f"# Submit with: sbatch {shlex.quote(str(sweep_dir / 'sweep.sbatch'))}",
+        "# Submit again after failures: finished runs exit at once, interrupted ones resume from last.ckpt.",
+        *slurm_header(slurm, spec.sweep.name, len(runs), sweep_dir),
+        "set -euo pipefail",
+        f"NAMES=({' '.join(run.name for run in runs)})",
+        f"RUN_DIR={shlex.quote(str(root / 'runs'))}/${{NAMES[$SLURM_ARRAY_TASK_ID]}}",
+        'if grep -qs \'"status": *"finished"\' "$RUN_DIR/summary.json"; then',
+        '    echo "$RUN_DIR: finished"; exit 0',
+        "fi",
+        f'LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(root / "runs.txt"))})',
+        'eval "OVERRIDES=($LINE)"  # runs.txt lines are shell-quoted by pico sweep',
+        f'srun pico train {shlex.quote(spec.sweep.base)} "${{OVERRIDES[@]}}" '
+        f"train.devices={slurm.gpus_per_node} train.num_nodes={slurm.nodes} run.resume=auto",
+    ]
+    script = sweep_dir / "sweep.sbatch"
+    script.write_text("\n".join(body) + "\n")
+    os.chmod(script, 0o755)
+    return script
+
+
+def submit(script: Path) -> None:
+    """Submit a job script with sbatch, printing its answer (the job id)."""
+    if shutil.which("sbatch") is None:
+        raise UserError("sbatch not found: use --dry-run to only write the script")
+    result = subprocess.run(["sbatch", str(script)], capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise UserError(f"sbatch {script}: {lines[-1] if lines else f'exit code {result.returncode}'}")
+    print(result.stdout.strip())

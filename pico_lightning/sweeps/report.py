@@ -1,0 +1,227 @@
+"""Sweep report: every run's swept parameters and eval metrics as Markdown and CSV, plus one plot per metric.
+
+A run's metrics come from ``summary.json`` when its status is "finished", else from its latest
+``eval/step_<N>/metrics.json`` (status "unfinished"); a run with neither is "missing". Each plot shows one
+metric name (``eval/<suite>/<metric>`` grouped by ``<metric>``) against ``data.num_tasks`` when it is swept,
+else the first non-seed grid axis: one colour per suite (seen tasks = ``held_in``, unseen tasks =
+``held_out``), one line style per ``data.shots_per_task`` value (else the next non-seed axis), the mean over
+the remaining axes (the seeds) with min-max error bars.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pico_lightning.errors import UserError
+
+SUITE_LABELS = {"held_in": "seen tasks (held_in)", "held_out": "unseen tasks (held_out)"}
+SUITE_COLOURS = {"held_in": "tab:blue", "held_out": "tab:orange"}
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+@dataclass
+class RunResult:
+    """One run's grid point, status ("finished", "unfinished" or "missing"), step and numeric eval metrics."""
+
+    name: str
+    params: dict[str, Any]
+    status: str
+    step: int | None
+    metrics: dict[str, float]
+
+
+def load_sweep(sweep_dir: Path) -> dict:
+    """The plan `pico sweep` wrote (SWEEP_DIR/sweep.json)."""
+    path = sweep_dir / "sweep.json"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; expected a directory written by `pico sweep`")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+
+
+def _numeric(flat: dict) -> dict[str, float]:
+    """The finite numeric ``eval/*`` entries of a flat metrics dict."""
+    return {
+        key: float(value)
+        for key, value in flat.items()
+        if key.startswith("eval/")
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    }
+
+
+def read_run(run_dir: Path, name: str, params: dict[str, Any]) -> RunResult:
+    """A run's final metrics, or its latest evaluation when it has not finished."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("status") == "finished":
+            return RunResult(name, params, "finished", summary.get("step"), _numeric(summary.get("eval", {})))
+    except (OSError, ValueError, AttributeError):
+        pass
+    steps = []
+    for path in run_dir.glob("eval/step_*/metrics.json"):
+        suffix = path.parent.name.removeprefix("step_")
+        if suffix.isdigit():
+            steps.append((int(suffix), path))
+    for step, path in sorted(steps, reverse=True):
+        try:
+            return RunResult(name, params, "unfinished", step, _numeric(json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    return RunResult(name, params, "missing", None, {})
+
+
+def select_metrics(results: list[RunResult], wanted: list[str]) -> list[str]:
+    """Keys to report: ``wanted`` full keys, plus suite-level keys whose metric name is in ``wanted``.
+
+    By default every suite-level key (``eval/<suite>/<metric>``, ``eval/<metric>``) except episode counts;
+    per-task breakdowns (``eval/<suite>/<task>/<metric>``) only when named by their full key.
+    """
+    present = sorted({key for result in results for key in result.metrics})
+    suite_level = [key for key in present if key.count("/") <= 2]
+    if not wanted:
+        return [key for key in suite_level if not key.endswith("/episodes")]
+    chosen = [key for key in present if key in wanted or (key in suite_level and key.rsplit("/", 1)[-1] in wanted)]
+    unknown = [name for name in wanted if not any(name in (key, key.rsplit("/", 1)[-1]) for key in chosen)]
+    if unknown:
+        raise UserError(f"--metric {unknown[0]}: not among the runs' metrics {suite_level or '(none)'}")
+    return chosen
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def table_rows(results: list[RunResult], grid_keys: list[str], metrics: list[str]) -> list[list[Any]]:
+    """Header then one row per run: name, status, step, swept values, metric values."""
+    rows: list[list[Any]] = [["run", "status", "step", *grid_keys, *metrics]]
+    for result in results:
+        rows.append(
+            [
+                result.name,
+                result.status,
+                result.step,
+                *(result.params.get(key) for key in grid_keys),
+                *(result.metrics.get(key) for key in metrics),
+            ]
+        )
+    return rows
+
+
+def to_markdown(rows: list[list[Any]]) -> str:
+    """A Markdown table; metric headers drop the common ``eval/`` prefix."""
+    header = [str(name).removeprefix("eval/") for name in rows[0]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_axes(grid: dict[str, list]) -> tuple[str | None, str | None]:
+    """The x axis and the line-style axis of the plots (seed axes are averaged, never plotted)."""
+    axes = [key for key in grid if key.rsplit(".", 1)[-1] != "seed"] or list(grid)
+    x_key = "data.num_tasks" if "data.num_tasks" in grid else (axes[0] if axes else None)
+    rest = [key for key in axes if key != x_key]
+    style_key = "data.shots_per_task" if "data.shots_per_task" in rest else (rest[0] if rest else None)
+    return x_key, style_key
+
+
+def aggregate(results: list[RunResult], metric: str, x_key: str, x_values: list, style: tuple | None) -> list:
+    """(x index, mean, min, max) of ``metric`` over the runs at each x (and the given style value)."""
+    points = []
+    for index, x_value in enumerate(x_values):
+        values = [
+            result.metrics[metric]
+            for result in results
+            if metric in result.metrics
+            and result.params.get(x_key) == x_value
+            and (style is None or result.params.get(style[0]) == style[1])
+        ]
+        if values:
+            points.append((index, sum(values) / len(values), min(values), max(values)))
+    return points
+
+
+def plot_metric(results: list[RunResult], name: str, keys: list[str], grid: dict[str, list]):
+    """A matplotlib Figure of the metric ``name`` (its suites in ``keys``) against the sweep's x axis."""
+    from matplotlib.figure import Figure
+
+    x_key, style_key = plot_axes(grid)
+    x_values = grid[x_key]
+    numeric = all(isinstance(value, int | float) and not isinstance(value, bool) for value in x_values)
+    ticks = list(x_values) if numeric else list(range(len(x_values)))  # categorical values: evenly spaced
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    styles = [(style_key, value) for value in grid[style_key]] if style_key else [None]
+    for key_index, key in enumerate(keys):
+        suite = key[len("eval/") : key.rfind("/")] or "all"  # held_in, held_out, segmentation/colour, ...
+        colour = SUITE_COLOURS.get(suite, f"C{key_index + 2}")
+        for style_index, style in enumerate(styles):
+            points = aggregate(results, key, x_key, x_values, style)
+            if not points:
+                continue
+            xs = [ticks[index] for index, *_ in points]
+            means = [mean for _, mean, _, _ in points]
+            spread = [
+                [mean - low for _, mean, low, _ in points],
+                [high - mean for _, mean, _, high in points],
+            ]  # min-max error bars
+            label = SUITE_LABELS.get(suite, suite)
+            if style:
+                label += f", {style[0].rsplit('.', 1)[-1]}={style[1]}"
+            axes.errorbar(
+                xs,
+                means,
+                yerr=spread,
+                color=colour,
+                linestyle=LINE_STYLES[style_index % 4],
+                marker=MARKERS[style_index % len(MARKERS)],
+                capsize=3,
+                label=label,
+            )
+    axes.set_xticks(ticks, [str(value) for value in x_values])
+    axes.set_xlabel(x_key)
+    axes.set_ylabel(name)
+    axes.set_title(f"{name} vs {x_key} (mean over seeds, min-max bars)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
+def write_report(sweep_dir: Path, wanted: list[str], out: Path | None) -> list[Path]:
+    """Write report.md, report.csv and <metric>.png for a sweep; prints the table and returns the paths."""
+    plan = load_sweep(sweep_dir)
+    out = out or sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    grid = plan.get("grid", {})
+    results = [read_run(sweep_dir / "runs" / run["name"], run["name"], run.get("params", {})) for run in plan["runs"]]
+    metrics = select_metrics(results, wanted)
+    rows = table_rows(results, list(grid), metrics)
+    markdown = to_markdown(rows)
+    paths = [out / "report.md", out / "report.csv"]
+    paths[0].write_text(f"# Sweep {plan['name']} ({plan['base']})\n\n" + markdown)
+    with paths[1].open("w", newline="") as handle:
+        csv.writer(handle).writerows([["" if value is None else value for value in row] for row in rows])
+    families: dict[str, list[str]] = {}
+    for key in metrics:
+        families.setdefault(key.rsplit("/", 1)[-1], []).append(key)
+    if grid:
+        for name, keys in families.items():
+            figure = plot_metric(results, name, keys, grid)
+            paths.append(out / f"{name}.png")
+            figure.savefig(paths[-1], dpi=120)
+    print(markdown)
+    for status in ("unfinished", "missing"):
+        names = [result.name for result in results if result.status == status]
+        if names:
+            print(f"{status} ({len(names)}): {', '.join(names)}")
+    print("wrote " + ", ".join(map(str, paths)))
+    return paths
