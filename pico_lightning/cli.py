@@ -31,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    # key=value overrides may also follow options (argparse fills positionals before the first option)
+    overrides = [item for item in extras if "=" in item and not item.startswith("-")]
+    if len(overrides) != len(extras) or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     from pico_lightning.errors import UserError
 
     try:

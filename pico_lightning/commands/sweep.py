@@ -37,20 +37,6 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", default=None, metavar="SWEEP_DIR", help="sweep directory (default runs/sweeps/NAME)")
     parser.set_defaults(run=run)
-    _accept_trailing_overrides(parser)
-
-
-def _accept_trailing_overrides(parser: argparse.ArgumentParser) -> None:
-    """Let key=value overrides follow options too (argparse fills positionals before the first option)."""
-    parse_known_args = parser.parse_known_args
-
-    def parse(args=None, namespace=None):
-        namespace, extras = parse_known_args(args, namespace)
-        overrides = [item for item in extras if "=" in item and not item.startswith("-")]
-        namespace.overrides = [*namespace.overrides, *overrides]
-        return namespace, [item for item in extras if item not in overrides]
-
-    parser.parse_known_args = parse
 
 
 def run(args: argparse.Namespace) -> int:

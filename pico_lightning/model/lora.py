@@ -92,12 +92,18 @@ def export_lora(transformer: nn.Module, out_dir: str | Path) -> Path:
 
 
 def load_lora(transformer: nn.Module, path: str | Path) -> None:
-    """Attach a diffusers-format LoRA (a directory or the .safetensors file), as the stock loader does."""
+    """Attach a diffusers-format LoRA (a directory or the .safetensors file) with the stock pipeline's own loader,
+    adapter metadata (alpha) included."""
     path = Path(path)
     file = path / WEIGHTS_NAME if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"{path}: no LoRA weights (expected {WEIGHTS_NAME})")
     try:
-        transformer.load_lora_adapter(str(file), prefix="transformer", adapter_name=ADAPTER)
+        state, alphas, metadata = FluxFillPipeline.lora_state_dict(
+            str(file), return_alphas=True, return_lora_metadata=True
+        )
+        FluxFillPipeline.load_lora_into_transformer(
+            state, network_alphas=alphas, transformer=transformer, adapter_name=ADAPTER, metadata=metadata
+        )
     except (RuntimeError, ValueError, KeyError, OSError) as err:
         raise UserError(f"{file}: LoRA does not fit this model ({str(err).splitlines()[0][:160]})") from None
