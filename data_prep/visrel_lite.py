@@ -3,7 +3,9 @@ pictures and procedural scenes, written as WebDataset shards + ``index.json`` (f
 
     pico prep visrel-lite --out DIR [--seed S] [--samples-per-task N]
 
-Pairs are written round-robin over tasks, so every shard mixes all tasks. Each task draws from its own
+Pairs are written in blocks of at least two of one (task, variant, split), round-robin over tasks: every shard
+mixes many tasks and holds whole blocks, so any reader of a single shard can still form episodes. Each task
+draws from its own
 generator seeded by (seed, task name): the same seed gives byte-identical PNGs, and adding a task changes no
 other task's pairs.
 """
@@ -48,12 +50,29 @@ def build_visrel_lite(
     return {"out_dir": str(out_dir), **json.loads((Path(out_dir) / INDEX_NAME).read_text())}
 
 
+def pair_blocks(task: TaskSpec, count: int) -> list[list[int]]:
+    """The task's pair positions, grouped by (variant, split) and cut into blocks of 2 (3 for an odd rest)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for position in range(count):
+        key = (variant_for(position, count, task.variants, task.held_out), split_for(position, count, task.held_out))
+        groups.setdefault(key, []).append(position)
+    blocks = []
+    for positions in groups.values():
+        cuts = [positions[i : i + 2] for i in range(0, len(positions), 2)]
+        if len(cuts) > 1 and len(cuts[-1]) == 1:
+            cuts[-2] += cuts.pop()
+        blocks.extend(cuts)
+    return blocks
+
+
 def generate_samples(seed: int, samples_per_task: int, size: int) -> Iterator[Sample]:
-    """Yield (input, output, meta) for every task and pair position, round-robin over tasks."""
+    """Yield (input, output, meta) block by block, round-robin over tasks; each task's pairs in position order."""
     rngs = [np.random.default_rng([seed, zlib.crc32(task.name.encode())]) for task in TASKS]
-    for position in range(samples_per_task):
-        for task, rng in zip(TASKS, rngs, strict=True):
-            yield make_sample(task, rng, position, samples_per_task, size)
+    plans = [pair_blocks(task, samples_per_task) for task in TASKS]
+    for block in range(max(len(plan) for plan in plans)):
+        for task, rng, plan in zip(TASKS, rngs, plans, strict=True):
+            for position in plan[block] if block < len(plan) else ():
+                yield make_sample(task, rng, position, samples_per_task, size)
 
 
 def make_sample(task: TaskSpec, rng: np.random.Generator, position: int, count: int, size: int) -> Sample:

@@ -1,0 +1,138 @@
+"""What the benchmarks run on: the demo's tiny model, fixed batches, a tiny FLUX.1-Fill directory, a step timer."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from PIL import Image
+
+from pico_lightning import panels
+
+DEMO = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
+
+
+def bench_config(tmp: Path):
+    """experiments/demo.yaml on freshly prepared VisRel-lite data in ``tmp``; W&B and eval off."""
+    from data_prep.visrel_lite import build_visrel_lite
+    from pico_lightning.config import load_config
+
+    build_visrel_lite(tmp / "data", seed=0, progress=False)
+    return load_config(
+        DEMO,
+        [
+            f"data.root={tmp / 'data'}",
+            "data.num_workers=2",
+            f"run.dir={tmp / 'runs'}",
+            f"model.text_cache_dir={tmp / 'text'}",
+            "eval.suites=[]",
+            "logging.wandb_mode=disabled",
+        ],
+    )
+
+
+def fixed_batch(panel_size: int, batch_size: int) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    layout = panels.Layout(2, 2, panel_size)
+    grid = torch.rand(batch_size, 3, layout.height, layout.width, generator=generator) * 2 - 1
+    return {
+        "grid": grid,
+        "mask": panels.target_mask(layout).expand(batch_size, -1, -1, -1).clone(),
+        "prompt": ["Edit"] * batch_size,
+        "task": ["bench"] * batch_size,
+        "category": ["manipulation"] * batch_size,
+    }
+
+
+class _Repeat(torch.utils.data.IterableDataset):
+    def __init__(self, batch: dict):
+        self.batch = batch
+
+    def __iter__(self):
+        while True:
+            yield {k: (v.clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in self.batch.items()}
+
+
+def fixed_loader(panel_size: int, batch_size: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(_Repeat(fixed_batch(panel_size, batch_size)), batch_size=None)
+
+
+class StepTimer(pl.Callback):
+    """Per-step wall time (batch start to batch start) and the part of it spent waiting for the next batch."""
+
+    def __init__(self, skip: int):
+        self.skip = skip
+        self.steps: list[float] = []
+        self.waits: list[float] = []
+        self._start = self._end = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._start is not None and batch_idx > self.skip:
+            self.steps.append(now - self._start)
+            self.waits.append(now - self._end)
+        self._start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._end = time.perf_counter()
+
+    def median(self) -> float:
+        return statistics.median(self.steps)
+
+    def median_wait(self) -> float:
+        return statistics.median(self.waits)
+
+    def wait_fraction(self) -> float:
+        return sum(self.waits) / sum(self.steps)
+
+
+def tiny_flux_dir(tmp: Path) -> Path:
+    """A tiny FLUX.1-Fill directory (KL autoencoder) written by the stock pipeline."""
+    from diffusers import FluxFillPipeline
+
+    from pico_lightning.config import ModelConfig
+    from pico_lightning.model.backbone import build_parts, build_text_encoders
+
+    cfg = ModelConfig(autoencoder="kl")
+    parts, text = build_parts(cfg), build_text_encoders(cfg)
+    path = tmp / "tiny_flux_fill"
+    FluxFillPipeline(
+        scheduler=parts.scheduler,
+        vae=parts.autoencoder.vae,
+        transformer=parts.transformer,
+        text_encoder=text.text_encoder,
+        tokenizer=text.tokenizer,
+        text_encoder_2=text.text_encoder_2,
+        tokenizer_2=text.tokenizer_2,
+    ).save_pretrained(path)
+    return path
+
+
+def stock_call(tiny_dir: Path, grid: torch.Tensor, mask: torch.Tensor, text, num_steps: int):
+    """A closure running the stock FluxFillPipeline on the same grid, mask, embeddings and seed."""
+    from diffusers import FluxFillPipeline
+
+    pipe = FluxFillPipeline.from_pretrained(tiny_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    image = panels.to_pil(grid[0])
+    mask_image = Image.fromarray((mask[0, 0].numpy() * 255).astype(np.uint8))
+
+    def run():
+        pipe(
+            image=image,
+            mask_image=mask_image,
+            prompt_embeds=text.prompt_embeds,
+            pooled_prompt_embeds=text.pooled_prompt_embeds,
+            height=grid.shape[-2],
+            width=grid.shape[-1],
+            num_inference_steps=num_steps,
+            guidance_scale=30.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        )
+
+    return run

@@ -1,0 +1,300 @@
+"""VisRelDataModule on tiny shards in tmp_path: the batch contract (B' = the sample), balanced tasks, disjoint
+ranks with equal batch counts, corrupt data counted, deterministic epochs, eval episodes, errors."""
+
+import json
+import tarfile
+from collections import Counter
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from data_prep.shards import write_shards
+from pico_lightning.config import DataConfig
+from pico_lightning.data import datamodule
+from pico_lightning.data.datamodule import (
+    DecodePairs,
+    SkipCounter,
+    VisRelDataModule,
+    build_train_stages,
+)
+from pico_lightning.data.episodes import PairFilter
+from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta, encode_png
+from pico_lightning.errors import UserError
+from pico_lightning.panels import Layout, split_grid
+
+# task: (category, variants, pairs, held out); held-in tasks with >= 6 pairs keep their last 2 for "val"
+TASKS = {
+    "denoise": ("restoration", ("a", "b"), 10, False),
+    "deblur": ("restoration", ("a",), 4, False),
+    "edges": ("estimation", ("a",), 6, False),
+    "segment": ("perception", ("a", "b"), 8, False),
+    "colorize": ("manipulation", ("a",), 2, False),
+    "sketch": ("manipulation", ("a",), 6, True),
+}
+TRAIN = {"denoise": 8, "deblur": 4, "edges": 4, "segment": 6, "colorize": 2}
+
+
+def _samples() -> list:
+    """(input, output, meta) of every task, random 32 px pictures, shuffled so tasks mix in shards."""
+    rng, samples = np.random.default_rng(0), []
+    for task, (category, variants, count, held_out) in TASKS.items():
+        for i in range(count):
+            val = not held_out and count >= 6 and i >= count - 2
+            variant = variants[-1] if val else variants[i % len(variants)]
+            split = "test" if held_out else "val" if val else "train"
+            meta = SampleMeta(task, category, variant, f"{i:04d}", "test", split, f"do {task}")
+            samples.append((*rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8), meta))
+    return [samples[i] for i in rng.permutation(len(samples))]
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """8 shards of 5 samples (36 in all) + index.json; returns (directory, {(task, pair_id): sample})."""
+    samples = _samples()
+    write_shards(samples, tmp_path / "visrel", maxcount=5, held_out=["sketch"])
+    return tmp_path / "visrel", {(meta.task, meta.pair_id): (x, y, meta) for x, y, meta in samples}
+
+
+def _module(path, batch=4, **overrides) -> VisRelDataModule:
+    """A set-up datamodule over ``path``: no workers, no augmentation or prompt dropout unless overridden."""
+    defaults = dict(num_workers=0, epoch_batches=5, augment=False, prompt_dropout=0.0)
+    module = VisRelDataModule(DataConfig(shards=str(path), **{**defaults, **overrides}), batch)
+    module.setup("fit")
+    return module
+
+
+def _to_uint8(panel: torch.Tensor) -> np.ndarray:
+    return ((panel + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _identify(grid: torch.Tensor, task: str, lookup: dict) -> list[SampleMeta]:
+    """The samples whose (input, output) are the grid's pairs, in reading order (asserts each is found)."""
+    panels = [_to_uint8(p) for p in split_grid(grid, Layout(2, 2, 32))]
+    found = []
+    for x, y in zip(panels[0::2], panels[1::2], strict=True):
+        metas = [
+            m for (t, _), (i, o, m) in lookup.items() if t == task and np.array_equal(i, x) and np.array_equal(o, y)
+        ]
+        assert len(metas) == 1
+        found.append(metas[0])
+    return found
+
+
+def test_batches_have_the_contract_and_the_target_cell_holds_the_ground_truth(shards):
+    path, lookup = shards
+    batches = list(_module(path).train_dataloader())
+    assert len(batches) == 5
+    batch = batches[-1]
+    assert set(batch) == {"grid", "mask", "prompt", "task", "category", "skipped"}
+    assert batch["grid"].shape == (4, 3, 64, 64) and batch["grid"].dtype == torch.float32
+    assert batch["mask"].shape == (4, 1, 64, 64) and batch["mask"].dtype == torch.float32
+    assert batch["grid"].min() >= -1 and batch["grid"].max() <= 1
+    assert batch["mask"][:, :, 32:, 32:].all() and batch["mask"].sum() == 4 * 32 * 32
+    assert batch["skipped"].dtype == torch.long and batch["skipped"].dim() == 0 and batch["skipped"] == 0
+    for b in batches:
+        for grid, task, category, prompt in zip(b["grid"], b["task"], b["category"], b["prompt"], strict=True):
+            a, query = _identify(grid, task, lookup)  # B' is the real output of the query sample B
+            assert a.pair_id != query.pair_id and a.variant == query.variant and query.split == "train"
+            assert category == TASKS[task][0] and prompt == CATEGORY_PROMPTS[category]
+
+
+@pytest.mark.parametrize("policy", ["task_balanced", "uniform"])
+def test_task_frequencies_follow_the_policy(shards, policy):
+    episodes = _module(shards[0], batch=16, epoch_batches=75, sampling=policy).train_dataloader()
+    seen = Counter(task for batch in episodes for task in batch["task"])
+    total, draws = sum(TRAIN.values()), sum(seen.values())
+    expected = {t: 1 / len(TRAIN) if policy == "task_balanced" else n / total for t, n in TRAIN.items()}
+    assert set(seen) == set(TRAIN)
+    # 1200 draws: the standard error of a frequency is <= 0.015; a fixed seed keeps this exact
+    assert max(abs(seen[t] / draws - p) for t, p in expected.items()) < 0.035, seen
+
+
+def test_two_ranks_read_disjoint_shards_and_yield_equal_batch_counts(shards, monkeypatch):
+    path, read, counts = shards[0], {}, {}
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        module = _module(path, batch=4, num_workers=2, epoch_batches=7)
+        loader = module.train_dataloader()
+        batches = list(loader)
+        counts[rank] = len(batches)
+        assert len(loader) == 7 and all(b["grid"].shape[0] == 2 for b in batches)  # 4 global / 2 ranks
+        shard_stage = dict(
+            build_train_stages(module.data.urls, module.cfg, module.state, module.data.keep, 2, {}, [0, 0])
+        )["shards"]
+        for worker in (0, 1):  # the shard stage as worker `worker` of 2 sees it
+            monkeypatch.setattr(datamodule, "_worker", lambda worker=worker: (worker, 2))
+            stream = iter(shard_stage)
+            read[rank, worker] = {next(stream)["url"] for _ in range(100)}
+    assert sum(len(urls) for urls in read.values()) == len(set().union(*read.values())) == 8  # disjoint, all
+    assert counts[0] == counts[1] == 7
+
+
+def test_same_seed_and_epoch_give_the_same_batches(shards):
+    for workers in (0, 2):
+        runs = []
+        for epoch in (3, 3, 4):
+            module = _module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=4)
+            module.set_epoch(epoch)
+            runs.append(list(module.train_dataloader()))
+        same, other = runs[0], runs[1]
+        assert len(same) == len(other) == 4
+        assert all(
+            torch.equal(x["grid"], y["grid"]) and x["prompt"] == y["prompt"] for x, y in zip(same, other, strict=True)
+        )
+        assert any(not torch.equal(x["grid"], y["grid"]) for x, y in zip(same, runs[2], strict=True))
+
+
+def _corrupt_png(path) -> None:
+    """Overwrite the middle of a train sample's input.png in place (its CRC and zlib stream break)."""
+    shard = sorted(path.glob("*.tar"))[0]
+    with tarfile.open(shard) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        key = next(
+            name[: -len(".json")]
+            for name, m in members.items()
+            if name.endswith(".json") and json.load(tar.extractfile(m))["split"] == "train"
+        )
+        member = members[f"{key}.input.png"]
+    with open(shard, "r+b") as handle:
+        handle.seek(member.offset_data + member.size // 2)
+        handle.write(b"\0" * 64)
+
+
+def _truncate(path) -> None:
+    shard = sorted(path.glob("*.tar"))[1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [_corrupt_png, _truncate])
+def test_corrupt_samples_and_truncated_shards_are_skipped_and_counted(shards, damage, caplog):
+    damage(shards[0])
+    batches = list(_module(shards[0], epoch_batches=40).train_dataloader())
+    assert len(batches) == 40 and batches[-1]["skipped"] > 0
+    assert "skipped a corrupt sample or shard" in caplog.text
+
+
+def test_decode_stage_counts_bad_json_missing_keys_and_truncated_pngs():
+    meta = SampleMeta("a", "restoration", "v", "1", "test", "train", "p").to_json()
+    png = encode_png(np.zeros((32, 32, 3), np.uint8))
+    good = {"__key__": "a/v/1", "json": json.dumps(meta).encode(), "input.png": png, "output.png": png}
+    bad = [
+        {**good, "json": b"{not json"},
+        {k: v for k, v in good.items() if k != "output.png"},
+        {**good, "input.png": png[: len(png) // 2]},
+        {**good, "json": json.dumps({**meta, "split": "x"}).encode()},
+    ]
+    counter = SkipCounter()
+    decode = DecodePairs(PairFilter(frozenset({"train"})), 32, "resize", counter)
+    pairs = list(decode([bad[0], good, *bad[1:]]))
+    assert len(pairs) == 1 and pairs[0].input.shape == (3, 32, 32) and pairs[0].input.dtype == torch.uint8
+    assert counter.count == len(bad)
+
+
+def test_shots_and_num_tasks_restrict_what_is_drawn(shards):
+    path, lookup = shards
+    module = _module(path, shots_per_task=2, epoch_batches=10)
+    assert {task: len(ids) for task, ids in module.data.keep.shots.items()} == {t: 2 for t in TRAIN}
+    for batch in module.train_dataloader():
+        for grid, task in zip(batch["grid"], batch["task"], strict=True):
+            assert {m.pair_id for m in _identify(grid, task, lookup)} == module.data.keep.shots[task]
+    module = _module(path, num_tasks=4, seed=1, epoch_batches=10)
+    chosen = sorted(module.data.keep.tasks)
+    assert len(chosen) == 4 and {TASKS[t][0] for t in chosen} == {
+        "restoration",
+        "estimation",
+        "perception",
+        "manipulation",
+    }
+    assert {task for batch in module.train_dataloader() for task in batch["task"]} <= set(chosen)
+
+
+def test_user_errors_name_the_key(shards, monkeypatch, tmp_path):
+    path = shards[0]
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(UserError, match=r"train.batch_size: 4 must divide by devices\*num_nodes=3"):
+        _module(path, batch=4)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="data.num_workers: 8 shards < devices"):
+        _module(path, num_workers=5).train_dataloader()
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(UserError, match="data.tasks: unknown task"):
+        _module(path, tasks=["nope"])
+    with pytest.raises(UserError, match="data.task_weights: unknown task"):
+        _module(path, sampling="weighted", task_weights={"nope": 2.0})
+    with pytest.raises(UserError, match="not found"):
+        _module(tmp_path / "missing-{000..001}.tar")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "visrel-000000.tar").write_bytes(b"not a tar")
+    with pytest.raises(UserError, match="without a readable sample"):
+        _module(tmp_path / "empty")
+
+
+def test_eval_episodes_are_fixed_and_come_from_the_right_split(shards):
+    path, lookup = shards
+    module = _module(path)
+    val, test = module.eval_episodes("val", 3), module.eval_episodes("test", 2)
+    assert [e["task"] for e in val] == ["denoise"] * 3 + ["edges"] * 3 + ["segment"] * 3
+    assert [e["task"] for e in test] == ["sketch"] * 2
+    for episode, split in [(e, "val") for e in val] + [(e, "test") for e in test]:
+        metas = _identify(episode["grid"], episode["task"], lookup)
+        assert {m.split for m in metas} == {split} and tuple(m.pair_id for m in metas) == episode["pair_ids"]
+    again = _module(path).eval_episodes("val", 3)
+    assert all(torch.equal(x["grid"], y["grid"]) for x, y in zip(val, again, strict=True))
+
+
+def test_prompts_cover_the_prompt_mode(shards):
+    path = shards[0]
+    assert _module(path, prompt="none").prompts() == [""]
+    assert _module(path, prompt="category").prompts() == ["", "Edit", "Estimate", "Restore", "Segment"]
+    assert _module(path, prompt="task").prompts() == [""] + sorted(f"do {t}" for t in TASKS)
+
+
+def test_brace_patterns_and_pipes_work_without_an_index(shards):
+    path = shards[0]
+    (path / INDEX_NAME).unlink()
+    pattern = _module(f"{path}/visrel-{{000000..000007}}.tar")
+    assert pattern.data.index["tasks"]["sketch"]["held_out"] and len(pattern.data.urls) == 8
+    urls = "::".join(f"pipe:cat {p}" for p in sorted(path.glob("*.tar")))
+    assert len(list(_module(urls).train_dataloader())) == 5
+
+
+class _CountingModule(pl.LightningModule):
+    """Counts the batches of each epoch and reseeds the data stream in on_train_epoch_start."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[tuple[int, torch.Tensor]] = []
+
+    def on_train_epoch_start(self):
+        self.trainer.datamodule.set_epoch(self.current_epoch)
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append((self.current_epoch, batch["grid"]))
+        return (self.weight - batch["grid"].mean()) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_trainer_runs_reseeded_epochs_of_equal_length(shards, tmp_path):
+    module = _CountingModule()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        use_distributed_sampler=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        module,
+        datamodule=VisRelDataModule(DataConfig(shards=str(shards[0]), num_workers=0, epoch_batches=6), 4),
+    )
+    assert Counter(epoch for epoch, _ in module.seen) == {0: 6, 1: 6}
+    assert not torch.equal(module.seen[0][1], module.seen[6][1])  # set_epoch(1) reseeded the second epoch
