@@ -60,7 +60,8 @@ def pair_blocks(task: TaskSpec, count: int) -> list[list[int]]:
     for positions in groups.values():
         cuts = [positions[i : i + 2] for i in range(0, len(positions), 2)]
         if len(cuts) > 1 and len(cuts[-1]) == 1:
-            cuts[-2] += cuts.pop()
+            rest = cuts.pop()
+            cuts[-1] += rest
         blocks.extend(cuts)
     return blocks
 

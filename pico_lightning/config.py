@@ -248,6 +248,7 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", "a number > 0", self.lr)
         _check(self.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0", self.warmup_steps)
         _check(self.gradient_clip_val >= 0, "train.gradient_clip_val", "a number >= 0", self.gradient_clip_val)
+        self.per_device_batch()
 
     def world_size(self) -> int:
         return self.devices * self.num_nodes

@@ -124,6 +124,7 @@ def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None)
 
     torch.set_float32_matmul_precision("high")
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen base, on purpose
+    warnings.filterwarnings("ignore", message=r"You have overridden `on_before_batch_transfer`")  # ours, on purpose
     run_dir = cfg.run.path()
     ckpt = resume_checkpoint(cfg)
     datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size)

@@ -56,9 +56,8 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_batch_must_divide_world():
-    cfg = load_config(None, ["train.batch_size=6", "train.devices=4"])
     with pytest.raises(ConfigError, match="train.batch_size"):
-        cfg.train.per_device_batch()
+        load_config(None, ["train.batch_size=6", "train.devices=4"])
     assert load_config(None, ["train.batch_size=8", "train.devices=4"]).train.per_device_batch() == 2
 
 

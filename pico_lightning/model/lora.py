@@ -102,8 +102,22 @@ def load_lora(transformer: nn.Module, path: str | Path) -> None:
         state, alphas, metadata = FluxFillPipeline.lora_state_dict(
             str(file), return_alphas=True, return_lora_metadata=True
         )
+        _check_fits(transformer, state, file)
         FluxFillPipeline.load_lora_into_transformer(
             state, network_alphas=alphas, transformer=transformer, adapter_name=ADAPTER, metadata=metadata
         )
     except (RuntimeError, ValueError, KeyError, OSError) as err:
         raise UserError(f"{file}: LoRA does not fit this model ({str(err).splitlines()[0][:160]})") from None
+
+
+def _check_fits(transformer: nn.Module, state: dict[str, torch.Tensor], file: Path) -> None:
+    """Every LoRA tensor must sit on a Linear of this transformer with matching width (before the stock loader,
+    which would log a traceback first)."""
+    modules = dict(transformer.named_modules())
+    for key, tensor in state.items():
+        name, _, kind = key.removeprefix("transformer.").rpartition(".lora_")
+        layer = modules.get(name)
+        width = getattr(layer, "in_features", None) if kind.startswith("A") else getattr(layer, "out_features", None)
+        expected = tensor.shape[1] if kind.startswith("A") else tensor.shape[0]
+        if width != expected:
+            raise UserError(f"{file}: LoRA does not fit this model ({name}: width {expected}, model has {width})")
