@@ -29,10 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def configure_environment() -> None:
+    """Offline, and quiet libraries: set before diffusers / transformers are imported."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # library chatter would bury our one-line errors
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_environment()
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     # key=value overrides may also follow options (argparse fills positionals before the first option)

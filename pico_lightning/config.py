@@ -119,7 +119,10 @@ class LoraConfig:
             "proj_out",
         ]
     )
-    """Module-name suffixes inside the double and single blocks (never the embedders or the final layer)."""
+    """Module-name suffixes inside the double and single blocks."""
+    extra_modules: list[str] = field(default_factory=list)
+    """Full names of Linear layers outside the blocks to adapt as well (e.g. x_embedder, proj_out; ICEdit adapts
+    x_embedder). Empty for FLUX.1-Fill-dev; the demo's random-init tiny base needs them to learn in minutes."""
 
     def __post_init__(self) -> None:
         _check(self.rank >= 1, "lora.rank", "an integer >= 1", self.rank)

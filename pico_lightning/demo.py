@@ -29,6 +29,23 @@ def prepare_data(root: Path, seed: int) -> None:
     pico(["prep", "visrel-lite", "--out", str(root), "--seed", str(seed)])
 
 
+def draw_episodes(cfg, path: Path, count: int = 4) -> None:
+    """What PICO does, drawn from the data: ground-truth 2x2 episodes (A | A' over B | B') side by side."""
+    import numpy as np
+
+    from pico_lightning.evaluation.callbacks import data_root
+    from pico_lightning.evaluation.gallery import save_png
+    from pico_lightning.evaluation.suites import load_suite
+    from pico_lightning.panels import Layout, compose_grid, to_uint8
+
+    layout = Layout(2, 2, 96)
+    root = data_root(cfg.data.shards, cfg.data.root)
+    episodes = load_suite(root, "segmentation")[:2] + load_suite(root, "user_tasks")[: count - 2]
+    gap = np.full((layout.height, 6, 3), 255, dtype=np.uint8)
+    grids = [to_uint8(compose_grid(e.panels, layout)) for e in episodes]
+    save_png(np.concatenate([part for grid in grids for part in (grid, gap)][:-1], axis=1), path)
+
+
 def comparison_table(before: dict, after: dict) -> str:
     """Markdown rows: suite metric | before training | after training | baseline B' = B."""
     lines = ["| suite / metric | before | after | baseline B'=B |", "|---|---|---|---|"]
@@ -37,8 +54,9 @@ def comparison_table(before: dict, after: dict) -> str:
         if len(parts) != 3 or parts[2] not in SHOWN:
             continue
         baseline = after.get(f"eval/{parts[1]}/baseline_{parts[2]}", float("nan"))
-        lines.append(f"| {parts[1]} {parts[2]} | {before.get(key, float('nan')):.3f} | {after[key]:.3f} | "
-                     f"{baseline:.3f} |")
+        lines.append(
+            f"| {parts[1]} {parts[2]} | {before.get(key, float('nan')):.3f} | {after[key]:.3f} | {baseline:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -47,9 +65,18 @@ def run_demo(out: Path, overrides: list[str]) -> dict:
     from pico_lightning.evaluation.standalone import run_evaluation
     from pico_lightning.train import fit
 
-    cfg = load_config(EXPERIMENT, [f"data.root={out / 'data'}", f"run.dir={out / 'runs'}", "run.resume=auto",
-                                   f"model.text_cache_dir={out / 'text_cache'}", *overrides])
+    cfg = load_config(
+        EXPERIMENT,
+        [
+            f"data.root={out / 'data'}",
+            f"run.dir={out / 'runs'}",
+            "run.resume=auto",
+            f"model.text_cache_dir={out / 'text_cache'}",
+            *overrides,
+        ],
+    )
     prepare_data(out / "data", cfg.data.seed)
+    draw_episodes(cfg, out / "episodes.png")
     print("[demo] evaluating the untrained model (seed scorer on)")
     before = run_evaluation(cfg, None, out / "eval_before")
     print(f"[demo] training {cfg.train.max_steps} steps on CPU")
@@ -61,14 +88,17 @@ def run_demo(out: Path, overrides: list[str]) -> dict:
     step = json.loads((run_dir / "summary.json").read_text())["step"]
     wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     print("[demo] files:")
-    for name, path in (("run directory", run_dir), ("checkpoint", run_dir / "checkpoints" / "last.ckpt"),
-                       ("LoRA (diffusers format)", run_dir / "lora" / "pytorch_lora_weights.safetensors"),
-                       ("training metrics", run_dir / "metrics.jsonl"),
-                       ("eval metrics", run_dir / "eval" / f"step_{step}" / "metrics.json"),
-                       ("gallery", run_dir / "eval" / f"step_{step}" / "gallery.png"),
-                       ("gallery before training", out / "eval_before" / "gallery.png"),
-                       ("W&B offline run", wandb_runs[-1] if wandb_runs else "(W&B disabled)"),
-                       ("before/after table", out / "results.md")):
+    for name, path in (
+        ("run directory", run_dir),
+        ("checkpoint", run_dir / "checkpoints" / "last.ckpt"),
+        ("LoRA (diffusers format)", run_dir / "lora" / "pytorch_lora_weights.safetensors"),
+        ("training metrics", run_dir / "metrics.jsonl"),
+        ("eval metrics", run_dir / "eval" / f"step_{step}" / "metrics.json"),
+        ("gallery", run_dir / "eval" / f"step_{step}" / "gallery.png"),
+        ("gallery before training", out / "eval_before" / "gallery.png"),
+        ("W&B offline run", wandb_runs[-1] if wandb_runs else "(W&B disabled)"),
+        ("before/after table", out / "results.md"),
+    ):
         print(f"  {name:26s} {path}")
     return {"before": before, "after": after}
 
@@ -78,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/demo", help="demo output directory")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of experiments/demo.yaml")
     args = parser.parse_args(argv)
+    from pico_lightning.cli import configure_environment
     from pico_lightning.errors import UserError
 
+    configure_environment()
     try:
         run_demo(Path(args.out), args.overrides)
     except UserError as err:

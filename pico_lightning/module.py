@@ -118,8 +118,8 @@ class PicoModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "set_epoch"):
-            datamodule.set_epoch(self.current_epoch)
+        if datamodule is not None and hasattr(datamodule, "set_position"):
+            datamodule.set_position(self.global_step * self.cfg.accumulate_grad_batches)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

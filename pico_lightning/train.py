@@ -118,8 +118,8 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callb
     )
 
 
-def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
-    """Train ``cfg`` and return the run directory; ``datamodule`` defaults to VisRel shards from the config."""
+def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None):
+    """Everything a fit needs: (module, trainer, datamodule, checkpoint to resume from or None)."""
     from pico_lightning.data.datamodule import VisRelDataModule
 
     torch.set_float32_matmul_precision("high")
@@ -130,5 +130,11 @@ def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None)
     datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size)
     module = build_module(cfg, [*datamodule.prompts(), *CATEGORY_PROMPTS.values()])  # + the suites' prompts
     trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
+    return module, trainer, datamodule, ckpt
+
+
+def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
+    """Train ``cfg`` and return the run directory; ``datamodule`` defaults to VisRel shards from the config."""
+    module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    return run_dir
+    return cfg.run.path()

@@ -115,3 +115,40 @@ class FixedDataModule:
                 return fixed_loader(**kwargs)
 
         return _Module()
+
+
+@pytest.fixture(scope="session")
+def visrel_tiny(tmp_path_factory):
+    """A small VisRel-lite set (6 pairs per task, 32 px) with small eval suites, prepared once per session."""
+    from data_prep.suites import build_suites, write_suites
+    from data_prep.visrel_lite import build_visrel_lite
+
+    root = tmp_path_factory.mktemp("visrel_tiny")
+    build_visrel_lite(root, seed=0, samples_per_task=6, size=32, progress=False)
+    write_suites(root, build_suites(seed=0, episodes_per_suite=4, size=32))
+    return root
+
+
+def tiny_train_overrides(root, tmp_path, name: str) -> list[str]:
+    """A few-second `pico train` on ``visrel_tiny``: tiny model, 16 px panels, seed-scored eval every 2 steps."""
+    return [
+        f"data.root={root}",
+        "data.panel_size=16",
+        "data.num_workers=0",
+        "data.epoch_batches=4",
+        "train.accelerator=cpu",
+        "train.batch_size=4",
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+        "eval.every_n_steps=2",
+        "eval.suites=[held_in,segmentation]",
+        "eval.episodes_per_suite=4",
+        "eval.num_steps=2",
+        "eval.num_seeds=2",
+        "eval.scorer_steps=1",
+        "logging.wandb_mode=disabled",
+        "logging.log_every_n_steps=1",
+        f"model.text_cache_dir={tmp_path / 'text'}",
+        f"run.dir={tmp_path / 'runs'}",
+        f"run.name={name}",
+    ]

@@ -29,13 +29,23 @@ def fails(capsys, argv, *needles):
 
 
 def infer_args(pictures, tmp_path, *extra):
-    return ["infer", "--exemplar", *pictures[:2], "--query", pictures[2], "--out", str(tmp_path / "o.png"),
-            "--steps", "2", f"model.text_cache_dir={tmp_path / 'text'}", *extra]
+    return [
+        "infer",
+        "--exemplar",
+        *pictures[:2],
+        "--query",
+        pictures[2],
+        "--out",
+        str(tmp_path / "o.png"),
+        "--steps",
+        "2",
+        f"model.text_cache_dir={tmp_path / 'text'}",
+        *extra,
+    ]
 
 
 def test_infer_missing_and_corrupt_images(capsys, tmp_path, pictures):
-    fails(capsys, infer_args([pictures[0], str(tmp_path / "nope.png"), pictures[2]], tmp_path), "nope.png",
-          "not found")
+    fails(capsys, infer_args([pictures[0], str(tmp_path / "nope.png"), pictures[2]], tmp_path), "nope.png", "not found")
     data = (tmp_path / "a.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     fails(capsys, infer_args([str(tmp_path / "cut.png"), *pictures[1:]], tmp_path), "cut.png", "not a readable image")
@@ -75,8 +85,13 @@ def test_infer_lora_for_another_model(capsys, tmp_path, pictures):
 
 @pytest.mark.parametrize(
     ("override", "needle"),
-    [("train.lrr=1", "train.lrr"), ("train.max_steps=-2", "train.max_steps"), ("train.max_steps=ten", "max_steps"),
-     ("data.panel_size=20", "nearest valid panel sizes"), ("train.devices=3", "train.batch_size")],
+    [
+        ("train.lrr=1", "train.lrr"),
+        ("train.max_steps=-2", "train.max_steps"),
+        ("train.max_steps=ten", "max_steps"),
+        ("data.panel_size=20", "nearest valid panel sizes"),
+        ("train.devices=3", "train.batch_size"),
+    ],
 )
 def test_train_bad_config(capsys, tmp_path, override, needle):
     experiment = tmp_path / "exp.yaml"

@@ -137,7 +137,7 @@ def test_same_seed_and_epoch_give_the_same_batches(shards):
         runs = []
         for epoch in (3, 3, 4):
             module = _module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=4)
-            module.set_epoch(epoch)
+            module.set_position(epoch * 4)  # the first batch of data epoch `epoch`
             runs.append(list(module.train_dataloader()))
         same, other = runs[0], runs[1]
         assert len(same) == len(other) == 4
@@ -270,7 +270,7 @@ class _CountingModule(pl.LightningModule):
         self.seen: list[tuple[int, torch.Tensor]] = []
 
     def on_train_epoch_start(self):
-        self.trainer.datamodule.set_epoch(self.current_epoch)
+        self.trainer.datamodule.set_position(self.global_step)
 
     def training_step(self, batch, batch_idx):
         self.seen.append((self.current_epoch, batch["grid"]))
@@ -297,4 +297,4 @@ def test_a_trainer_runs_reseeded_epochs_of_equal_length(shards, tmp_path):
         datamodule=VisRelDataModule(DataConfig(shards=str(shards[0]), num_workers=0, epoch_batches=6), 4),
     )
     assert Counter(epoch for epoch, _ in module.seen) == {0: 6, 1: 6}
-    assert not torch.equal(module.seen[0][1], module.seen[6][1])  # set_epoch(1) reseeded the second epoch
+    assert not torch.equal(module.seen[0][1], module.seen[6][1])  # set_position(6) reseeded the second epoch

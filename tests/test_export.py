@@ -18,11 +18,26 @@ from pico_lightning.train import build_module
 def trained(tiny_flux_dir, tmp_path_factory):
     """A module on the tiny FLUX.1-Fill directory, LoRA rank 4 / alpha 8 (alpha != rank), after 3 steps."""
     tmp = tmp_path_factory.mktemp("export")
-    cfg = load_config(None, [f"model.pretrained_dir={tiny_flux_dir}", "lora.rank=4", "lora.alpha=8",
-                             "data.panel_size=16", "train.lr=1e-2", f"model.text_cache_dir={tmp / 'text'}"])
+    cfg = load_config(
+        None,
+        [
+            f"model.pretrained_dir={tiny_flux_dir}",
+            "lora.rank=4",
+            "lora.alpha=8",
+            "data.panel_size=16",
+            "train.lr=1e-2",
+            f"model.text_cache_dir={tmp / 'text'}",
+        ],
+    )
     module = build_module(cfg, ["", "Edit"])
-    pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-               enable_model_summary=False).fit(module, fixed_loader(panel_size=16))
+    pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, fixed_loader(panel_size=16))
     assert any(p.abs().sum() > 0 for n, p in module.named_parameters() if "lora_B" in n)  # the LoRA is not a no-op
     return module, export_lora(module.transformer, tmp / "lora").parent, tmp
 
@@ -32,10 +47,13 @@ def _inputs(transformer):
     tokens, text = 16, 5
     return dict(
         hidden_states=torch.randn(1, tokens, transformer.config.in_channels, generator=generator),
-        timestep=torch.tensor([0.7]), guidance=torch.tensor([30.0]),
+        timestep=torch.tensor([0.7]),
+        guidance=torch.tensor([30.0]),
         pooled_projections=torch.randn(1, transformer.config.pooled_projection_dim, generator=generator),
         encoder_hidden_states=torch.randn(1, text, transformer.config.joint_attention_dim, generator=generator),
-        txt_ids=torch.zeros(text, 3), img_ids=torch.rand(tokens, 3, generator=generator) * 4, return_dict=False,
+        txt_ids=torch.zeros(text, 3),
+        img_ids=torch.rand(tokens, 3, generator=generator) * 4,
+        return_dict=False,
     )
 
 
@@ -47,7 +65,8 @@ def test_stock_load_lora_weights_reproduces_module(trained, tiny_flux_dir):
         ours = module.transformer(**_inputs(module.transformer))[0]
         theirs = pipe.transformer(**_inputs(pipe.transformer))[0]
         base = FluxFillPipeline.from_pretrained(tiny_flux_dir, local_files_only=True).transformer(
-            **_inputs(pipe.transformer))[0]
+            **_inputs(pipe.transformer)
+        )[0]
     assert (ours - theirs).abs().max() <= 1e-6
     assert (ours - base).abs().max() > 1e-4  # and the LoRA changes the output
 
@@ -60,9 +79,30 @@ def test_pico_infer_with_lora_equals_stock_pipeline(trained, tiny_flux_dir):
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp / f"{name}.png")
         files.append(str(tmp / f"{name}.png"))
     out = tmp / "out" / "b_out.png"
-    code = cli.main(["infer", "--model-dir", str(tiny_flux_dir), "--lora", str(lora_dir), "--exemplar", *files[:2],
-                     "--query", files[2], "--out", str(out), "--steps", "3", "--seed", "7", "--prompt", "Edit",
-                     "--panel-size", "16", f"model.text_cache_dir={tmp / 'text'}"])
+    code = cli.main(
+        [
+            "infer",
+            "--model-dir",
+            str(tiny_flux_dir),
+            "--lora",
+            str(lora_dir),
+            "--exemplar",
+            *files[:2],
+            "--query",
+            files[2],
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--seed",
+            "7",
+            "--prompt",
+            "Edit",
+            "--panel-size",
+            "16",
+            f"model.text_cache_dir={tmp / 'text'}",
+        ]
+    )
     assert code == 0 and out.with_suffix(".json").is_file() and out.with_suffix(".grid.png").is_file()
     layout = panels.Layout(2, 2, 16)
     grid = panels.compose_grid([Image.open(f) for f in files] + [None], layout)
@@ -70,8 +110,17 @@ def test_pico_infer_with_lora_equals_stock_pipeline(trained, tiny_flux_dir):
     pipe.load_lora_weights(lora_dir)
     pipe.set_progress_bar_config(disable=True)
     mask = Image.fromarray((panels.target_mask(layout)[0].numpy() * 255).astype(np.uint8))
-    image = pipe(prompt="Edit", image=panels.to_pil(grid), mask_image=mask, height=32, width=32, num_inference_steps=3,
-                 guidance_scale=30.0, max_sequence_length=32, generator=torch.Generator().manual_seed(7)).images[0]
+    image = pipe(
+        prompt="Edit",
+        image=panels.to_pil(grid),
+        mask_image=mask,
+        height=32,
+        width=32,
+        num_inference_steps=3,
+        guidance_scale=30.0,
+        max_sequence_length=32,
+        generator=torch.Generator().manual_seed(7),
+    ).images[0]
     expected = np.asarray(image)[16:, 16:]
     assert np.abs(np.asarray(Image.open(out)).astype(int) - expected.astype(int)).max() <= 1
 

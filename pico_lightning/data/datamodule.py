@@ -47,7 +47,7 @@ DECODE_ERRORS = (KeyError, ValueError, OSError, SyntaxError, EOFError, Image.Dec
 
 @dataclass
 class StreamState:
-    """What seeds a training stream; its stages share it, so ``set_epoch`` reaches workers started later."""
+    """What seeds a training stream; its stages share it, so ``set_position`` reaches workers started later."""
 
     seed: int
     rank: int = 0
@@ -202,9 +202,15 @@ class VisRelDataModule(pl.LightningDataModule):
         self.per_device_batch()
         self._load()
 
-    def set_epoch(self, epoch: int) -> None:
-        """Reseed the training stream: call before the loader's workers start (``on_train_epoch_start``)."""
-        self.state.epoch = epoch
+    def set_position(self, batches_done: int) -> None:
+        """Seed the training stream for the data epoch holding batch ``batches_done`` (batches already trained
+        on, counted from the run's start). Call before the loader's workers start (``on_train_epoch_start``).
+
+        Counting from the step rather than Lightning's epoch keeps a resumed run on the same stream as an
+        uninterrupted one: exact when checkpoints fall on data-epoch boundaries (train.checkpoint_every a
+        multiple of data.epoch_batches); otherwise the interrupted data epoch starts over.
+        """
+        self.state.epoch = batches_done // self.cfg.epoch_batches
 
     def per_device_batch(self) -> int:
         """Episodes per batch on each rank: the global batch over devices*num_nodes, which must divide it."""
@@ -223,8 +229,8 @@ class VisRelDataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         warmups = self._warmups(data, world, max(1, cfg.num_workers))[rank]
         self.state.rank, self.state.world = rank, world
-        if self.trainer is not None:
-            self.state.epoch = self.trainer.current_epoch
+        if self.trainer is not None:  # after a checkpoint restore: continue the stream where the run was
+            self.set_position(self.trainer.global_step * self.trainer.accumulate_grad_batches)
         counts = Counter(task for task, _, _ in {entry for found in data.entries.values() for entry in found})
         stages = build_train_stages(
             data.urls, cfg, self.state, data.keep, self.per_device_batch(), dict(counts), warmups

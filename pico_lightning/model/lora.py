@@ -28,17 +28,18 @@ WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 _BLOCK = re.compile(r"^(transformer_blocks|single_transformer_blocks)\.\d+\.(.+)$")
 
 
-def target_module_names(transformer: nn.Module, suffixes: list[str]) -> list[str]:
-    """Full names of the Linear layers inside the blocks whose in-block name is one of ``suffixes``."""
+def target_module_names(transformer: nn.Module, suffixes: list[str], extra: list[str] = ()) -> list[str]:
+    """Full names of the Linear layers inside the blocks whose in-block name is one of ``suffixes``, plus the
+    ``extra`` layers named in full."""
     wanted = set(suffixes)
-    names = [
-        name
-        for name, module in transformer.named_modules()
-        if isinstance(module, nn.Linear) and (match := _BLOCK.match(name)) and match.group(2) in wanted
-    ]
+    linear = {name for name, module in transformer.named_modules() if isinstance(module, nn.Linear)}
+    names = [name for name in sorted(linear) if (match := _BLOCK.match(name)) and match.group(2) in wanted]
     if not names:
         raise UserError(f"lora.target_modules: none of {sorted(wanted)} names a Linear layer inside the DiT's blocks")
-    return names
+    unknown = [name for name in extra if name not in linear]
+    if unknown:
+        raise UserError(f"lora.extra_modules: {unknown} are not Linear layers of the DiT")
+    return names + list(extra)
 
 
 def add_lora(transformer: nn.Module, cfg: LoraConfig, seed: int = 0) -> int:
@@ -53,7 +54,7 @@ def add_lora(transformer: nn.Module, cfg: LoraConfig, seed: int = 0) -> int:
                 lora_alpha=cfg.alpha,
                 lora_dropout=cfg.dropout,
                 init_lora_weights="gaussian",
-                target_modules=target_module_names(transformer, cfg.target_modules),
+                target_modules=target_module_names(transformer, cfg.target_modules, cfg.extra_modules),
             )
         )
     trainable = [p for p in transformer.parameters() if p.requires_grad]

@@ -1,0 +1,19 @@
+"""A `pico train` for the simulated multi-node test: fits, then every rank dumps its LoRA and step count."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+from pico_lightning.config import load_config
+from pico_lightning.model.lora import lora_state_dict
+from pico_lightning.train import prepare
+
+if __name__ == "__main__":
+    dump, overrides = Path(sys.argv[1]), sys.argv[2:]
+    cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml", overrides)
+    module, trainer, datamodule, ckpt = prepare(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    dump.mkdir(parents=True, exist_ok=True)
+    state = {"step": trainer.global_step, "lora": lora_state_dict(module.transformer)}
+    torch.save(state, dump / f"rank{trainer.global_rank}.pt")
