@@ -110,7 +110,7 @@ class PicoModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Stop on a non-finite gradient (all-reduced, so every rank stops together) before it is applied."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
             raise TrainingDivergedError(
                 f"non-finite loss/gradient at step {self.global_step}; batch tasks: {', '.join(self._batch_tasks)}"

@@ -58,14 +58,14 @@ def test_capture_equals_dense_reference(model, episode):
     text_len = text.prompt_embeds.shape[1]
     groups = torch.cat([torch.zeros(text_len, dtype=torch.long), 1 + panels_of_tokens])
     mass, entropy = routing.mean_routing([capture])
-    for p in range(4):
+    for p in (1, 3):  # the output panels A', B' (the input panels' rows are not computed)
         rows = [m[:, :, text_len:][:, :, panels_of_tokens == p] for m in capture.maps]  # (S, H, n, T) per call
         for g in range(5):
             expected = torch.stack([r[..., groups == g].sum(-1).mean(dim=(1, 2)) for r in rows]).mean(0)
             assert torch.allclose(mass[:, p, g], expected, atol=1e-5)
         dense_entropy = torch.stack([-(r * r.log()).sum(-1).mean(dim=(1, 2)) for r in rows]).mean(0)
         assert torch.allclose(entropy[:, p], dense_entropy, atol=1e-4)
-    assert torch.allclose(mass.sum(-1), torch.ones_like(mass.sum(-1)), atol=1e-5)
+    assert torch.allclose(mass[:, 1::2].sum(-1), torch.ones(1, 2), atol=1e-5)
 
 
 def test_single_seed_scorer_reproduces_plain_sampler(model, episode):

@@ -2,10 +2,10 @@
 
 A :class:`RoutingCapture` processor replaces FluxAttnProcessor on chosen blocks. It computes the same attention
 output (the library's own projection, norm, rotary and dispatch calls, in the same order) and, from the same
-queries and keys, the share of each image query's attention that lands on each key group: the text, and each
-panel (A, A', B, B' for 2x2). Queries are processed in chunks, so memory is O(chunk x tokens) per head and the
-tokens x tokens map is never kept. What is kept per call: (S, P, P+1) attention mass and (S, P) entropy, summed
-over heads and the panel's query tokens.
+queries and keys, the share of each output-panel query's attention (A' and B' for 2x2: what the scores read)
+that lands on each key group: the text, and each panel (A, A', B, B'). Queries are processed in chunks, so
+memory is O(chunk x tokens) per head and the tokens x tokens map is never kept. What is kept per call:
+(S, P, P+1) attention mass and (S, P) entropy, summed over heads and the panel's query tokens.
 
 Scores (higher is better), from the mass averaged over captured blocks, steps and heads:
 - ``query_mass``: the target's (B') attention mass on its query panel B, the picture it must transform.
@@ -87,18 +87,21 @@ class RoutingCapture(FluxAttnProcessor):
 
     @torch.no_grad()
     def record(self, query: torch.Tensor, key: torch.Tensor) -> None:
-        """Reduce softmax(q k^T / sqrt(d)) of the image queries, chunk by chunk: q, k (S, T, H, D), text first."""
-        q, k = query.transpose(1, 2), key.transpose(1, 2)  # (S, H, T, D)
+        """Reduce softmax(q k^T / sqrt(d)) of the output panels' image queries (A', B': all the scores use),
+        chunk by chunk: q, k (S, T, H, D), text first. Input panels' rows stay zero."""
+        q, k = query.transpose(1, 2).float(), key.transpose(1, 2).float()  # (S, H, T, D)
         device = q.device
         key_groups = torch.cat([torch.zeros(self.text_len, dtype=torch.long), 1 + self.query_panels]).to(device)
         key_onehot = torch.nn.functional.one_hot(key_groups, self.num_panels + 1).to(torch.float32)  # (T, P+1)
-        query_onehot = torch.nn.functional.one_hot(self.query_panels, self.num_panels).to(device, torch.float32)
+        rows = torch.nonzero(self.query_panels % 2 == 1).squeeze(1)  # tokens of output panels (odd indices)
+        query_onehot = torch.nn.functional.one_hot(self.query_panels[rows], self.num_panels).to(device, torch.float32)
+        rows = rows.to(device) + self.text_len
         mass = torch.zeros(q.shape[0], self.num_panels, self.num_panels + 1, device=device)
         entropy = torch.zeros(q.shape[0], self.num_panels, device=device)
         scale = q.shape[-1] ** -0.5
-        for start in range(0, query_onehot.shape[0], self.chunk):
-            rows = slice(self.text_len + start, self.text_len + start + self.chunk)
-            weights = (q[:, :, rows].float() @ k.float().transpose(-1, -2) * scale).softmax(dim=-1)  # (S, H, Q, T)
+        for start in range(0, rows.shape[0], self.chunk):
+            chunk = rows[start : start + self.chunk]
+            weights = (q[:, :, chunk] @ k.transpose(-1, -2) * scale).softmax(dim=-1)  # (S, H, Q, T)
             owner = query_onehot[start : start + self.chunk]  # (Q, P)
             mass += torch.einsum("shqk,kg,qp->spg", weights, key_onehot, owner)
             row_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1)  # (S, H, Q)
