@@ -8,7 +8,7 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.pop("WANDB_MODE", None)  # each test's config decides (logging.wandb_mode), never a caller's shell
 os.environ.setdefault("WANDB_SILENT", "true")
 
 

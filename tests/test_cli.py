@@ -1,0 +1,84 @@
+"""The commands end to end on small inputs: prep, train + export, eval, infer with seeds."""
+
+import json
+
+import numpy as np
+from conftest import tiny_train_overrides
+from PIL import Image
+
+from pico_lightning import cli
+
+
+def test_prep_visrel_lite_small(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert (
+        cli.main(
+            [
+                "prep",
+                "visrel-lite",
+                "--out",
+                str(out),
+                "--samples-per-task",
+                "4",
+                "--size",
+                "32",
+                "--suite-episodes",
+                "2",
+            ]
+        )
+        == 0
+    )
+    index = json.loads((out / "index.json").read_text())
+    assert len(index["tasks"]) >= 24 and len({t["category"] for t in index["tasks"].values()}) == 4
+    assert (out / "suites" / "segmentation.tar").is_file() and (out / "suites" / "user_tasks.tar").is_file()
+
+
+def test_train_export_eval(visrel_tiny, tmp_path):
+    overrides = tiny_train_overrides(visrel_tiny, tmp_path, "cli")
+    assert cli.main(["train", "experiments/demo.yaml", *overrides, "eval.every_n_steps=0"]) == 0
+    run_dir = tmp_path / "runs" / "cli"
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == 4
+    assert cli.main(["export", str(run_dir), "--out", str(tmp_path / "exported")]) == 0
+    exported = (tmp_path / "exported" / "pytorch_lora_weights.safetensors").read_bytes()
+    assert exported == (run_dir / "lora" / "pytorch_lora_weights.safetensors").read_bytes()  # same last weights
+    assert (
+        cli.main(["eval", str(run_dir), "--suite", "segmentation", "--seeds", "2", "--out", str(tmp_path / "ev")]) == 0
+    )
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["eval/segmentation/episodes"] == 4 and "eval/segmentation/baseline_miou" in metrics
+    assert (tmp_path / "ev" / "gallery.png").is_file()
+
+
+def test_infer_with_seed_scorer_writes_report(tmp_path):
+    files = []
+    for name in ("a", "a_out", "b"):
+        Image.fromarray(np.random.default_rng(len(name)).integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(
+            tmp_path / f"{name}.png"
+        )
+        files.append(str(tmp_path / f"{name}.png"))
+    out = tmp_path / "out.png"
+    assert (
+        cli.main(
+            [
+                "infer",
+                "--exemplar",
+                *files[:2],
+                "--query",
+                files[2],
+                "--out",
+                str(out),
+                "--seeds",
+                "3",
+                "--steps",
+                "4",
+                "--panel-size",
+                "16",
+                f"model.text_cache_dir={tmp_path / 'text'}",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["seeds"] == [0, 1, 2] and len(report["scores"]) == 3
+    assert report["model_evaluations"] == 3 * 2 + (4 - 2) and report["chosen_seed"] in (0, 1, 2)
+    assert Image.open(out).size == (16, 16) and Image.open(out.with_suffix(".grid.png")).size == (32, 32)
