@@ -36,18 +36,11 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def step_overhead(cfg, steps: int) -> dict:
-    """A PicoModule step under Lightning vs a bare loop doing the same forward, backward and AdamW step."""
+def timing_trainer(cfg, steps: int, timer):
+    """A CPU Trainer for ``steps`` timed steps after 5 warm-up ones: no logger, checkpoints or progress bar."""
     import lightning.pytorch as pl
 
-    from bench.fixtures import StepTimer, fixed_batch, fixed_loader
-    from pico_lightning import flow
-    from pico_lightning.model.conditioning import token_region
-    from pico_lightning.train import build_module
-
-    module = build_module(cfg, ["", "Edit"])
-    timer = StepTimer(skip=5)
-    trainer = pl.Trainer(
+    return pl.Trainer(
         max_steps=steps + 5,
         accelerator="cpu",
         logger=False,
@@ -56,7 +49,20 @@ def step_overhead(cfg, steps: int) -> dict:
         enable_model_summary=False,
         callbacks=[timer],
         gradient_clip_val=cfg.train.gradient_clip_val,
+        use_distributed_sampler=False,
     )
+
+
+def step_overhead(cfg, steps: int) -> dict:
+    """A PicoModule step under Lightning vs a bare loop doing the same forward, backward and AdamW step."""
+    from bench.fixtures import StepTimer, fixed_batch, fixed_loader
+    from pico_lightning import flow
+    from pico_lightning.model.conditioning import token_region
+    from pico_lightning.train import build_module
+
+    module = build_module(cfg, ["", "Edit"])
+    timer = StepTimer(skip=5)
+    trainer = timing_trainer(cfg, steps, timer)
     bare_module = build_module(cfg, ["", "Edit"])
     optimization = bare_module.configure_optimizers()
     optimizer, schedule = optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
@@ -97,8 +103,6 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
     The gap between one step's end and the next one's start also holds Lightning's own bookkeeping; the same
     gap with an in-memory batch (``between_steps_fixed``) is subtracted, so what remains is waiting for data.
     """
-    import lightning.pytorch as pl
-
     from bench.fixtures import StepTimer
     from pico_lightning.data.datamodule import VisRelDataModule
     from pico_lightning.train import build_module
@@ -106,16 +110,7 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
     datamodule = VisRelDataModule(cfg.data, cfg.train.batch_size)
     module = build_module(cfg, datamodule_prompts(datamodule))
     timer = StepTimer(skip=5)
-    trainer = pl.Trainer(
-        max_steps=steps + 5,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-        use_distributed_sampler=False,
-    )
+    trainer = timing_trainer(cfg, steps, timer)
     trainer.fit(module, datamodule=datamodule)
     wait = max(0.0, timer.median_wait() - between_steps_fixed)
     return {

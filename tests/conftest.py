@@ -25,25 +25,9 @@ def _restore_torch_state():
 @pytest.fixture(scope="session")
 def tiny_flux_dir(tmp_path_factory):
     """A tiny FLUX.1-Fill directory (random init, KL autoencoder) written by FluxFillPipeline.save_pretrained."""
-    from diffusers import FluxFillPipeline
+    from pico_lightning.model.backbone import save_tiny_flux_fill
 
-    from pico_lightning.config import ModelConfig
-    from pico_lightning.model.backbone import build_parts, build_text_encoders
-
-    cfg = ModelConfig(autoencoder="kl")
-    parts, text = build_parts(cfg), build_text_encoders(cfg)
-    pipe = FluxFillPipeline(
-        scheduler=parts.scheduler,
-        vae=parts.autoencoder.vae,
-        transformer=parts.transformer,
-        text_encoder=text.text_encoder,
-        tokenizer=text.tokenizer,
-        text_encoder_2=text.text_encoder_2,
-        tokenizer_2=text.tokenizer_2,
-    )
-    path = tmp_path_factory.mktemp("tiny_flux_fill")
-    pipe.save_pretrained(path)
-    return path
+    return save_tiny_flux_fill(tmp_path_factory.mktemp("tiny_flux_fill"))
 
 
 class FixedEpisodes(torch.utils.data.IterableDataset):

@@ -209,6 +209,25 @@ def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
     )
 
 
+def save_tiny_flux_fill(path: str | Path, cfg: ModelConfig | None = None) -> Path:
+    """Write a tiny, random-init FLUX.1-Fill directory (KL autoencoder) with the stock pipeline's save_pretrained:
+    a stand-in for the real weights in tests and benchmarks, loadable by ``model.pretrained_dir``."""
+    from diffusers import FluxFillPipeline
+
+    cfg = cfg or ModelConfig(autoencoder="kl")
+    parts, text = build_parts(cfg), build_text_encoders(cfg)
+    FluxFillPipeline(
+        scheduler=parts.scheduler,
+        vae=parts.autoencoder.vae,
+        transformer=parts.transformer,
+        text_encoder=text.text_encoder,
+        tokenizer=text.tokenizer,
+        text_encoder_2=text.text_encoder_2,
+        tokenizer_2=text.tokenizer_2,
+    ).save_pretrained(path)
+    return Path(path)
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """No gradients and eval mode for a frozen base part."""
     module.requires_grad_(False)
