@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 
 from pico_lightning.config import EvalConfig
-from pico_lightning.inference.routing import RoutingCapture, mean_routing, score_routing, token_panels
+from pico_lightning.inference.routing import SCORES, RoutingCapture, mean_routing, score_routing, token_panels
 from pico_lightning.inference.sampler import TextInputs, decode, denoise, init_state, make_scheduler
 from pico_lightning.panels import Layout
 
@@ -76,12 +76,16 @@ def fill_episode(
             text.prompt_embeds.shape[1],
         ) as captures:
             state = denoise(parts.transformer, scheduler, state, text, guidance, range(scorer.scorer_steps))
-        if scorer.scorer_steps > 0:
-            scores = score_routing(*mean_routing(captures), scorer.score)
-        else:  # nothing to score yet: keep the first seed
-            scores = torch.zeros(len(generators))
+        routing = mean_routing(captures) if scorer.scorer_steps > 0 else None  # k = 0: keep the first seed
+        every = {name: score_routing(*routing, name) if routing else torch.zeros(len(generators)) for name in SCORES}
+        scores = every[scorer.score]
         best = int(scores.argmax())
-        report.update(scores=[float(s) for s in scores], score=scorer.score, scorer_steps=scorer.scorer_steps)
+        report.update(
+            scores=[float(s) for s in scores],
+            score=scorer.score,
+            scorer_steps=scorer.scorer_steps,
+            all_scores={name: [float(s) for s in values] for name, values in every.items()},
+        )
         if not finish_all:
             state = state.select(best)
         start = scorer.scorer_steps
