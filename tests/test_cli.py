@@ -85,3 +85,17 @@ def test_infer_with_seed_scorer_writes_report(tmp_path):
     assert report["seeds"] == [0, 1, 2] and len(report["scores"]) == 3
     assert report["model_evaluations"] == 3 * 2 + (4 - 2) and report["chosen_seed"] in (0, 1, 2)
     assert Image.open(out).size == (16, 16) and Image.open(out.with_suffix(".grid.png")).size == (32, 32)
+
+
+def test_train_logs_eval_table_to_wandb_offline(visrel_tiny, tmp_path):
+    """The evaluation callback's scalars and its four-panel table reach the offline W&B run, logged once."""
+    import wandb
+
+    overrides = [*tiny_train_overrides(visrel_tiny, tmp_path, "wb"), "logging.wandb_mode=offline", "train.max_steps=2"]
+    assert cli.main(["train", "experiments/demo.yaml", *overrides]) == 0
+    wandb.finish()
+    records = [f.read_bytes() for f in (tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/*.wandb")]
+    assert len(records) == 1
+    assert b"eval/segmentation/miou" in records[0] and b"eval/gallery" in records[0]
+    tables = list((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/files/media/table/eval/gallery_*.json"))
+    assert len(tables) == 1  # one evaluation (at step 2), one table
