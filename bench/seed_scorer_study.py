@@ -39,8 +39,7 @@ def episode_quality(item, predictions: torch.Tensor) -> torch.Tensor:
 
 def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     from pico_lightning.config import EvalConfig, load_config
-    from pico_lightning.evaluation.callbacks import data_root
-    from pico_lightning.evaluation.evaluator import collect_items
+    from pico_lightning.evaluation.evaluator import config_items
     from pico_lightning.evaluation.standalone import eval_datamodule
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.inference.routing import SCORES
@@ -50,16 +49,7 @@ def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     cfg = load_config(run_dir / "config.yaml")
     layout = Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size)
     model = load_inference_model(cfg.model, run_dir / "lora")
-    items = collect_items(
-        cfg.eval.suites,
-        data_root(cfg.data.shards, cfg.data.root),
-        layout,
-        cfg.data.resize,
-        cfg.data.prompt,
-        cfg.eval.episodes_per_suite,
-        eval_datamodule(cfg),
-        cfg.eval.perseg_dir,
-    )
+    items = config_items(cfg, layout, eval_datamodule(cfg))
     scorer = EvalConfig(num_steps=steps, num_seeds=seeds, scorer_steps=scorer_steps)
     rows = []
     for suite, suite_items in items.items():

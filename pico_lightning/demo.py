@@ -33,7 +33,7 @@ def draw_episodes(cfg, path: Path, count: int = 4) -> None:
     """What PICO does, drawn from the data: ground-truth 2x2 episodes (A | A' over B | B') side by side."""
     import numpy as np
 
-    from pico_lightning.evaluation.callbacks import data_root
+    from pico_lightning.evaluation.evaluator import data_root
     from pico_lightning.evaluation.gallery import save_png
     from pico_lightning.evaluation.suites import load_suite
     from pico_lightning.panels import Layout, compose_grid, to_uint8

@@ -16,16 +16,11 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.errors import UserError
-from pico_lightning.evaluation.evaluator import EvalOutput, collect_items, evaluate
+from pico_lightning.evaluation.evaluator import EvalOutput, config_items, evaluate
 from pico_lightning.evaluation.gallery import gallery_image, gallery_rows, save_png
 from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.backbone import FluxParts
 from pico_lightning.panels import Layout
-
-
-def data_root(shards: str, root: str) -> str:
-    """The prepared data directory (where suites/ lives): data.root, or data.shards when it is a directory."""
-    return root or (shards if shards and Path(shards).is_dir() else "")
 
 
 class ModuleModel:
@@ -70,17 +65,7 @@ class SeedScoredEvaluation(pl.Callback):
         """Evaluate on every rank, sync, and let rank zero write and log; returns the metrics."""
         self.last_step = trainer.global_step
         if self.items is None:
-            data = self.cfg.data
-            self.items = collect_items(
-                self.cfg.eval.suites,
-                data_root(data.shards, data.root),
-                self.layout,
-                data.resize,
-                data.prompt,
-                self.cfg.eval.episodes_per_suite,
-                trainer.datamodule,
-                self.cfg.eval.perseg_dir,
-            )
+            self.items = config_items(self.cfg, self.layout, trainer.datamodule)
         was_training = pl_module.training
         pl_module.eval()
         metrics, outputs = evaluate(

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from pico_lightning.config import EvalConfig
+from pico_lightning.config import EvalConfig, ExperimentConfig
 from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
 from pico_lightning.evaluation.suites import SUITE_KINDS, Episode, load_named_suite
 from pico_lightning.inference.seed_scorer import fill_episode
@@ -59,7 +60,7 @@ def item_from_batch_episode(suite: str, episode: dict, layout: Layout) -> EvalIt
 
 def collect_items(
     suites: list[str],
-    data_root: str,
+    root: str,
     layout: Layout,
     resize: str,
     prompt_mode: str,
@@ -77,10 +78,30 @@ def collect_items(
             episodes = datamodule.eval_episodes(split, max(1, episodes_per_suite))
             chosen = [item_from_batch_episode(suite, e, layout) for e in episodes]
         else:
-            root = perseg_dir if suite == "perseg" else data_root
-            chosen = [item_from_episode(e, layout, resize, prompt_mode) for e in load_named_suite(suite, root)]
+            source = perseg_dir if suite == "perseg" else root
+            chosen = [item_from_episode(e, layout, resize, prompt_mode) for e in load_named_suite(suite, source)]
         items[suite] = _spread(chosen, episodes_per_suite)
     return items
+
+
+def data_root(shards: str, root: str) -> str:
+    """The prepared data directory (where suites/ lives): data.root, or data.shards when it is a directory."""
+    return root or (shards if shards and Path(shards).is_dir() else "")
+
+
+def config_items(cfg: ExperimentConfig, layout: Layout, datamodule=None) -> dict[str, list[EvalItem]]:
+    """The evaluation episodes ``cfg`` asks for (suites, data, prompt mode, episodes per suite)."""
+    data = cfg.data
+    return collect_items(
+        cfg.eval.suites,
+        data_root(data.shards, data.root),
+        layout,
+        data.resize,
+        data.prompt,
+        cfg.eval.episodes_per_suite,
+        datamodule,
+        cfg.eval.perseg_dir,
+    )
 
 
 def _spread(items: list[EvalItem], limit: int) -> list[EvalItem]:

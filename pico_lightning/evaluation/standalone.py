@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 from pico_lightning.config import ExperimentConfig
-from pico_lightning.evaluation.callbacks import data_root
-from pico_lightning.evaluation.evaluator import collect_items, evaluate
+from pico_lightning.evaluation.evaluator import config_items, evaluate
 from pico_lightning.evaluation.gallery import gallery_image, gallery_rows, save_png
 from pico_lightning.inference.loading import load_inference_model
 from pico_lightning.panels import Layout
@@ -28,16 +27,7 @@ def run_evaluation(cfg: ExperimentConfig, lora: str | None, out_dir: Path) -> di
     """Seed-scored metrics of the base (+ LoRA) on ``cfg.eval.suites``; writes metrics.json and gallery.png."""
     layout = Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size)
     model = load_inference_model(cfg.model, lora)
-    items = collect_items(
-        cfg.eval.suites,
-        data_root(cfg.data.shards, cfg.data.root),
-        layout,
-        cfg.data.resize,
-        cfg.data.prompt,
-        cfg.eval.episodes_per_suite,
-        eval_datamodule(cfg),
-        cfg.eval.perseg_dir,
-    )
+    items = config_items(cfg, layout, eval_datamodule(cfg))
     metrics, outputs = evaluate(model, items, cfg.eval, layout, cfg.model.guidance)
     _, rows = gallery_rows(outputs, layout, cfg.eval.gallery_episodes)
     out_dir.mkdir(parents=True, exist_ok=True)
