@@ -73,6 +73,15 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
+def finish_wandb(loggers: list[Logger]) -> None:
+    """Close this process's W&B run after a fit, so a later fit in the same process (a sweep, the demo, tests)
+    starts its own run instead of silently reusing this one."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
+
+
 def _wandb_id(run_dir: Path) -> str:
     """A stable W&B run id per run directory, so a resumed run continues the same W&B run."""
     return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.errors import UserError
-from pico_lightning.loggers import build_loggers
+from pico_lightning.loggers import build_loggers, finish_wandb
 from pico_lightning.model.backbone import DTYPES, FluxParts, build_parts, build_text_encoders
 from pico_lightning.model.lora import add_lora
 from pico_lightning.model.text import TextCache, default_cache_dir
@@ -136,5 +136,8 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
 def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
     """Train ``cfg`` and return the run directory; ``datamodule`` defaults to VisRel shards from the config."""
     module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    finally:
+        finish_wandb(trainer.loggers)
     return cfg.run.path()
