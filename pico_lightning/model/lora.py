@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from diffusers import FluxFillPipeline
 from peft import LoraConfig as PeftLoraConfig
-from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict
 from torch import nn
 
 from pico_lightning.config import LoraConfig
@@ -66,14 +66,6 @@ def add_lora(transformer: nn.Module, cfg: LoraConfig, seed: int = 0) -> int:
 def lora_state_dict(transformer: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter's weights only (peft names), detached on the CPU."""
     return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(transformer, adapter_name=ADAPTER).items()}
-
-
-def load_lora_state_dict(transformer: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load weights saved by :func:`lora_state_dict` into the attached adapter; any mismatch is an error."""
-    result = set_peft_model_state_dict(transformer, state, adapter_name=ADAPTER)
-    unexpected = getattr(result, "unexpected_keys", [])
-    if unexpected:
-        raise UserError(f"LoRA state does not fit this model: unexpected keys {unexpected[:3]}")
 
 
 def export_lora(transformer: nn.Module, out_dir: str | Path) -> Path:
