@@ -105,10 +105,10 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
     """
     from bench.fixtures import StepTimer
     from pico_lightning.data.datamodule import VisRelDataModule
-    from pico_lightning.train import build_module
+    from pico_lightning.train import build_module, training_prompts
 
     datamodule = VisRelDataModule(cfg.data, cfg.train.batch_size)
-    module = build_module(cfg, datamodule_prompts(datamodule))
+    module = build_module(cfg, training_prompts(datamodule))
     timer = StepTimer(skip=5)
     trainer = timing_trainer(cfg, steps, timer)
     trainer.fit(module, datamodule=datamodule)
@@ -118,12 +118,6 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
         "loader_wait_s": wait,
         "loader_wait_fraction": wait / timer.median(),
     }
-
-
-def datamodule_prompts(datamodule) -> list[str]:
-    from pico_lightning.data.schema import CATEGORY_PROMPTS
-
-    return [*datamodule.prompts(), *CATEGORY_PROMPTS.values()]
 
 
 def sampler_vs_diffusers(tiny_dir: Path, repeats: int, num_steps: int = 28) -> dict:

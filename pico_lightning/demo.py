@@ -81,11 +81,12 @@ def run_demo(out: Path, overrides: list[str]) -> dict:
     before = run_evaluation(cfg, None, out / "eval_before")
     print(f"[demo] training {cfg.train.max_steps} steps on CPU")
     run_dir = fit(cfg)
-    after = json.loads((run_dir / "summary.json").read_text())["eval"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    after = summary["eval"]
     table = comparison_table(before, after)
     (out / "results.md").write_text(table + "\n")
     print("\n" + table + "\n")
-    step = json.loads((run_dir / "summary.json").read_text())["step"]
+    step = summary["step"]
     wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     print("[demo] files:")
     for name, path in (

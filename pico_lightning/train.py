@@ -22,9 +22,9 @@ from pico_lightning.config import ExperimentConfig
 from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.errors import UserError
 from pico_lightning.loggers import build_loggers, finish_wandb
-from pico_lightning.model.backbone import DTYPES, FluxParts, build_parts, build_text_encoders
+from pico_lightning.model.backbone import FluxParts, build_parts, build_text_encoders
 from pico_lightning.model.lora import add_lora
-from pico_lightning.model.text import TextCache, default_cache_dir
+from pico_lightning.model.text import model_text_cache
 from pico_lightning.module import PicoModule
 from pico_lightning.run_artifacts import RunArtifacts
 
@@ -44,9 +44,12 @@ def resume_checkpoint(cfg: ExperimentConfig) -> Path | None:
 
 def prompt_table(cfg: ExperimentConfig, parts: FluxParts, prompts: list[str]) -> dict:
     """Embeddings of every prompt the data can produce, from the on-disk cache (encoders built only on a miss)."""
-    cache_dir = Path(cfg.model.text_cache_dir) if cfg.model.text_cache_dir else default_cache_dir()
-    cache = TextCache(cache_dir, parts.identity, cfg.model.max_sequence_length, DTYPES[cfg.model.dtype])
-    return cache.get(prompts, lambda: build_text_encoders(cfg.model))
+    return model_text_cache(cfg.model, parts.identity).get(prompts, lambda: build_text_encoders(cfg.model))
+
+
+def training_prompts(datamodule: pl.LightningDataModule) -> list[str]:
+    """Every prompt a run embeds: what the data can produce, plus the family labels the eval suites use."""
+    return [*datamodule.prompts(), *CATEGORY_PROMPTS.values()]
 
 
 def build_module(cfg: ExperimentConfig, prompts: list[str]) -> PicoModule:
@@ -128,7 +131,7 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
     run_dir = cfg.run.path()
     ckpt = resume_checkpoint(cfg)
     datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size)
-    module = build_module(cfg, [*datamodule.prompts(), *CATEGORY_PROMPTS.values()])  # + the suites' prompts
+    module = build_module(cfg, training_prompts(datamodule))
     trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
     return module, trainer, datamodule, ckpt
 

@@ -65,3 +65,10 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(None, ["train.max_steps=11", "data.tasks=[denoise,edges]"])
     save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
+
+
+def test_config_suite_names_match_the_suite_registry():
+    from pico_lightning.config import SUITES
+    from pico_lightning.evaluation.suites import SUITE_KINDS
+
+    assert set(SUITES) == set(SUITE_KINDS)  # config.py cannot import the registry (no torch there): keep in step

@@ -9,8 +9,8 @@ import torch
 
 from pico_lightning.config import ModelConfig
 from pico_lightning.inference.sampler import TextInputs
-from pico_lightning.model.backbone import DTYPES, FluxParts, build_parts, build_text_encoders
-from pico_lightning.model.text import TextCache, default_cache_dir
+from pico_lightning.model.backbone import FluxParts, build_parts, build_text_encoders
+from pico_lightning.model.text import TextCache, model_text_cache
 
 
 @dataclass
@@ -41,6 +41,4 @@ def load_inference_model(
         load_lora(parts.transformer, lora)
     parts.transformer.to(device)
     parts.autoencoder.to(device)
-    cache_dir = Path(cfg.text_cache_dir) if cfg.text_cache_dir else default_cache_dir()
-    cache = TextCache(cache_dir, parts.identity, cfg.max_sequence_length, DTYPES[cfg.dtype])
-    return InferenceModel(parts, cfg, cache, device)
+    return InferenceModel(parts, cfg, model_text_cache(cfg, parts.identity), device)

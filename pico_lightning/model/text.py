@@ -15,7 +15,8 @@ import torch
 from diffusers import FluxFillPipeline
 from safetensors.torch import load_file, save_file
 
-from pico_lightning.model.backbone import TextEncoders
+from pico_lightning.config import ModelConfig
+from pico_lightning.model.backbone import DTYPES, TextEncoders
 
 PromptEmbedding = tuple[torch.Tensor, torch.Tensor]  # (L, D) sequence embeddings, (D,) pooled
 
@@ -80,6 +81,9 @@ class TextCache:
         os.replace(tmp, path)
 
 
-def default_cache_dir() -> Path:
-    """Where prompt embeddings live when the config names no directory."""
-    return Path(os.environ.get("PICO_CACHE", Path.home() / ".cache" / "pico_lightning")) / "text"
+def model_text_cache(cfg: ModelConfig, identity: str) -> TextCache:
+    """The cache for a model: ``model.text_cache_dir`` (or $PICO_CACHE/text, default ~/.cache/pico_lightning/text),
+    keyed by the model's identity, max length and dtype."""
+    default = Path(os.environ.get("PICO_CACHE", Path.home() / ".cache" / "pico_lightning")) / "text"
+    directory = Path(cfg.text_cache_dir) if cfg.text_cache_dir else default
+    return TextCache(directory, identity, cfg.max_sequence_length, DTYPES[cfg.dtype])
