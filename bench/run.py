@@ -58,7 +58,7 @@ def step_overhead(cfg, steps: int) -> dict:
     from bench.fixtures import StepTimer, fixed_batch, fixed_loader
     from pico_lightning import flow
     from pico_lightning.model.conditioning import token_region
-    from pico_lightning.train import build_module
+    from pico_lightning.run.train import build_module
 
     module = build_module(cfg, ["", "Edit"])
     timer = StepTimer(skip=5)
@@ -105,7 +105,7 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
     """
     from bench.fixtures import StepTimer
     from pico_lightning.data.datamodule import VisRelDataModule
-    from pico_lightning.train import build_module, training_prompts
+    from pico_lightning.run.train import build_module, training_prompts
 
     datamodule = VisRelDataModule(cfg.data, cfg.train.batch_size)
     module = build_module(cfg, training_prompts(datamodule))

@@ -40,11 +40,11 @@ def episode_quality(item, predictions: torch.Tensor) -> torch.Tensor:
 def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     from pico_lightning.config import EvalConfig, load_config
     from pico_lightning.evaluation.evaluator import config_items
-    from pico_lightning.evaluation.standalone import eval_datamodule
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.inference.routing import SCORES
     from pico_lightning.inference.seed_scorer import fill_episode
     from pico_lightning.panels import Layout, split_grid
+    from pico_lightning.run.evaluation import eval_datamodule
 
     cfg = load_config(run_dir / "config.yaml")
     layout = Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size)

@@ -27,7 +27,7 @@ from data_prep.ops_generative import posterize, sepia, watermark_remove
 from data_prep.pixels import grey, grey_rgb
 from data_prep.scenes import KINDS, PALETTE, ShapeScene, geometry_scene, shape_scene
 from pico_lightning.data.schema import encode_png
-from pico_lightning.evaluation.suites import PANEL_KEYS, Episode, suite_path
+from pico_lightning.data.suites import PANEL_KEYS, Episode, suite_path
 
 CONCEPTS = ("colour", "shape", "instance")
 USER_TASKS = ("watermark_style", "background_stylise", "contour_edges", "sticker_insert")

@@ -7,7 +7,7 @@ import torch
 
 from pico_lightning.config import load_config
 from pico_lightning.model.lora import lora_state_dict
-from pico_lightning.train import prepare
+from pico_lightning.run.train import prepare
 
 if __name__ == "__main__":
     dump, overrides = Path(sys.argv[1]), sys.argv[2:]

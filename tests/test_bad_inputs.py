@@ -142,8 +142,8 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tiny_cfg, monkeypat
     from conftest import FixedDataModule
     from fsspec.implementations.local import LocalFileOpener
 
-    from pico_lightning.checkpoints import read_checkpoint
-    from pico_lightning.train import build_trainer, fit
+    from pico_lightning.run.checkpoints import read_checkpoint
+    from pico_lightning.run.train import build_trainer, fit
 
     run_dir = fit(tiny_cfg, FixedDataModule(panel_size=16))
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -69,6 +69,6 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_config_suite_names_match_the_suite_registry():
     from pico_lightning.config import SUITES
-    from pico_lightning.evaluation.suites import SUITE_KINDS
+    from pico_lightning.data.suites import SUITE_KINDS
 
     assert set(SUITES) == set(SUITE_KINDS)  # config.py cannot import the registry (no torch there): keep in step

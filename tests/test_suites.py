@@ -9,8 +9,7 @@ import webdataset as wds
 from PIL import Image
 
 from data_prep.suites import MARKER, USER_TASKS, build_suites, write_suites
-from pico_lightning.errors import UserError
-from pico_lightning.evaluation.suites import (
+from pico_lightning.data.suites import (
     SUITE_KINDS,
     Episode,
     episodes_from_pairs,
@@ -18,6 +17,7 @@ from pico_lightning.evaluation.suites import (
     load_perseg,
     load_suite,
 )
+from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, fit_panel, to_tensor
 
 SIZE = 64

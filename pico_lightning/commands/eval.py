@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.num_seeds={args.seeds}")
     args.overrides = overrides
     cfg, lora = resolve_model(args)
-    from pico_lightning.evaluation.standalone import run_evaluation
+    from pico_lightning.run.evaluation import run_evaluation
 
     out = Path(args.out or (Path(args.run_dir) / "eval" / "final" if args.run_dir else "eval_out"))
     metrics = run_evaluation(cfg, lora, out)

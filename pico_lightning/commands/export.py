@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pico_lightning.checkpoints import export_checkpoint
+    from pico_lightning.run.checkpoints import export_checkpoint
 
     run_dir = Path(args.run_dir)
     ckpt = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "last.ckpt"

@@ -1,4 +1,4 @@
-"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/train.py)."""
+"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/run/train.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from pico_lightning.config import load_config
 
     cfg = load_config(args.experiment, args.overrides)
-    from pico_lightning.train import fit
+    from pico_lightning.run.train import fit
 
     run_dir = fit(cfg)
     print(f"run directory: {run_dir}")

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from pico_lightning.config import EvalConfig, ExperimentConfig
+from pico_lightning.data.suites import SUITE_KINDS, Episode, load_named_suite
 from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
-from pico_lightning.evaluation.suites import SUITE_KINDS, Episode, load_named_suite
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
 

@@ -1,6 +1,6 @@
 """The end-to-end CPU demo behind `make demo`: data, evaluation before, training, evaluation after.
 
-    python -m pico_lightning.demo --out outputs/demo [key=value ...]
+    python -m pico_lightning.run.demo --out outputs/demo [key=value ...]
 
 1. `pico prep visrel-lite` into OUT/data (skipped when it is already there),
 2. seed-scored evaluation of the untrained model (the tiny base, no LoRA) into OUT/eval_before,
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
+EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "demo.yaml"
 SHOWN = ("psnr", "ssim", "miou")
 
 
@@ -33,9 +33,9 @@ def draw_episodes(cfg, path: Path, count: int = 4) -> None:
     """What PICO does, drawn from the data: ground-truth 2x2 episodes (A | A' over B | B') side by side."""
     import numpy as np
 
+    from pico_lightning.data.suites import load_suite
     from pico_lightning.evaluation.evaluator import data_root
     from pico_lightning.evaluation.gallery import save_png
-    from pico_lightning.evaluation.suites import load_suite
     from pico_lightning.panels import Layout, compose_grid, to_uint8
 
     layout = Layout(2, 2, 96)
@@ -62,8 +62,8 @@ def comparison_table(before: dict, after: dict) -> str:
 
 def run_demo(out: Path, overrides: list[str]) -> dict:
     from pico_lightning.config import load_config
-    from pico_lightning.evaluation.standalone import run_evaluation
-    from pico_lightning.train import fit
+    from pico_lightning.run.evaluation import run_evaluation
+    from pico_lightning.run.train import fit
 
     cfg = load_config(
         EXPERIMENT,

@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pico_lightning.errors import UserError
 from pico_lightning.packing import check_grid_side
 
-SUITES = ("segmentation", "user_tasks", "held_in", "held_out", "perseg")  # evaluation/suites.py defines them
+SUITES = ("segmentation", "user_tasks", "held_in", "held_out", "perseg")  # data/suites.py defines them
 
 
 class ConfigError(UserError):

@@ -21,12 +21,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.errors import UserError
-from pico_lightning.loggers import build_loggers, finish_wandb
 from pico_lightning.model.backbone import FluxParts, build_parts, build_text_encoders
 from pico_lightning.model.lora import add_lora
 from pico_lightning.model.text import model_text_cache
-from pico_lightning.module import PicoModule
-from pico_lightning.run_artifacts import RunArtifacts
+from pico_lightning.run.artifacts import RunArtifacts
+from pico_lightning.run.loggers import build_loggers, finish_wandb
+from pico_lightning.run.module import PicoModule
 
 
 def resume_checkpoint(cfg: ExperimentConfig) -> Path | None:
@@ -69,7 +69,7 @@ def build_module(cfg: ExperimentConfig, prompts: list[str]) -> PicoModule:
 
 
 def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list[pl.Callback]:
-    from pico_lightning.evaluation.callbacks import SeedScoredEvaluation
+    from pico_lightning.run.validation import SeedScoredEvaluation
 
     callbacks: list[pl.Callback] = [
         RunArtifacts(cfg, run_dir),
