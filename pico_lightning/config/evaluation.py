@@ -1,0 +1,55 @@
+"""The evaluation section of the experiment schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pico_lightning.config.checks import check
+
+SUITES = ("segmentation", "user_tasks", "held_in", "held_out", "perseg")  # data/suites.py defines them
+
+
+@dataclass
+class EvalConfig:
+    suites: list[str] = field(default_factory=lambda: ["segmentation", "user_tasks", "held_in"])
+    """Evaluation suites to run."""
+    every_n_steps: int = 0
+    """Evaluate during training every N steps (0 = only at the end of fit)."""
+    episodes_per_suite: int = 8
+    """Episodes per suite (from the suites written by `pico prep`)."""
+    num_steps: int = 8
+    """Denoising steps T at evaluation."""
+    num_seeds: int = 4
+    """Candidate seeds |S| for the seed scorer (1 = plain sampling)."""
+    scorer_steps: int = 2
+    """Early steps k run for every seed before scoring."""
+    score: Literal["query_mass", "exemplar_mass", "agreement", "concentration"] = "agreement"
+    """Attention routing score used to pick the seed (see inference/seed_scorer.py)."""
+    score_blocks: list[int] = field(default_factory=list)
+    """Blocks (index over double then single blocks) whose attention is scored; empty = all double blocks."""
+    seed: int = 0
+    """First candidate seed; candidates are seed, seed+1, ..."""
+    gallery_episodes: int = 4
+    """Episodes per suite drawn in the gallery and the W&B table (fixed across steps)."""
+    perseg_dir: str = ""
+    """A PerSeg-style folder (Images/<object>/*.jpg, Annotations/<object>/*.png) for the 'perseg' suite."""
+
+    def __post_init__(self) -> None:
+        check(self.num_steps >= 1, "eval.num_steps", "an integer >= 1", self.num_steps)
+        check(self.num_seeds >= 1, "eval.num_seeds", "an integer >= 1", self.num_seeds)
+        check(
+            0 <= self.scorer_steps < self.num_steps,
+            "eval.scorer_steps",
+            f"an integer in [0, eval.num_steps={self.num_steps})",
+            self.scorer_steps,
+        )
+        check(self.every_n_steps >= 0, "eval.every_n_steps", "an integer >= 0", self.every_n_steps)
+        unknown = [s for s in self.suites if s not in SUITES]
+        check(not unknown, "eval.suites", f"names from {list(SUITES)}", self.suites)
+        check(
+            "perseg" not in self.suites or bool(self.perseg_dir),
+            "eval.perseg_dir",
+            "a PerSeg folder when eval.suites has 'perseg'",
+            self.perseg_dir,
+        )

@@ -1,0 +1,109 @@
+"""Model and LoRA sections of the experiment schema."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pico_lightning.config.checks import check
+
+
+@dataclass
+class ModelConfig:
+    pretrained_dir: str = ""
+    """Local diffusers-format FLUX.1-Fill directory; empty builds the tiny in-process model below."""
+    autoencoder: Literal["pixel_shuffle", "kl"] = "pixel_shuffle"
+    """Tiny model only: lossless PixelShuffle (no weights, CPU demo) or a random-init AutoencoderKL (scale 8)."""
+    pixel_shuffle_scale: int = 2
+    """Tiny model only: the PixelShuffle autoencoder's scale factor s (latent channels 3*s^2)."""
+    num_layers: int = 1
+    """Tiny model only: double-stream blocks."""
+    num_single_layers: int = 1
+    """Tiny model only: single-stream blocks."""
+    attention_head_dim: int = 16
+    """Tiny model only: per-head width; must equal sum(axes_dims_rope)."""
+    num_attention_heads: int = 2
+    """Tiny model only: attention heads."""
+    joint_attention_dim: int = 32
+    """Tiny model only: T5 width."""
+    pooled_projection_dim: int = 32
+    """Tiny model only: CLIP pooled width."""
+    axes_dims_rope: list[int] = field(default_factory=lambda: [4, 4, 8])
+    """Tiny model only: rotary axes (text, row, column)."""
+    init_seed: int = 0
+    """Tiny model only: seed of the random initialisation, so every process builds the same base."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Storage dtype of the frozen base; LoRA parameters always stay float32."""
+    max_sequence_length: int = 32
+    """T5 tokens per prompt (FLUX.1-Fill-dev uses up to 512)."""
+    guidance: float = 30.0
+    """Guidance-embedding value fed to the DiT (FLUX.1-Fill-dev's default), in training and at inference."""
+    text_cache_dir: str = ""
+    """Prompt-embedding cache directory; empty = <run dir>/text_cache or ~/.cache/pico_lightning/text."""
+
+    def __post_init__(self) -> None:
+        check(
+            self.pixel_shuffle_scale >= 1,
+            "model.pixel_shuffle_scale",
+            "an integer >= 1",
+            self.pixel_shuffle_scale,
+        )
+        rope_sum = sum(self.axes_dims_rope)
+        check(
+            len(self.axes_dims_rope) == 3 and rope_sum == self.attention_head_dim,
+            "model.axes_dims_rope",
+            f"3 integers summing to model.attention_head_dim={self.attention_head_dim}",
+            self.axes_dims_rope,
+        )
+        check(
+            self.max_sequence_length >= 1,
+            "model.max_sequence_length",
+            "an integer >= 1",
+            self.max_sequence_length,
+        )
+        if self.pretrained_dir:
+            check(
+                os.path.isdir(self.pretrained_dir),
+                "model.pretrained_dir",
+                "an existing directory",
+                self.pretrained_dir,
+            )
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 16
+    """LoRA rank r."""
+    alpha: float = 16.0
+    """LoRA alpha; the update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the LoRA branch."""
+    target_modules: list[str] = field(
+        default_factory=lambda: [
+            "attn.to_q",
+            "attn.to_k",
+            "attn.to_v",
+            "attn.to_out.0",
+            "attn.add_q_proj",
+            "attn.add_k_proj",
+            "attn.add_v_proj",
+            "attn.to_add_out",
+            "ff.net.0.proj",
+            "ff.net.2",
+            "ff_context.net.0.proj",
+            "ff_context.net.2",
+            "proj_mlp",
+            "proj_out",
+        ]
+    )
+    """Module-name suffixes inside the double and single blocks."""
+    extra_modules: list[str] = field(default_factory=list)
+    """Full names of Linear layers outside the blocks to adapt as well (e.g. x_embedder, proj_out; ICEdit adapts
+    x_embedder). Empty for FLUX.1-Fill-dev; the demo's random-init tiny base needs them to learn in minutes."""
+
+    def __post_init__(self) -> None:
+        check(self.rank >= 1, "lora.rank", "an integer >= 1", self.rank)
+        check(self.alpha > 0, "lora.alpha", "a number > 0", self.alpha)
+        check(0.0 <= self.dropout < 1.0, "lora.dropout", "a number in [0, 1)", self.dropout)
+        check(len(self.target_modules) > 0, "lora.target_modules", "a non-empty list", self.target_modules)

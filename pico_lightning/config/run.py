@@ -1,0 +1,34 @@
+"""Logging and run-directory sections of the experiment schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass
+class LoggingConfig:
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    """W&B mode; the WANDB_MODE environment variable wins when set."""
+    project: str = "pico"
+    """W&B project."""
+    group: str = ""
+    """W&B group (sweeps set one per sweep)."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+    log_every_n_steps: int = 10
+    """Scalar logging interval."""
+
+
+@dataclass
+class RunConfig:
+    name: str = "pico"
+    """Run name (the run directory's name and the W&B run name)."""
+    dir: str = "runs"
+    """Parent directory of run directories."""
+    resume: Literal["never", "auto"] = "never"
+    """auto: continue from <run dir>/checkpoints/last.ckpt when it exists."""
+
+    def path(self) -> Path:
+        return Path(self.dir) / self.name

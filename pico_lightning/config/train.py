@@ -1,0 +1,86 @@
+"""The training section of the experiment schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pico_lightning.config.checks import check
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 4
+    """Global batch (episodes per optimizer step, summed over devices, before accumulation)."""
+    accumulate_grad_batches: int = 1
+    """Gradient accumulation through the Trainer."""
+    lr: float = 1e-4
+    """AdamW learning rate."""
+    weight_decay: float = 1e-2
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate schedule after warm-up."""
+    gradient_clip_val: float = 1.0
+    """Gradient-norm clipping (0 disables)."""
+    gradient_checkpointing: bool = False
+    """Recompute the DiT's activations in the backward pass (saves memory at ~30% more compute)."""
+    timestep_density: Literal["uniform", "logit_normal", "mode"] = "logit_normal"
+    """Density of the flow time t in training."""
+    logit_mean: float = 0.0
+    """Logit-normal mean."""
+    logit_std: float = 1.0
+    """Logit-normal standard deviation."""
+    mode_scale: float = 1.29
+    """Scale of the 'mode' density."""
+    resolution_shift: bool = True
+    """Apply FLUX's resolution-dependent time shift to sampled t."""
+    loss_region: Literal["target", "grid"] = "target"
+    """Loss on the target panel's tokens only, or on the whole grid."""
+    devices: int = 1
+    """Devices per node."""
+    num_nodes: int = 1
+    """Nodes."""
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    """Lightning accelerator."""
+    strategy: Literal["auto", "ddp", "ddp_spawn", "fsdp"] = "auto"
+    """Lightning strategy."""
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
+    """Lightning precision."""
+    checkpoint_every: int = 50
+    """Save checkpoints/last.ckpt every this many steps."""
+    seed: int = 0
+    """Global seed (noise and timesteps are seeded per step from it, so resumes are exact)."""
+
+    def __post_init__(self) -> None:
+        for key in (
+            "max_steps",
+            "batch_size",
+            "accumulate_grad_batches",
+            "devices",
+            "num_nodes",
+            "checkpoint_every",
+        ):
+            value = getattr(self, key)
+            check(value >= 1, f"train.{key}", "an integer >= 1", value)
+        check(self.lr > 0, "train.lr", "a number > 0", self.lr)
+        check(self.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0", self.warmup_steps)
+        check(self.gradient_clip_val >= 0, "train.gradient_clip_val", "a number >= 0", self.gradient_clip_val)
+        self.per_device_batch()
+
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    def per_device_batch(self) -> int:
+        """The batch each device sees; the global batch must divide by the world size."""
+        world = self.world_size()
+        check(
+            self.batch_size % world == 0,
+            "train.batch_size",
+            f"a multiple of devices*num_nodes={world}",
+            self.batch_size,
+        )
+        return self.batch_size // world
