@@ -58,12 +58,15 @@ def step_overhead(cfg, steps: int) -> dict:
     from bench.fixtures import StepTimer, fixed_batch, fixed_loader
     from pico_lightning import flow
     from pico_lightning.model.conditioning import token_region
+    from pico_lightning.run.prompts import embed_prompts
     from pico_lightning.run.train import build_module
 
+    embed_prompts(cfg.model, ["", "Edit"])
     module = build_module(cfg, ["", "Edit"])
     timer = StepTimer(skip=5)
     trainer = timing_trainer(cfg, steps, timer)
     bare_module = build_module(cfg, ["", "Edit"])
+    bare_module.configure_model()  # what the Trainer does for `module`
     optimization = bare_module.configure_optimizers()
     optimizer, schedule = optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
     batch = bare_module.on_before_batch_transfer(fixed_batch(cfg.data.panel_size, cfg.train.batch_size), 0)
@@ -105,10 +108,13 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
     """
     from bench.fixtures import StepTimer
     from pico_lightning.data.datamodule import VisRelDataModule
-    from pico_lightning.run.train import build_module, training_prompts
+    from pico_lightning.run.prompts import embed_prompts, run_prompts
+    from pico_lightning.run.train import build_module
 
     datamodule = VisRelDataModule(cfg.data, cfg.train.batch_size)
-    module = build_module(cfg, training_prompts(datamodule))
+    prompts = run_prompts(datamodule.prompts())
+    embed_prompts(cfg.model, prompts)
+    module = build_module(cfg, prompts)
     timer = StepTimer(skip=5)
     trainer = timing_trainer(cfg, steps, timer)
     trainer.fit(module, datamodule=datamodule)

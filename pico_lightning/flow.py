@@ -11,7 +11,7 @@ The FLUX DiT takes t itself as its timestep (it multiplies by 1000 inside); diff
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
@@ -83,14 +83,3 @@ def flow_matching_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.T
         return per_token.mean(dim=-1)
     weight = weight.float()
     return (per_token * weight).sum(dim=-1) / weight.sum(dim=-1).clamp_min(1e-8)
-
-
-def euler_sample(
-    velocity_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor, num_steps: int
-) -> torch.Tensor:
-    """Integrate dx/dt = velocity_fn(x, t) from t = 1 (``noise``) to t = 0 in ``num_steps`` uniform Euler steps."""
-    times = torch.linspace(1.0, 0.0, num_steps + 1)
-    x = noise
-    for t, t_next in zip(times[:-1], times[1:]):
-        x = x + (t_next - t) * velocity_fn(x, t.expand(x.shape[0]))
-    return x

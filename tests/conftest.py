@@ -67,22 +67,32 @@ def tiny_cfg(tmp_path):
     """A tiny experiment in tmp_path: 16 px panels, W&B off, eval off."""
     from pico_lightning.config import load_config
 
-    return load_config(
-        None,
-        [
-            "data.panel_size=16",
-            "train.lr=3e-3",
-            "train.max_steps=6",
-            "train.accelerator=cpu",
-            "train.checkpoint_every=3",
-            "eval.suites=[]",
-            "logging.wandb_mode=disabled",
-            "logging.log_every_n_steps=1",
-            f"model.text_cache_dir={tmp_path / 'text'}",
-            f"run.dir={tmp_path / 'runs'}",
-            "run.name=t",
-        ],
+    return embedded(
+        load_config(
+            None,
+            [
+                "data.panel_size=16",
+                "train.lr=3e-3",
+                "train.max_steps=6",
+                "train.accelerator=cpu",
+                "train.checkpoint_every=3",
+                "eval.suites=[]",
+                "logging.wandb_mode=disabled",
+                "logging.log_every_n_steps=1",
+                f"model.text_cache_dir={tmp_path / 'text'}",
+                f"run.dir={tmp_path / 'runs'}",
+                "run.name=t",
+            ],
+        )
     )
+
+
+def embedded(cfg, prompts=("", "Edit")):
+    """``cfg`` after `pico embed`'s step for ``prompts`` (training only reads the text cache)."""
+    from pico_lightning.run.prompts import embed_prompts, run_prompts
+
+    embed_prompts(cfg.model, run_prompts(list(prompts)))
+    return cfg
 
 
 class FixedDataModule:
@@ -114,25 +124,37 @@ def visrel_tiny(tmp_path_factory):
 
 
 def tiny_train_overrides(root, tmp_path, name: str) -> list[str]:
-    """A few-second `pico train` on ``visrel_tiny``: tiny model, 16 px panels, seed-scored eval every 2 steps."""
-    return [
-        f"data.root={root}",
-        "data.panel_size=16",
-        "data.num_workers=0",
-        "data.epoch_batches=4",
-        "train.accelerator=cpu",
-        "train.batch_size=4",
-        "train.max_steps=4",
-        "train.checkpoint_every=2",
-        "eval.every_n_steps=2",
-        "eval.suites=[held_in,segmentation]",
-        "eval.episodes_per_suite=4",
-        "eval.num_steps=2",
-        "eval.num_seeds=2",
-        "eval.scorer_steps=1",
-        "logging.wandb_mode=disabled",
-        "logging.log_every_n_steps=1",
-        f"model.text_cache_dir={tmp_path / 'text'}",
-        f"run.dir={tmp_path / 'runs'}",
-        f"run.name={name}",
-    ]
+    """A few-second `pico train` on ``visrel_tiny`` (prompts already embedded): tiny model, 16 px panels,
+    seed-scored eval every 2 steps."""
+    return embed_demo_prompts(
+        [
+            f"data.root={root}",
+            "model.pretrained_dir=''",  # the tiny in-process model: tests never depend on the shipped base
+            "data.panel_size=16",
+            "data.num_workers=0",
+            "data.epoch_batches=4",
+            "train.accelerator=cpu",
+            "train.batch_size=4",
+            "train.max_steps=4",
+            "train.checkpoint_every=2",
+            "eval.every_n_steps=2",
+            "eval.suites=[held_in,segmentation]",
+            "eval.episodes_per_suite=4",
+            "eval.num_steps=2",
+            "eval.num_seeds=2",
+            "eval.scorer_steps=1",
+            "logging.wandb_mode=disabled",
+            "logging.log_every_n_steps=1",
+            f"model.text_cache_dir={tmp_path / 'text'}",
+            f"run.dir={tmp_path / 'runs'}",
+            f"run.name={name}",
+        ]
+    )
+
+
+def embed_demo_prompts(overrides: list[str]) -> list[str]:
+    """Run `pico embed experiments/demo.yaml` with ``overrides`` (what a user does before `pico train`)."""
+    from pico_lightning import cli
+
+    assert cli.main(["embed", "experiments/demo.yaml", *overrides]) == 0
+    return overrides

@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 import torch
+from peft.utils import get_peft_model_state_dict
 
 from pico_lightning.config import load_config
-from pico_lightning.model.lora import lora_state_dict
 from pico_lightning.run.train import prepare
 
 if __name__ == "__main__":
@@ -15,5 +15,8 @@ if __name__ == "__main__":
     module, trainer, datamodule, ckpt = prepare(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     dump.mkdir(parents=True, exist_ok=True)
-    state = {"step": trainer.global_step, "lora": lora_state_dict(module.transformer)}
+    state = {
+        "step": trainer.global_step,
+        "lora": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(module.transformer).items()},
+    }
     torch.save(state, dump / f"rank{trainer.global_rank}.pt")

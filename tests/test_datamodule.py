@@ -3,6 +3,7 @@ ranks with equal batch counts, corrupt data counted, deterministic epochs, eval 
 
 import json
 import tarfile
+import zlib
 from collections import Counter
 
 import lightning.pytorch as pl
@@ -12,15 +13,11 @@ import torch
 
 from data_prep.shards import write_shards
 from pico_lightning.config import DataConfig
-from pico_lightning.data import datamodule
-from pico_lightning.data.datamodule import (
-    DecodePairs,
-    SkipCounter,
-    VisRelDataModule,
-    build_train_stages,
-)
+from pico_lightning.data import stream as stream_module
+from pico_lightning.data.datamodule import VisRelDataModule
 from pico_lightning.data.episodes import PairFilter
 from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta, encode_png
+from pico_lightning.data.stream import DecodePairs, SkipCounter, build_train_stages
 from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, split_grid
 
@@ -125,7 +122,7 @@ def test_two_ranks_read_disjoint_shards_and_yield_equal_batch_counts(shards, mon
             build_train_stages(module.data.urls, module.cfg, module.state, module.data.keep, 2, {}, [0, 0])
         )["shards"]
         for worker in (0, 1):  # the shard stage as worker `worker` of 2 sees it
-            monkeypatch.setattr(datamodule, "_worker", lambda worker=worker: (worker, 2))
+            monkeypatch.setattr(stream_module, "_worker", lambda worker=worker: (worker, 2))
             stream = iter(shard_stage)
             read[rank, worker] = {next(stream)["url"] for _ in range(100)}
     assert sum(len(urls) for urls in read.values()) == len(set().union(*read.values())) == 8  # disjoint, all
@@ -145,6 +142,30 @@ def test_same_seed_and_epoch_give_the_same_batches(shards):
             torch.equal(x["grid"], y["grid"]) and x["prompt"] == y["prompt"] for x, y in zip(same, other, strict=True)
         )
         assert any(not torch.equal(x["grid"], y["grid"]) for x, y in zip(same, runs[2], strict=True))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stream_placed_mid_epoch_yields_the_uninterrupted_stream_from_there(shards, workers):
+    def batches(done: int) -> list[dict]:
+        module = _module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=6)
+        module.set_position(done)
+        return list(module.train_dataloader())
+
+    whole = batches(0) + batches(6)  # data epochs 0 and 1
+    for done in (1, 3, 5, 9):
+        resumed = batches(done)
+        assert len(resumed) == 6 - done % 6  # the rest of its data epoch
+        for got, expected in zip(resumed, whole[done:], strict=False):
+            assert torch.equal(got["grid"], expected["grid"]) and got["prompt"] == expected["prompt"]
+
+
+def test_skipped_batches_decode_no_picture(shards, monkeypatch):
+    decoded = []
+    monkeypatch.setattr(stream_module, "decode_panel", lambda *args: decoded.append(args) or torch.zeros(3, 32, 32))
+    module = _module(shards[0], epoch_batches=6, batch=4)
+    module.set_position(5)
+    assert len(list(module.train_dataloader())) == 1
+    assert 0 < len(decoded) <= 4 * 2 * 2  # only the last batch's: 4 episodes x 2 pairs x 2 pictures
 
 
 def _corrupt_png(path) -> None:
@@ -191,6 +212,29 @@ def test_decode_stage_counts_bad_json_missing_keys_and_truncated_pngs():
     pairs = list(decode([bad[0], good, *bad[1:]]))
     assert len(pairs) == 1 and pairs[0].input.shape == (3, 32, 32) and pairs[0].input.dtype == torch.uint8
     assert counter.count == len(bad)
+
+
+def _bad_pixels_good_crcs(png: bytes) -> bytes:
+    """The PNG with its IDAT data scrambled and the chunk CRC recomputed: the cheap check passes, decoding fails."""
+    at = png.index(b"IDAT")
+    length = int.from_bytes(png[at - 4 : at], "big")
+    data = bytes(b ^ 0x5A for b in png[at + 4 : at + 4 + length])
+    crc = zlib.crc32(b"IDAT" + data).to_bytes(4, "big")
+    return png[: at + 4] + data + crc + png[at + 8 + length :]
+
+
+def test_the_lazy_decode_stage_checks_cheaply_and_decodes_on_use():
+    meta = SampleMeta("a", "restoration", "v", "1", "test", "train", "p").to_json()
+    png = encode_png(np.full((32, 32, 3), 7, np.uint8))
+    good = {"__key__": "a/v/1", "json": json.dumps(meta).encode(), "input.png": png, "output.png": png}
+    counter = SkipCounter()
+    decode = DecodePairs(PairFilter(frozenset({"train"})), 32, "resize", counter, lazy=True)
+    samples = [good, {**good, "input.png": png[:-20]}, {**good, "input.png": _bad_pixels_good_crcs(png)}]
+    pairs = list(decode(samples))
+    assert counter.count == 1 and len(pairs) == 2  # the truncated PNG fails the check; the other only on use
+    assert pairs[0].input.panel is None and (pairs[0].input.tensor() == 7).all()  # decoded when first used
+    with pytest.raises(stream_module.DECODE_ERRORS):
+        pairs[1].input.tensor()
 
 
 def test_shots_and_num_tasks_restrict_what_is_drawn(shards):

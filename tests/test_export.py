@@ -4,7 +4,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import fixed_loader
+from conftest import embedded, fixed_loader
 from diffusers import FluxFillPipeline
 from PIL import Image
 
@@ -29,7 +29,7 @@ def trained(tiny_flux_dir, tmp_path_factory):
             f"model.text_cache_dir={tmp / 'text'}",
         ],
     )
-    module = build_module(cfg, ["", "Edit"])
+    module = build_module(embedded(cfg), ["", "Edit"])
     pl.Trainer(
         max_steps=3,
         accelerator="cpu",

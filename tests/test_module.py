@@ -39,6 +39,7 @@ def _fixed_loss(module, batch, seed=123):
 
 def test_only_lora_parameters_change(tiny_cfg):
     module = build_module(tiny_cfg, ["", "Edit"])
+    module.configure_model()
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert sum(p.numel() for n, p in module.named_parameters() if n in trainable) == TINY_LORA_PARAMS
     assert all("lora_" in name for name in trainable)
@@ -50,6 +51,7 @@ def test_only_lora_parameters_change(tiny_cfg):
 
 def test_loss_falls_on_a_fixed_batch(tiny_cfg):
     module = build_module(tiny_cfg, ["", "Edit"])
+    module.configure_model()
     batch = next(iter(fixed_loader(panel_size=16)))
     start = _fixed_loss(module, batch)
     _trainer(60).fit(module, fixed_loader(panel_size=16))

@@ -12,7 +12,6 @@ from data_prep.suites import MARKER, USER_TASKS, build_suites, write_suites
 from pico_lightning.data.suites import (
     SUITE_KINDS,
     Episode,
-    episodes_from_pairs,
     load_named_suite,
     load_perseg,
     load_suite,
@@ -117,16 +116,7 @@ def test_episode_grid_blanks_the_target(suites):
     assert torch.equal(grid[:, :32, 32:], fit_panel(to_tensor(episode.panels[1]), 32))
 
 
-def test_episodes_from_pairs():
-    rng = np.random.default_rng(0)
-    pic = lambda: rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    pairs = [("denoise", (pic(), pic()), (pic(), pic())) for _ in range(2)] + [
-        ("edges", (pic(), pic()), (pic(), pic()))
-    ]
-    episodes = episodes_from_pairs(pairs, "held_out", prompts={"denoise": "Restore"})
-    assert [e.episode_id for e in episodes] == ["denoise-0000", "denoise-0001", "edges-0000"]
-    assert [e.prompt for e in episodes] == ["Restore", "Restore", ""]
-    assert {(e.suite, e.kind) for e in episodes} == {("held_out", "image")}
+def test_episode_panels_must_be_uint8():
     with pytest.raises(ValueError, match="uint8"):
         Episode("s", "t", "e", [np.zeros((4, 4, 3), np.float32)] * 4, "image", "")
 

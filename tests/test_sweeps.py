@@ -105,7 +105,12 @@ def test_slurm_dry_run_writes_a_job_array(tmp_path, monkeypatch):
     os.chmod(tmp_path / "bin" / "srun", 0o755)
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "1"}
     job = subprocess.run(["bash", str(out / "sweep.sbatch")], env=env, capture_output=True, text=True, check=True)
-    argv = job.stdout.splitlines()
+    lines = job.stdout.splitlines()
+    train = lines.index("train") - 1  # srun ran twice: the embed step (one task per node), then the training
+    embed, argv = lines[:train], lines[train:]
+    assert embed == ["--ntasks-per-node=1", "--ntasks=2", "pico", "embed", str(tmp_path / "base.yaml")] + [
+        *plan["runs"][1]["overrides"]
+    ]
     assert argv[:3] == ["pico", "train", str(tmp_path / "base.yaml")]
     allocation = ["train.devices=4", "train.num_nodes=2", "run.resume=auto"]
     assert argv[3:] == [*plan["runs"][1]["overrides"], *allocation]
@@ -123,6 +128,8 @@ def fake_train(calls: list, fail: str = ""):
 
     def run_command(argv: list[str]) -> int:
         values = dict(item.split("=", 1) for item in argv if "=" in item)
+        if "embed" in argv:  # the prompt-embedding step before each run's training
+            return 0
         calls.append(values["run.name"])
         if values["run.name"] == fail:
             return 1
@@ -157,7 +164,9 @@ def test_local_sweep_continues_after_a_failed_run(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(launch, "run_command", fake_train(calls, fail="num_tasks3"))
     assert main(["sweep", str(path), "--out", str(tmp_path / "sweep")]) == 1
     assert calls == ["num_tasks3", "num_tasks6"]
-    assert "1 trained, 0 skipped (finished), 1 failed: num_tasks3" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "1 trained, 0 skipped (finished), 1 failed: num_tasks3" in printed.out
+    assert "sweep: 1/2 runs to train done (1 failed)" in printed.err and "sweep: 2/2" in printed.err  # progress
 
 
 def test_local_dry_run_only_prints(tmp_path, capsys):
@@ -209,9 +218,10 @@ def test_report_writes_table_csv_and_seen_vs_unseen_plots(tmp_path, capsys):
     assert "| num_tasks6-shots_per_task4-seed1 | missing |" in markdown
     assert "| num_tasks6-shots_per_task4-seed0 | unfinished | 10 |" in markdown
     assert len((out / "report.csv").read_text().splitlines()) == 9
-    assert {path.name for path in out.glob("*.png")} == {"psnr.png", "miou.png", "model_evaluations.png"}
+    assert {path.name for path in out.glob("*.png")} == {"psnr.png", "miou.png"}  # model_evaluations is constant
     printed = capsys.readouterr().out
     assert "missing (1): num_tasks6-shots_per_task4-seed1" in printed and str(out / "psnr.png") in printed
+    assert "not plotted (the same in every run): eval/model_evaluations" in printed
 
 
 def test_report_plot_lines_mean_and_spread(tmp_path):

@@ -7,7 +7,7 @@
 #   NNODES=4 GPUS=8 MASTER=node001 bash experiments/launch/torchrun.sh experiments/flux_fill.yaml run.name=flux_4x8
 # Arguments are `pico train` arguments: the experiment file, then key=value overrides. torchrun starts G processes
 # per node and sets RANK / LOCAL_RANK / WORLD_SIZE; Lightning detects TorchElastic and uses them, so the script only
-# adds train.devices=G train.num_nodes=N train.strategy=ddp. RDZV_ID names the job (default pico); run.resume=auto
+# adds train.devices=G train.num_nodes=N train.strategy=ddp, after `pico embed` with the same arguments. RDZV_ID names the job (default pico); run.resume=auto
 # continues from <run dir>/checkpoints/last.ckpt when restarted.
 set -euo pipefail
 
@@ -25,6 +25,8 @@ if [ "$NNODES" -eq 1 ]; then
 else
     RDZV=(--rdzv-backend c10d --rdzv-endpoint "${MASTER}:29500" --rdzv-id "${RDZV_ID:-pico}")
 fi
+# Training never builds the text encoders: embed the run's prompts once (per node: the cache may be node-local).
+python -m pico_lightning.cli embed "$@"
 exec torchrun --nnodes "$NNODES" --nproc-per-node "$GPUS" "${RDZV[@]}" \
     -m pico_lightning.cli train "$@" \
     train.devices="$GPUS" train.num_nodes="$NNODES" train.strategy=ddp run.resume=auto

@@ -1,4 +1,7 @@
-"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/run/train.py)."""
+"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/run/train.py).
+
+Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.experiment, args.overrides)
     from pico_lightning.run.train import fit
 
+    print(f"run directory: {cfg.run.path()}", flush=True)
     run_dir = fit(cfg)
-    print(f"run directory: {run_dir}")
+    print(f"finished: {run_dir / 'summary.json'}, LoRA in {run_dir / 'lora'}")
     return 0

@@ -24,10 +24,11 @@ class EvalConfig:
     """Candidate seeds |S| for the seed scorer (1 = plain sampling)."""
     scorer_steps: int = 2
     """Early steps k run for every seed before scoring."""
-    score: Literal["query_mass", "exemplar_mass", "agreement", "concentration"] = "agreement"
+    routing_score: Literal["query_mass", "exemplar_mass", "agreement", "concentration"] = "agreement"
     """Attention routing score used to pick the seed (see inference/seed_scorer.py)."""
     score_blocks: list[int] = field(default_factory=list)
-    """Blocks (index over double then single blocks) whose attention is scored; empty = all double blocks."""
+    """Blocks (index over double then single blocks) whose attention is scored; empty = the last 4 double blocks
+    (FLUX.1-Fill: 15-18 of 0-18; all of them in smaller models). Capture cost grows with each block."""
     seed: int = 0
     """First candidate seed; candidates are seed, seed+1, ..."""
     gallery_episodes: int = 4

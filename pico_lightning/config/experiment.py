@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pico_lightning.config.checks import ConfigError
@@ -22,6 +22,7 @@ from pico_lightning.config.model import LoraConfig, ModelConfig
 from pico_lightning.config.run import LoggingConfig, RunConfig
 from pico_lightning.config.train import TrainConfig
 from pico_lightning.errors import UserError
+from pico_lightning.files import write_text
 from pico_lightning.packing import check_grid_side
 
 
@@ -48,20 +49,40 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     source = str(path) if path else "<defaults>"
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"{source}: experiment file not found")
+    dotlist = _parse_overrides(list(overrides))
     try:
         layers = [OmegaConf.structured(ExperimentConfig)]
         if path is not None:
             layers.append(OmegaConf.load(path))
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(OmegaConf.merge(*layers))
+            if not isinstance(layers[-1], DictConfig):  # a list or a scalar: no section to merge
+                raise ConfigError("expected a mapping of sections (model:, data:, train:, ...)")
+        return OmegaConf.to_object(OmegaConf.merge(*layers, dotlist))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        message = str(getattr(err, "msg", err)).splitlines()[0]
+        message = str(getattr(err, "msg", None) or err).splitlines()[0]
+        if "is not a ListConfig" in message:  # a scalar where a list goes: say how to write one
+            message = f"expected a list like [{getattr(err, 'value', None) or 'a, b'}]"
         raise ConfigError(f"{source}: {key}: {message}") from None
-    except Exception as err:  # YAML syntax and dotlist parse errors
+    except Exception as err:  # YAML syntax errors
         raise ConfigError(f"{source}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def _parse_overrides(overrides: list[str]):
+    """The ``key=value`` overrides as one DictConfig; ConfigError naming the first one that is not key=value
+    (e.g. ``train.max_steps 5``, split by a space) or whose value does not parse (``eval.suites=[a``)."""
+    for i, item in enumerate(overrides):
+        key, equals, _ = item.partition("=")
+        if not equals or not key:
+            joined = f"{item}={overrides[i + 1]}" if i + 1 < len(overrides) and "=" not in overrides[i + 1] else ""
+            hint = f" (did you mean {joined}?)" if joined and equals == "" else ""
+            raise ConfigError(f"{item!r}: overrides are key=value with no spaces, e.g. train.max_steps=50{hint}")
+        try:
+            OmegaConf.from_dotlist([item])
+        except Exception as err:  # YAML parse errors of the value
+            raise ConfigError(f"{key}: cannot parse the value of {item!r} ({str(err).splitlines()[0]})") from None
+    return OmegaConf.from_dotlist(overrides)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
@@ -76,8 +97,4 @@ def to_container(cfg: ExperimentConfig) -> dict:
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
     """Write the resolved config atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, path)
+    write_text(path, to_yaml(cfg))

@@ -35,6 +35,9 @@ class ModelConfig:
     """Tiny model only: seed of the random initialisation, so every process builds the same base."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Storage dtype of the frozen base; LoRA parameters always stay float32."""
+    base_quantization: Literal["none", "int8", "float8"] = "none"
+    """Store the frozen base's block Linear weights in 8 bits (torchao weight-only, `pip install .[quant]`),
+    computing in ``dtype``: halves the base's memory for 24 GB cards. LoRA stays float32 over the quantized layers."""
     max_sequence_length: int = 32
     """T5 tokens per prompt (FLUX.1-Fill-dev uses up to 512)."""
     guidance: float = 30.0

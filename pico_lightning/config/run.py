@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pico_lightning.config.checks import check
+
 
 @dataclass
 class LoggingConfig:
@@ -29,6 +31,14 @@ class RunConfig:
     """Parent directory of run directories."""
     resume: Literal["never", "auto"] = "never"
     """auto: continue from <run dir>/checkpoints/last.ckpt when it exists."""
+
+    def __post_init__(self) -> None:
+        check(
+            bool(self.name) and Path(self.name).name == self.name and self.name not in (".", ".."),
+            "run.name",
+            "a plain directory name (no '/' or '..'; run.dir says where runs live)",
+            self.name,
+        )
 
     def path(self) -> Path:
         return Path(self.dir) / self.name

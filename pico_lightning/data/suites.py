@@ -9,8 +9,7 @@ episode (written by ``data_prep/suites.py``, ``pico prep visrel-lite``)::
     <episode_id>.json   {"suite", "task", "episode_id", "kind", "prompt"}
 
 PerSeg-style folders (``ROOT/Images/<object>/<stem>.jpg`` + ``ROOT/Annotations/<object>/<stem>.png``) load
-with :func:`load_perseg`. ``held_in`` / ``held_out`` episodes come from the shards through the DataModule and
-are wrapped with :func:`episodes_from_pairs`.
+with :func:`load_perseg`. ``held_in`` / ``held_out`` episodes come from the shards (data/eval_items.py).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import json
 import re
 import tarfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -176,26 +175,6 @@ def _perseg_shots(image_dir: Path, mask_dir: Path, skipped: list[str]) -> list[t
             continue
         shots.append((path.stem, (image, mask)))
     return shots
-
-
-def episodes_from_pairs(
-    pairs: Iterable[tuple[str, Pair, Pair]],
-    suite: str,
-    kind: str = "image",
-    prompts: Mapping[str, str] | None = None,
-) -> list[Episode]:
-    """Wrap (task, (A, A'), (B, B')) uint8 pictures (e.g. from the shards) as Episodes of ``suite``.
-
-    ``prompts`` maps task -> prompt (missing: ""); episode ids are ``<task>-<n>`` numbered per task.
-    """
-    counts: dict[str, int] = {}
-    episodes = []
-    for task, (a, a_out), (b, b_out) in pairs:
-        number = counts[task] = counts.get(task, -1) + 1
-        prompt = (prompts or {}).get(task, "")
-        panels = [np.asarray(x) for x in (a, a_out, b, b_out)]
-        episodes.append(Episode(suite, task, f"{task}-{number:04d}", panels, kind, prompt))
-    return episodes
 
 
 LOADERS: dict[str, Callable[[Path], list[Episode]]] = {

@@ -1,37 +1,29 @@
-"""Seed-scored evaluation over suites, shared by the training callback and `pico eval`.
+"""Seed-scored evaluation of one episode, and the metrics of a whole evaluation, shared by every caller.
 
-Each rank fills its share of every suite's episodes (``items[rank::world]``) with the seed scorer, updates
-torchmetrics states, then every rank calls ``compute()`` (the sync). The trivial baseline B' = B (copy the query)
-is scored beside the model, so a number always has its floor next to it. Noise is fixed by ``eval.seed``, so the
-same episode gets the same candidates at every step.
+``evaluate_item`` fills one :class:`~pico_lightning.data.eval_items.EvalItem` with the seed scorer;
+:class:`EvalMetrics` keeps, per suite, torchmetrics states for the model and for the trivial baseline B' = B (copy
+the query), so a number always has its floor next to it, plus the transformer evaluations spent. Training runs
+these in Lightning's validation loop (run/module.py); ``pico eval`` and scripts use :func:`evaluate`. Noise is
+fixed by ``eval.seed``, so the same episode gets the same candidates at every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from pico_lightning.config import EvalConfig, ExperimentConfig
-from pico_lightning.data.suites import SUITE_KINDS, Episode, load_named_suite
+from pico_lightning.config import EvalConfig
+from pico_lightning.data.eval_items import EvalItem
+from pico_lightning.data.suites import SUITE_KINDS
 from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
+from pico_lightning.inference.fill_model import FillModel
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
 
-
-@dataclass
-class EvalItem:
-    """One episode ready to run: context grid (target cell black), mask, ground-truth target panel."""
-
-    suite: str
-    task: str
-    kind: str
-    prompt: str
-    grid: torch.Tensor  # (3, H, W) in [-1, 1]
-    mask: torch.Tensor  # (1, H, W)
-    target: torch.Tensor  # (3, S, S) in [-1, 1]
+SWAPPED = "_swapped"  # suite-name suffix of exemplar-swapped items; reported as eval/<suite>/swapped_<metric>
 
 
 @dataclass
@@ -39,131 +31,105 @@ class EvalOutput:
     """One evaluated episode: its item, the predicted target panel and the seed scorer's report."""
 
     item: EvalItem
-    prediction: torch.Tensor  # (3, S, S)
+    prediction: torch.Tensor  # (3, S, S) in [-1, 1], on the CPU
     report: dict
 
 
-def item_from_episode(episode: Episode, layout: Layout, mode: str, prompt_mode: str) -> EvalItem:
-    grid, mask, target = episode.grid(layout, mode)
-    prompt = "" if prompt_mode == "none" else episode.prompt
-    return EvalItem(episode.suite, episode.task, episode.kind, prompt, grid, mask, target)
-
-
-def item_from_batch_episode(suite: str, episode: dict, layout: Layout) -> EvalItem:
-    """A DataModule episode dict (grid with the ground-truth target in place) -> an item with the target cut out."""
-    grid = episode["grid"].clone()
-    target = split_grid(grid, layout)[-1].clone()
-    rows, cols = layout.cell(layout.num_panels - 1)
-    grid[:, rows, cols] = -1.0
-    return EvalItem(suite, episode["task"], SUITE_KINDS[suite], episode["prompt"], grid, episode["mask"], target)
-
-
-def collect_items(
-    suites: list[str],
-    root: str,
-    layout: Layout,
-    resize: str,
-    prompt_mode: str,
-    episodes_per_suite: int,
-    datamodule=None,
-    perseg_dir: str = "",
-) -> dict[str, list[EvalItem]]:
-    """Episodes of every requested suite, in a fixed order, at most ``episodes_per_suite`` each."""
-    items: dict[str, list[EvalItem]] = {}
-    for suite in suites:
-        if suite in ("held_in", "held_out"):
-            if datamodule is None:
-                continue
-            split = "val" if suite == "held_in" else "test"
-            episodes = datamodule.eval_episodes(split, max(1, episodes_per_suite))
-            chosen = [item_from_batch_episode(suite, e, layout) for e in episodes]
-        else:
-            source = perseg_dir if suite == "perseg" else root
-            chosen = [item_from_episode(e, layout, resize, prompt_mode) for e in load_named_suite(suite, source)]
-        items[suite] = _spread(chosen, episodes_per_suite)
-    return items
-
-
-def data_root(shards: str, root: str) -> str:
-    """The prepared data directory (where suites/ lives): data.root, or data.shards when it is a directory."""
-    return root or (shards if shards and Path(shards).is_dir() else "")
-
-
-def config_items(cfg: ExperimentConfig, layout: Layout, datamodule=None) -> dict[str, list[EvalItem]]:
-    """The evaluation episodes ``cfg`` asks for (suites, data, prompt mode, episodes per suite)."""
-    data = cfg.data
-    return collect_items(
-        cfg.eval.suites,
-        data_root(data.shards, data.root),
+def evaluate_item(model: FillModel, item: EvalItem, cfg: EvalConfig, layout: Layout, guidance: float) -> EvalOutput:
+    """Fill ``item``'s target panel with |S| = ``eval.num_seeds`` candidates (the seed scorer when |S| > 1)."""
+    device = model.device
+    image, report = fill_episode(
+        model,
+        item.grid[None].to(device),
+        item.mask[None].to(device),
+        model.text(item.prompt),
+        cfg.num_steps,
+        guidance,
+        list(range(cfg.seed, cfg.seed + cfg.num_seeds)),
         layout,
-        data.resize,
-        data.prompt,
-        cfg.eval.episodes_per_suite,
-        datamodule,
-        cfg.eval.perseg_dir,
+        cfg if cfg.num_seeds > 1 else None,
     )
+    return EvalOutput(item, split_grid(image[0], layout)[-1].clamp(-1, 1).cpu(), report)
 
 
-def _spread(items: list[EvalItem], limit: int) -> list[EvalItem]:
-    """At most ``limit`` items, taken round-robin over tasks so every task is represented."""
-    by_task: dict[str, list[EvalItem]] = {}
-    for item in items:
-        by_task.setdefault(item.task, []).append(item)
-    groups = list(by_task.values())
-    depth = max((len(g) for g in groups), default=0)
-    return [g[i] for i in range(depth) for g in groups if i < len(g)][:limit]
+class EvalMetrics(torch.nn.Module):
+    """Per-suite model and baseline metrics over a fixed plan ``{suite: task names}`` (the same on every rank, the
+    condition for syncing); ``compute()`` is a collective: call it on every rank."""
+
+    def __init__(self, plan: dict[str, list[str]], layout: Layout) -> None:
+        super().__init__()
+        self.layout = layout
+        self.suites = list(plan)
+        self.model_metrics = torch.nn.ModuleList(PerTaskMetrics(s, _kind(s), plan[s]) for s in self.suites)
+        self.baselines = torch.nn.ModuleList(SuiteMetrics(_kind(s)) for s in self.suites)
+        self.register_buffer("evaluations", torch.zeros((), dtype=torch.float64), persistent=False)
+
+    def update(self, output: EvalOutput) -> None:
+        index = self.suites.index(output.item.suite)
+        device = self.evaluations.device
+        target = output.item.target[None].to(device)
+        self.model_metrics[index].update(output.prediction[None].to(device), target, [output.item.task])
+        query = split_grid(output.item.grid.to(device), self.layout)[-2]
+        self.baselines[index].update(query[None], target)
+        self.evaluations += output.report["model_evaluations"]
+
+    def compute(self, reduce_sum=lambda t: t) -> dict[str, float]:
+        """Flat ``eval/<suite>/<metric>`` (+ per task, baselines, cost, ``eval/score``); ``reduce_sum`` sums the
+        evaluation count over ranks."""
+        metrics: dict[str, float] = {}
+        for suite, model_metrics, baseline in zip(self.suites, self.model_metrics, self.baselines, strict=True):
+            metrics.update({f"eval/{k}": v for k, v in model_metrics.compute().items()})
+            metrics.update({f"eval/{suite}/baseline_{k}": v for k, v in baseline.compute().items() if k != "episodes"})
+        metrics["eval/model_evaluations"] = float(reduce_sum(self.evaluations.clone()))
+        metrics = _rename_swapped(metrics)
+        metrics["eval/score"] = summary_score(metrics, [s for s in self.suites if not s.endswith(SWAPPED)])
+        return metrics
+
+    def reset(self) -> None:
+        for metrics in (*self.model_metrics, *self.baselines):
+            metrics.reset()
+        self.evaluations.zero_()
+
+
+def evaluation_plan(items: dict[str, list[EvalItem]]) -> dict[str, list[str]]:
+    """``{suite: sorted task names}`` of a set of items: what :class:`EvalMetrics` needs up front."""
+    return {suite: sorted({i.task for i in suite_items}) for suite, suite_items in items.items()}
 
 
 @torch.no_grad()
 def evaluate(
-    model,
-    items: dict[str, list[EvalItem]],
-    cfg: EvalConfig,
-    layout: Layout,
-    guidance: float,
-    rank: int = 0,
-    world: int = 1,
-    reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
-) -> tuple[dict, list[EvalOutput]]:
-    """Flat metrics ``eval/<suite>/<metric>`` (+ per task, baseline, cost, ``eval/score``) and this rank's outputs."""
-    device = model.device
-    seeds = list(range(cfg.seed, cfg.seed + cfg.num_seeds))
-    scorer = cfg if cfg.num_seeds > 1 else None
-    metrics: dict[str, float] = {}
-    outputs: list[EvalOutput] = []
-    evaluations = torch.zeros((), device=device)
-    for suite, suite_items in items.items():
-        kind = SUITE_KINDS[suite]
-        tasks = sorted({i.task for i in suite_items})
-        model_metrics = PerTaskMetrics(suite, kind, tasks).to(device)
-        baseline = SuiteMetrics(kind).to(device)
-        for item in suite_items[rank::world]:
-            image, report = fill_episode(
-                model,
-                item.grid[None].to(device),
-                item.mask[None].to(device),
-                model.text(item.prompt),
-                cfg.num_steps,
-                guidance,
-                seeds,
-                layout,
-                scorer,
-            )
-            prediction = split_grid(image[0], layout)[-1].clamp(-1, 1)
-            target = item.target.to(device)
-            model_metrics.update(prediction[None], target[None], [item.task])
-            query = split_grid(item.grid.to(device), layout)[-2]
-            baseline.update(query[None], target[None])
-            evaluations += report["model_evaluations"]
-            outputs.append(EvalOutput(item, prediction.cpu(), report))
-        metrics.update({f"eval/{k}": v for k, v in model_metrics.compute().items()})
-        metrics.update({f"eval/{suite}/baseline_{k}": v for k, v in baseline.compute().items() if k != "episodes"})
-    metrics["eval/model_evaluations"] = float(reduce_sum(evaluations))
-    metrics["eval/score"] = summary_score(metrics, items)
-    return metrics, outputs
+    model: FillModel, items: dict[str, list[EvalItem]], cfg: EvalConfig, layout: Layout, guidance: float
+) -> tuple[dict[str, float], list[EvalOutput]]:
+    """Every item on this process, with a progress bar: (metrics as :meth:`EvalMetrics.compute`, outputs)."""
+    metrics = EvalMetrics(evaluation_plan(items), layout).to(model.device)
+    outputs = []
+    for item in tqdm(_flatten(items.values()), desc="evaluating", unit="episode", leave=False):
+        outputs.append(evaluate_item(model, item, cfg, layout, guidance))
+        metrics.update(outputs[-1])
+    return metrics.compute(), outputs
 
 
-def summary_score(metrics: dict[str, float], items: dict[str, list[EvalItem]]) -> float:
+def summary_score(metrics: dict[str, float], suites: list[str]) -> float:
     """One number to rank checkpoints: the mean over suites of mIoU (mask suites) or SSIM (image suites)."""
-    values = [metrics[f"eval/{s}/{'miou' if SUITE_KINDS[s] == 'mask' else 'ssim'}"] for s in items if items[s]]
+    values = [metrics[f"eval/{s}/{'miou' if _kind(s) == 'mask' else 'ssim'}"] for s in suites]
     return sum(values) / len(values) if values else 0.0
+
+
+def _kind(suite: str) -> str:
+    return SUITE_KINDS[suite.removesuffix(SWAPPED)]
+
+
+def _rename_swapped(metrics: dict[str, float]) -> dict[str, float]:
+    """``eval/held_in_swapped/psnr`` -> ``eval/held_in/swapped_psnr``, beside the true exemplar's ``psnr``."""
+    renamed = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if parts[1].endswith(SWAPPED):
+            parts[1] = parts[1].removesuffix(SWAPPED)
+            parts[-1] = f"swapped_{parts[-1]}"
+        renamed["/".join(parts)] = value
+    return renamed
+
+
+def _flatten(groups: Iterable[list[EvalItem]]) -> list[EvalItem]:
+    return [item for group in groups for item in group]

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pico_lightning.files import atomic_path
 from pico_lightning.panels import Layout, split_grid, to_uint8
 
 GAP = 2  # pixels of white between panels and rows
@@ -30,10 +31,8 @@ def gallery_image(rows: list[np.ndarray]) -> np.ndarray:
 
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write a uint8 picture atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    Image.fromarray(image).save(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def gallery_rows(outputs: list, layout: Layout, per_suite: int) -> tuple[list, list[np.ndarray]]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from diffusers.pipelines.flux.pipeline_flux_fill import retrieve_latents
 from torch import nn
 
@@ -37,15 +38,33 @@ class KLAutoencoder(nn.Module):
         return self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
 
 
-class PixelShuffleAutoencoder(nn.Module):
-    """A lossless, deterministic, weight-free autoencoder: ``pixel_unshuffle`` by ``scale_factor``."""
+class PixelShuffleAutoencoder(ModelMixin, ConfigMixin):
+    """A lossless, deterministic, weight-free autoencoder: ``pixel_unshuffle`` by ``scale_factor``.
+
+    A diffusers model, so ``save_pretrained`` writes its ``vae/config.json`` and ``from_pretrained`` reads it back.
+    Its config also carries the fields FluxFillPipeline reads from a VAE (``block_out_channels``, whose length
+    gives the scale, ``latent_channels``, ``scaling_factor``, ``shift_factor``), so the stock pipeline sizes its
+    latents right when it holds one (exact for power-of-two scales).
+    """
 
     stochastic = False
 
+    @register_to_config
     def __init__(self, scale_factor: int = 2):
         super().__init__()
         self.scale_factor = scale_factor
         self.latent_channels = 3 * scale_factor**2
+        self.register_to_config(
+            block_out_channels=[3] * (scale_factor.bit_length()),
+            latent_channels=self.latent_channels,
+            scaling_factor=1.0,
+            shift_factor=0.0,
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str, subfolder: str | None = None, **kwargs) -> PixelShuffleAutoencoder:
+        """Read ``config.json`` only: there are no weights (ModelMixin's loader would insist on a weights file)."""
+        return cls(scale_factor=cls.load_config(path, subfolder=subfolder, local_files_only=True)["scale_factor"])
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 3*s^2, H/s, W/s); the generator is unused (nothing is sampled)."""

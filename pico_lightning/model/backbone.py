@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from pico_lightning.model.autoencoder import Autoencoder, KLAutoencoder, PixelSh
 SUBFOLDERS = ("transformer", "vae", "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CLIP_MAX_LENGTH = 77
+MANIFEST = "SHA256SUMS"
 
 
 class ModelDirError(UserError):
@@ -67,13 +70,29 @@ def model_identity(cfg: ModelConfig) -> str:
 
 
 def check_model_dir(path: str | Path) -> None:
-    """Raise :class:`ModelDirError` listing every missing part of a diffusers FLUX.1-Fill directory."""
+    """Raise :class:`ModelDirError` listing every missing part of a diffusers FLUX.1-Fill directory.
+
+    A directory that ships a ``SHA256SUMS`` manifest (the demo's tiny base) must also match it file by file; the
+    error for a missing or changed file names the command that rebuilds it.
+    """
     root = Path(path)
     if not root.is_dir():
         raise ModelDirError(f"{root}: model directory not found (expected a FluxFillPipeline.save_pretrained layout)")
     missing = [name for name in SUBFOLDERS if not (root / name).is_dir() or not any((root / name).iterdir())]
     if missing:
         raise ModelDirError(f"{root}: incomplete FLUX.1-Fill directory, missing: {', '.join(missing)}")
+    if (root / MANIFEST).is_file():
+        _check_manifest(root)
+
+
+def _check_manifest(root: Path) -> None:
+    """Every file ``SHA256SUMS`` lists (``<hex>  <relative path>`` lines, as sha256sum writes) exists and matches."""
+    for line in (root / MANIFEST).read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        file = root / name
+        if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            problem = "missing" if not file.is_file() else "changed (SHA-256 mismatch)"
+            raise ModelDirError(f"{file}: {problem}; rebuild with: python -m data_prep.tiny_base --out {root}")
 
 
 def tiny_transformer(cfg: ModelConfig, latent_channels: int, scale_factor: int) -> FluxTransformer2DModel:
@@ -111,21 +130,24 @@ def tiny_vae() -> AutoencoderKL:
     )
 
 
-def build_parts(cfg: ModelConfig) -> FluxParts:
-    """The frozen base for ``cfg``: loaded from ``pretrained_dir``, or tiny (seeded, identical in every process)."""
+def build_parts(cfg: ModelConfig, device: torch.device | str | None = None) -> FluxParts:
+    """The frozen base for ``cfg`` on ``device``: loaded from ``pretrained_dir``, or tiny (seeded, identical in every
+    process) and initialised directly on the device in its storage dtype (no host copy, no fp32 detour)."""
+    device = torch.device(device or "cpu")
     if cfg.pretrained_dir:
         parts = _load_parts(cfg.pretrained_dir, DTYPES[cfg.dtype])
+        parts.transformer.to(device)
+        parts.autoencoder.to(device)
     else:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
             torch.manual_seed(cfg.init_seed)
             autoencoder = (
                 KLAutoencoder(tiny_vae())
                 if cfg.autoencoder == "kl"
                 else PixelShuffleAutoencoder(cfg.pixel_shuffle_scale)
             )
-            transformer = tiny_transformer(cfg, autoencoder.latent_channels, autoencoder.scale_factor)
-        if cfg.dtype != "float32":
-            transformer = transformer.to(DTYPES[cfg.dtype])
+            with default_dtype(DTYPES[cfg.dtype]):
+                transformer = tiny_transformer(cfg, autoencoder.latent_channels, autoencoder.scale_factor)
         parts = FluxParts(
             transformer,
             autoencoder,
@@ -138,16 +160,35 @@ def build_parts(cfg: ModelConfig) -> FluxParts:
     return parts
 
 
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create floating-point parameters in ``dtype`` for the duration of the block."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def _load_parts(path: str, dtype: torch.dtype) -> FluxParts:
     check_model_dir(path)
     kwargs = {"local_files_only": True, "torch_dtype": dtype}
     try:
         transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", **kwargs)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs)
+        autoencoder = _load_autoencoder(path, kwargs)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError) as err:
         raise ModelDirError(f"{path}: cannot load FLUX.1-Fill weights ({str(err).splitlines()[0]})") from None
-    return FluxParts(transformer, KLAutoencoder(vae), scheduler, "")
+    return FluxParts(transformer, autoencoder, scheduler, "")
+
+
+def _load_autoencoder(path: str, kwargs: dict) -> Autoencoder:
+    """vae/ by its config's ``_class_name``: FLUX's AutoencoderKL, or the weight-free PixelShuffleAutoencoder."""
+    name = json.loads((Path(path) / "vae" / "config.json").read_text()).get("_class_name")
+    if name == PixelShuffleAutoencoder.__name__:
+        return PixelShuffleAutoencoder.from_pretrained(path, subfolder="vae")
+    return KLAutoencoder(AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs))
 
 
 def build_text_encoders(cfg: ModelConfig) -> TextEncoders:

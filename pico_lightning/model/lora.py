@@ -18,6 +18,7 @@ import torch
 from diffusers import FluxFillPipeline
 from peft import LoraConfig as PeftLoraConfig
 from peft.utils import get_peft_model_state_dict
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from pico_lightning.config import LoraConfig
@@ -63,25 +64,30 @@ def add_lora(transformer: nn.Module, cfg: LoraConfig, seed: int = 0) -> int:
     return sum(p.numel() for p in trainable)
 
 
-def lora_state_dict(transformer: nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's weights only (peft names), detached on the CPU."""
-    return {k: v.detach().cpu() for k, v in get_peft_model_state_dict(transformer, adapter_name=ADAPTER).items()}
+def export_lora(transformer: nn.Module, out_dir: str | Path, state_dict: dict | None = None) -> Path:
+    """Write ``out_dir/pytorch_lora_weights.safetensors`` in diffusers format, atomically (tmp dir + rename).
 
-
-def export_lora(transformer: nn.Module, out_dir: str | Path) -> Path:
-    """Write ``out_dir/pytorch_lora_weights.safetensors`` in diffusers format, atomically (tmp dir + rename)."""
+    ``state_dict``: the transformer's full state dict when its parameters are sharded (gathered under FSDP);
+    by default the transformer's own."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     FluxFillPipeline.save_lora_weights(
         tmp,
-        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=ADAPTER),
+        transformer_lora_layers=get_peft_model_state_dict(transformer, state_dict, adapter_name=ADAPTER),
         transformer_lora_adapter_metadata=transformer.peft_config[ADAPTER].to_dict(),
     )
     out_dir.mkdir(exist_ok=True)
+    os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~_umask())  # as any new file: the temp dir made it private (0600)
     os.replace(tmp / WEIGHTS_NAME, out_dir / WEIGHTS_NAME)
     shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / WEIGHTS_NAME
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_lora(transformer: nn.Module, path: str | Path) -> None:
@@ -92,15 +98,26 @@ def load_lora(transformer: nn.Module, path: str | Path) -> None:
     if not file.is_file():
         raise UserError(f"{path}: no LoRA weights (expected {WEIGHTS_NAME})")
     try:
+        with safe_open(str(file), framework="pt"):
+            pass  # checks the header against the file's length: a truncated file fails here, with the reason
         state, alphas, metadata = FluxFillPipeline.lora_state_dict(
             str(file), return_alphas=True, return_lora_metadata=True
         )
-        _check_fits(transformer, state, file)
+    except (SafetensorError, RuntimeError, ValueError, KeyError, OSError) as err:  # truncated, not safetensors
+        raise UserError(
+            f"{file}: unreadable LoRA file ({_first_line(err)}); export it again (`pico export RUN --out DIR`)"
+        ) from None
+    _check_fits(transformer, state, file)
+    try:
         FluxFillPipeline.load_lora_into_transformer(
             state, network_alphas=alphas, transformer=transformer, adapter_name=ADAPTER, metadata=metadata
         )
-    except (RuntimeError, ValueError, KeyError, OSError) as err:
-        raise UserError(f"{file}: LoRA does not fit this model ({str(err).splitlines()[0][:160]})") from None
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise UserError(f"{file}: LoRA does not fit this model ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
 
 
 def _check_fits(transformer: nn.Module, state: dict[str, torch.Tensor], file: Path) -> None:

@@ -16,6 +16,7 @@ from diffusers import FluxFillPipeline
 from safetensors.torch import load_file, save_file
 
 from pico_lightning.config import ModelConfig
+from pico_lightning.files import atomic_path
 from pico_lightning.model.backbone import DTYPES, TextEncoders
 
 PromptEmbedding = tuple[torch.Tensor, torch.Tensor]  # (L, D) sequence embeddings, (D,) pooled
@@ -70,15 +71,12 @@ class TextCache:
         return tensors["prompt_embeds"], tensors["pooled_prompt_embeds"]
 
     def _write(self, prompt: str, embeds: torch.Tensor, pooled: torch.Tensor) -> None:
-        path = self.path(prompt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(
-            {"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()},
-            str(tmp),
-            metadata={"prompt": prompt, "identity": self.identity},
-        )
-        os.replace(tmp, path)
+        with atomic_path(self.path(prompt)) as tmp:
+            save_file(
+                {"prompt_embeds": embeds.contiguous(), "pooled_prompt_embeds": pooled.contiguous()},
+                str(tmp),
+                metadata={"prompt": prompt, "identity": self.identity},
+            )
 
 
 def model_text_cache(cfg: ModelConfig, identity: str) -> TextCache:

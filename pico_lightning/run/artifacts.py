@@ -1,30 +1,23 @@
-"""What a run leaves on disk besides checkpoints: the resolved config, the exported LoRA and summary.json.
+"""What a run leaves on disk besides checkpoints and evaluations: config.yaml, lora/ and summary.json.
 
-Every rank enters these hooks (no collective hides in rank-zero code); only global rank zero writes.
+Every rank enters these hooks (the LoRA gather under FSDP is a collective; none hides in rank-zero code); only
+global rank zero writes.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import lightning.pytorch as pl
 
 from pico_lightning.config import ExperimentConfig, save_config, to_container
+from pico_lightning.files import write_json
 from pico_lightning.model.lora import export_lora
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (tmp + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+from pico_lightning.run.loggers import JsonlLogger
 
 
 class RunArtifacts(pl.Callback):
-    """config.yaml at fit start, the config inside every checkpoint, lora/ and summary.json at the end."""
+    """config.yaml at fit start, the config inside every checkpoint, lora/ (diffusers format) at the end of fit."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path):
         self.cfg = cfg
@@ -34,21 +27,32 @@ class RunArtifacts(pl.Callback):
         if trainer.is_global_zero:
             save_config(self.cfg, self.run_dir / "config.yaml")
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """On a resume, cut metrics.jsonl back to the checkpoint's step (the dead run's later rows go)."""
+        for logger in trainer.loggers:
+            if isinstance(logger, JsonlLogger):
+                logger.cut(trainer.global_step)
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["pico_config"] = to_container(self.cfg)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        export_lora(pl_module.transformer, self.run_dir / "lora")
-        final = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")}
-        write_json(
-            self.run_dir / "summary.json",
-            {
-                "status": "finished",
-                "step": trainer.global_step,
-                "eval": final,
-                "lora": str(self.run_dir / "lora"),
-                "checkpoint": str(self.run_dir / "checkpoints" / "last.ckpt"),
-            },
-        )
+        """Export the LoRA from the full (gathered) state dict: right under DDP and FSDP alike."""
+        state = trainer.strategy.lightning_module_state_dict()  # a collective under FSDP: every rank calls it
+        if trainer.is_global_zero:
+            own = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
+            export_lora(pl_module.transformer, self.run_dir / "lora", own)
+
+
+def write_summary(run_dir: Path, step: int, metrics: dict[str, float]) -> None:
+    """summary.json: the run finished, its final step and final evaluation, where its LoRA and checkpoint are."""
+    write_json(
+        run_dir / "summary.json",
+        {
+            "status": "finished",
+            "step": step,
+            "eval": {k: float(v) for k, v in metrics.items()},
+            "lora": str(run_dir / "lora"),
+            "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+        },
+    )

@@ -1,21 +1,70 @@
-"""Reading our Lightning checkpoints outside the Trainer: LoRA weights back into a transformer, and export.
+"""Our Lightning checkpoints: written atomically on any filesystem, chosen for resume, read outside the Trainer.
 
 A checkpoint's ``state_dict`` holds only the trainable LoRA parameters under their module names
 (``transformer.<block>...lora_A.default.weight``); it is always read with ``torch.load(weights_only=True)``.
+Lightning's own save writes through a temporary file that fsspec may keep on another filesystem (``/tmp``) and then
+*copies* over the checkpoint, so a full disk can leave a truncated ``last.ckpt``: :class:`AtomicCheckpointIO` writes
+beside the destination and renames instead, and :func:`resume_checkpoint` skips an unreadable file.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from pico_lightning.errors import UserError
+from pico_lightning.files import atomic_path
 
 PREFIX = "transformer."
+LAST = "last.ckpt"
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file beside the checkpoint, fsync, rename: never a truncated checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own transaction
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def is_loadable(path: Path) -> bool:
+    """Cheap integrity check: a complete torch zip archive (a truncated file has no central directory)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def resume_checkpoint(checkpoint_dir: Path, resume: str) -> Path | None:
+    """The checkpoint to continue from under ``run.resume=auto``: last.ckpt, else the newest loadable step
+    checkpoint (an unreadable one is skipped with a warning). ``never`` refuses a directory that has checkpoints."""
+    found = [checkpoint_dir / LAST] + sorted(checkpoint_dir.glob("step-*.ckpt"), reverse=True)
+    found = [path for path in found if path.is_file()]
+    if resume != "auto":
+        if found:
+            raise UserError(
+                f"{checkpoint_dir.parent}: this run already has checkpoints; "
+                "continue it with run.resume=auto or choose another run.name"
+            )
+        return None
+    for path in found:
+        if is_loadable(path):
+            if path != found[0]:
+                log.warning("%s is unreadable (truncated?); resuming from %s", found[0], path.name)
+            return path
+    if found:
+        raise UserError(f"{found[0]}: unreadable checkpoint and no loadable step checkpoint beside it")
+    return None
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -26,7 +75,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as err:
-        raise UserError(f"{path}: unreadable checkpoint ({str(err).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: unreadable checkpoint ({str(err).strip().splitlines()[0]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{path}: not a pico_lightning checkpoint (no state_dict)")
     return checkpoint

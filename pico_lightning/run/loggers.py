@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig, to_container
+from pico_lightning.files import write_text
 
 
 class JsonlLogger(Logger):
@@ -35,6 +36,18 @@ class JsonlLogger(Logger):
         """The resolved config is written as config.yaml by the run; nothing to add here."""
 
     @rank_zero_only
+    def cut(self, step: int) -> None:
+        """Drop the rows a run resumed after ``step`` optimizer steps will log again, so history reads as one run:
+        training rows carry the index of their step (kept below ``step``), evaluation rows the number of steps
+        evaluated (kept up to ``step``: Lightning does not repeat that evaluation)."""
+        if not self.path.is_file():
+            return
+        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [line for line in rows if _before(line, step)]
+        if len(kept) != len(rows):
+            write_text(self.path, "".join(f"{line}\n" for line in kept))
+
+    @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         row = {"step": step}
         for key, value in metrics.items():
@@ -43,6 +56,15 @@ class JsonlLogger(Logger):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
+
+
+def _before(line: str, step: int) -> bool:
+    try:
+        row = json.loads(line)
+    except ValueError:  # a torn last line from a killed run
+        return False
+    is_eval = any(key.startswith("eval/") for key in row)
+    return row.get("step", 0) <= step if is_eval else row.get("step", 0) < step
 
 
 def wandb_mode(cfg: ExperimentConfig) -> str:
@@ -56,30 +78,34 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     mode = wandb_mode(cfg)
     if mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(
-            WandbLogger(
-                name=cfg.run.name,
-                project=cfg.logging.project,
-                group=cfg.logging.group or None,
-                tags=list(cfg.logging.tags) or None,
-                save_dir=str(run_dir),
-                offline=mode == "offline",
-                mode=mode,
-                config=to_container(cfg),
-                id=_wandb_id(run_dir),
-                resume="allow",
-            )
+        wandb_logger = WandbLogger(
+            name=cfg.run.name,
+            project=cfg.logging.project,
+            group=cfg.logging.group or None,
+            tags=list(cfg.logging.tags) or None,
+            save_dir=str(run_dir),
+            offline=mode == "offline",
+            mode=mode,
+            config=to_container(cfg),
+            id=_wandb_id(run_dir),
+            resume="allow",
         )
+        # Lightning 2.6 always passes wandb's deprecated `anonymous` setting, which wandb 0.31 warns about on
+        # every run; it has no effect, so it is dropped before wandb.init sees it.
+        wandb_logger._wandb_init.pop("anonymous", None)
+        loggers.append(wandb_logger)
     return loggers
 
 
 def finish_wandb(loggers: list[Logger]) -> None:
     """Close this process's W&B run after a fit, so a later fit in the same process (a sweep, the demo, tests)
-    starts its own run instead of silently reusing this one."""
+    starts its own run instead of silently reusing this one, and stop W&B's writer process: ``finish`` alone can
+    return before the offline run file holds the last records, so a reader right after the fit saw a partial run."""
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
         wandb.finish()
+        wandb.teardown()
 
 
 def _wandb_id(run_dir: Path) -> str:

@@ -1,9 +1,14 @@
-"""PicoModule: the LightningModule that LoRA-tunes the Fill DiT on grid episodes with the flow-matching loss.
+"""PicoModule: the LightningModule that LoRA-tunes the Fill DiT on grid episodes and evaluates it as validation.
 
-It receives the built parts (no architecture code here) and the prompt-embedding table; the flow maths lives in
-flow.py and the Fill conditioning in model/conditioning.py. Noise and timesteps come from a generator seeded by
+It receives config slices and the prompt-embedding table, and builds the frozen base + LoRA in
+:meth:`configure_model`, i.e. inside the strategy's init context (on the device, sharded under FSDP), never as a
+full host copy per rank. The flow maths lives in flow.py, the Fill conditioning in model/conditioning.py, the
+seed-scored evaluation in evaluation/evaluator.py. Noise and timesteps come from a generator seeded by
 (train.seed, global step, rank), so a resumed run draws exactly what an uninterrupted one would. Checkpoints hold
-only the trainable (LoRA) parameters, the optimizer, the scheduler and the loop state.
+only the trainable (LoRA) parameters, the optimizer, the scheduler and the loop state. The module satisfies
+:class:`~pico_lightning.inference.fill_model.FillModel` (``parts``, ``device``, ``text``).
+
+    module = PicoModule(cfg.model, cfg.train, prompts, lora=cfg.lora)   # see run/train.py for the whole wiring
 """
 
 from __future__ import annotations
@@ -12,12 +17,18 @@ import math
 
 import lightning.pytorch as pl
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from lightning.pytorch.strategies import FSDPStrategy
 
 from pico_lightning import flow
-from pico_lightning.config import TrainConfig
+from pico_lightning.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
+from pico_lightning.data.eval_items import EvalItem
 from pico_lightning.data.schema import CATEGORIES
 from pico_lightning.errors import UserError
-from pico_lightning.model.autoencoder import Autoencoder
+from pico_lightning.evaluation.evaluator import EvalMetrics, EvalOutput, evaluate_item
+from pico_lightning.inference.sampler import TextInputs
+from pico_lightning.model.backbone import FluxParts, build_parts
+from pico_lightning.model.compilation import compile_blocks
 from pico_lightning.model.conditioning import (
     fill_condition,
     latent_image_ids,
@@ -25,6 +36,11 @@ from pico_lightning.model.conditioning import (
     predict_velocity,
     token_region,
 )
+from pico_lightning.model.lora import add_lora, load_lora
+from pico_lightning.model.quantize import quantize_base
+from pico_lightning.model.text import PromptEmbedding
+from pico_lightning.panels import Layout
+from pico_lightning.run.optim import build_optimizer, build_schedule, clip_gradients
 
 
 class TrainingDivergedError(UserError):
@@ -34,24 +50,62 @@ class TrainingDivergedError(UserError):
 class PicoModule(pl.LightningModule):
     def __init__(
         self,
-        transformer: torch.nn.Module,
-        autoencoder: Autoencoder,
-        scheduler_config: dict,
-        prompts: dict[str, tuple[torch.Tensor, torch.Tensor]],
-        cfg: TrainConfig,
-        guidance: float,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        prompts: dict[str, PromptEmbedding],
+        lora: LoraConfig | str | None = None,
+        eval_cfg: EvalConfig | None = None,
+        layout: Layout | None = None,
+        eval_plan: dict[str, list[str]] | None = None,
     ):
+        """``lora``: a LoraConfig attaches a fresh adapter to train, a path loads a diffusers-format LoRA, None
+        keeps the bare base. ``eval_plan`` ({suite: tasks}, the same on every rank) enables validation."""
         super().__init__()
-        self.transformer = transformer
-        self.autoencoder = autoencoder
-        self.scheduler_config = dict(scheduler_config)
-        self.cfg = cfg
-        self.guidance = guidance
+        self.model_cfg, self.cfg, self.lora, self.eval_cfg, self.layout = model_cfg, train_cfg, lora, eval_cfg, layout
+        self.transformer: torch.nn.Module | None = None  # built in configure_model
+        self.autoencoder: torch.nn.Module | None = None
+        self.scheduler_config: dict = {}
+        self.identity = ""
         self.prompt_index = {prompt: i for i, prompt in enumerate(prompts)}
         self.register_buffer("prompt_embeds", torch.stack([e for e, _ in prompts.values()]), persistent=False)
         self.register_buffer("pooled_embeds", torch.stack([p for _, p in prompts.values()]), persistent=False)
+        self.val_metrics = EvalMetrics(eval_plan, layout) if eval_plan else None
+        self.val_outputs: list[EvalOutput] = []  # this rank's first eval.gallery_episodes outputs per suite
+        self.val_results: dict[str, float] = {}  # the last validation's synced metrics
+        self.val_step = -1  # the global step of the last validation
         self.strict_loading = False  # checkpoints hold only the trainable parameters
         self._batch_tasks: list[str] = []
+
+    def configure_model(self) -> None:
+        """Build the frozen base and its adapter once, in the strategy's init context."""
+        if self.transformer is not None:
+            return
+        parts = build_parts(self.model_cfg, device=torch.get_default_device())
+        quantize_base(parts.transformer, self.model_cfg.base_quantization)  # before LoRA: peft wraps the 8-bit layers
+        if isinstance(self.lora, LoraConfig):
+            add_lora(parts.transformer, self.lora, seed=self.cfg.seed)
+        elif self.lora:
+            load_lora(parts.transformer, self.lora)
+        if self.cfg.gradient_checkpointing:
+            parts.transformer.enable_gradient_checkpointing()
+        if self.cfg.compile:
+            compile_blocks(parts.transformer)  # after LoRA and checkpointing: the compiled blocks include both
+        self.transformer, self.autoencoder = parts.transformer, parts.autoencoder
+        self.scheduler_config, self.identity = dict(parts.scheduler.config), parts.identity
+
+    @property
+    def parts(self) -> FluxParts:
+        """The live model parts (LoRA attached), as inference takes them."""
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        return FluxParts(self.transformer, self.autoencoder, scheduler, self.identity)
+
+    def text(self, prompt: str) -> TextInputs:
+        """(1, Lt, D) and (1, D) embeddings of ``prompt`` from the prompt table, in the transformer's dtype."""
+        index = int(self._prompt_ids([prompt])[0])
+        dtype = self.transformer.dtype
+        return TextInputs(
+            self.prompt_embeds[index : index + 1].to(dtype), self.pooled_embeds[index : index + 1].to(dtype)
+        )
 
     def forward(
         self, grid: torch.Tensor, mask: torch.Tensor, prompt_ids: torch.Tensor, generator: torch.Generator
@@ -61,23 +115,15 @@ class PicoModule(pl.LightningModule):
             x0 = pack_latents(self.autoencoder.encode(grid, generator=generator))
             condition = fill_condition(self.autoencoder, grid, mask, generator)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        cfg = self.cfg
         t = flow.sample_timesteps(
-            x0.shape[0],
-            self.cfg.timestep_density,
-            generator,
-            x0.device,
-            self.cfg.logit_mean,
-            self.cfg.logit_std,
-            self.cfg.mode_scale,
+            x0.shape[0], cfg.timestep_density, generator, x0.device, cfg.logit_mean, cfg.logit_std, cfg.mode_scale
         )
-        if self.cfg.resolution_shift:
+        if cfg.resolution_shift:
             t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], self.scheduler_config))
         dtype = self.transformer.dtype
-        height, width = (
-            grid.shape[-2] // self.autoencoder.scale_factor,
-            grid.shape[-1] // self.autoencoder.scale_factor,
-        )
-        guidance = torch.full((x0.shape[0],), self.guidance, device=x0.device, dtype=torch.float32)
+        scale = self.autoencoder.scale_factor
+        guidance = torch.full((x0.shape[0],), self.model_cfg.guidance, device=x0.device, dtype=torch.float32)
         pred = predict_velocity(
             self.transformer,
             flow.interpolate(x0, noise, t).to(dtype),
@@ -86,14 +132,15 @@ class PicoModule(pl.LightningModule):
             guidance,
             self.prompt_embeds[prompt_ids].to(dtype),
             self.pooled_embeds[prompt_ids].to(dtype),
-            latent_image_ids(height, width, x0.device, dtype),
+            latent_image_ids(grid.shape[-2] // scale, grid.shape[-1] // scale, x0.device, dtype),
         )
         return pred, flow.velocity_target(x0, noise)
 
-    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Map prompts and categories to id tensors on the host, so they travel with the batch (no extra copies)."""
-        batch["prompt_id"] = self._prompt_ids(batch["prompt"])
-        batch["category_id"] = torch.tensor([CATEGORIES.index(c) for c in batch["category"]])
+        if isinstance(batch, dict):
+            batch["prompt_id"] = self._prompt_ids(batch["prompt"])
+            batch["category_id"] = torch.tensor([CATEGORIES.index(c) for c in batch["category"]])
         return batch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -108,25 +155,47 @@ class PicoModule(pl.LightningModule):
             self.log("data/skipped", batch["skipped"].float().sum(), on_step=True, on_epoch=False)
         return loss
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Stop on a non-finite gradient (all-reduced, so every rank stops together) before it is applied."""
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()):
-            raise TrainingDivergedError(
-                f"non-finite loss/gradient at step {self.global_step}; batch tasks: {', '.join(self._batch_tasks)}"
-            )
-
     def on_train_epoch_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "set_position"):
             datamodule.set_position(self.global_step * self.cfg.accumulate_grad_batches)
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_outputs = []
+
+    def validation_step(self, item: EvalItem, batch_idx: int) -> None:
+        """Seed-scored fill of one evaluation episode; metrics update locally and sync at the epoch's end."""
+        output = evaluate_item(self, item, self.eval_cfg, self.layout, self.model_cfg.guidance)
+        self.val_metrics.update(output)
+        if sum(o.item.suite == item.suite for o in self.val_outputs) < self.eval_cfg.gallery_episodes:
+            self.val_outputs.append(output)
+
+    def on_validation_epoch_end(self) -> None:
+        """Sync the metrics (a collective, on every rank) and log them: ``eval/<suite>/<metric>``, ``eval/score``."""
+        self.val_results = self.val_metrics.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        self.val_metrics.reset()
+        self.val_step = self.global_step
+        # already synced by torchmetrics; "step" puts the row at the step evaluated (Lightning's logger x-axis)
+        self.log_dict({**self.val_results, "step": float(self.global_step)}, batch_size=1)
+
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        fused = all(p.is_cuda for p in params)
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=self._lr_factor)
+        cfg, params = self.cfg, [p for p in self.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, cfg.lr, cfg.weight_decay, cfg.precision, all(p.is_cuda for p in params))
+        schedule = build_schedule(optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip here (Lightning's precision plugins refuse a fused AdamW), and stop on a non-finite gradient norm
+        before the update is applied. The stop is a vote over ranks: FSDP holds gradient shards, so one rank alone
+        raising would leave the others waiting in a collective. Under a GradScaler (16-mixed) an infinite norm is
+        the scaler's to handle: it skips that step."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        root = self.trainer.model if isinstance(self.trainer.strategy, FSDPStrategy) else None
+        norm = clip_gradients(optimizer, gradient_clip_val or math.inf, scaler, root)
+        if scaler is None and self.trainer.strategy.reduce_boolean_decision(not bool(norm.isfinite()), all=False):
+            raise TrainingDivergedError(
+                f"non-finite loss/gradient at step {self.global_step}; batch tasks: {', '.join(self._batch_tasks)}"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep only the trainable parameters: the checkpoint's size scales with the LoRA, not the base."""
@@ -139,15 +208,6 @@ class PicoModule(pl.LightningModule):
         if foreign or not checkpoint["state_dict"]:
             raise UserError(f"checkpoint does not fit this model's LoRA (unexpected keys: {foreign[:3]})")
 
-    def _lr_factor(self, step: int) -> float:
-        """Linear warm-up, then constant or cosine decay to 0 at train.max_steps."""
-        if step < self.cfg.warmup_steps:
-            return (step + 1) / self.cfg.warmup_steps
-        if self.cfg.schedule == "constant":
-            return 1.0
-        progress = (step - self.cfg.warmup_steps) / max(1, self.cfg.max_steps - self.cfg.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
     def _step_generator(self, batch_idx: int) -> torch.Generator:
         """A generator seeded by (seed, step, rank): exact resumes with no RNG state in the checkpoint."""
         accumulate = self.cfg.accumulate_grad_batches
@@ -158,7 +218,7 @@ class PicoModule(pl.LightningModule):
     def _prompt_ids(self, prompts: list[str]) -> torch.Tensor:
         missing = [p for p in prompts if p not in self.prompt_index]
         if missing:
-            raise UserError(f"prompt {missing[0]!r} has no cached embedding (the data produced an unexpected prompt)")
+            raise UserError(f"prompt {missing[0]!r} has no cached embedding (run `pico embed` for this experiment)")
         return torch.tensor([self.prompt_index[p] for p in prompts])
 
     def _log_losses(

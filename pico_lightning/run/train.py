@@ -1,120 +1,117 @@
-"""Training entry point: config -> model parts + LoRA, data, callbacks, Trainer -> fit -> run directory.
+"""Training entry point: config -> data, module, callbacks, Trainer -> fit -> final evaluation -> run directory.
 
-    pico train experiments/demo.yaml                                   # CPU, tiny model
-    pico train experiments/flux_fill.yaml train.devices=1              # 1 GPU
+    pico embed experiments/demo.yaml && pico train experiments/demo.yaml             # CPU, tiny model
+    pico train experiments/flux_fill.yaml train.devices=1                            # 1 GPU
     torchrun --nproc-per-node 8 -m pico_lightning.cli train experiments/flux_fill.yaml train.devices=8
-    srun pico train experiments/flux_fill.yaml train.devices=8 train.num_nodes=4   # SLURM, see experiments/launch/
+    srun pico train experiments/flux_fill.yaml train.devices=8 train.num_nodes=4    # SLURM, see experiments/launch/
 
 The run directory (run.dir/run.name) receives config.yaml, metrics.jsonl, checkpoints/ (LoRA + optimizer + loop
-state), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless W&B is disabled.
+state; last, step and best), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless W&B is off.
+Evaluation runs as Lightning validation every eval.every_n_steps and once more at the end.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig
-from pico_lightning.data.schema import CATEGORY_PROMPTS
-from pico_lightning.errors import UserError
-from pico_lightning.model.backbone import FluxParts, build_parts, build_text_encoders
-from pico_lightning.model.lora import add_lora
-from pico_lightning.model.text import model_text_cache
-from pico_lightning.run.artifacts import RunArtifacts
+from pico_lightning.evaluation.evaluator import evaluation_plan
+from pico_lightning.panels import Layout
+from pico_lightning.run.artifacts import RunArtifacts, write_summary
+from pico_lightning.run.attention import AttentionBackend
+from pico_lightning.run.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from pico_lightning.run.lock import RunLock
 from pico_lightning.run.loggers import build_loggers, finish_wandb
 from pico_lightning.run.module import PicoModule
+from pico_lightning.run.progress import StepProgressBar
+from pico_lightning.run.prompts import prompt_table, run_prompts
+from pico_lightning.run.strategy import build_strategy
+from pico_lightning.run.validation import EvalArtifacts
 
 
-def resume_checkpoint(cfg: ExperimentConfig) -> Path | None:
-    """checkpoints/last.ckpt under run.resume=auto; refuse to overwrite a run that has checkpoints otherwise."""
-    last = cfg.run.path() / "checkpoints" / "last.ckpt"
-    if cfg.run.resume == "auto":
-        return last if last.is_file() else None
-    if last.is_file():
-        raise UserError(
-            f"{cfg.run.path()}: this run already has checkpoints; "
-            "continue it with run.resume=auto or choose another run.name"
-        )
-    return None
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a fit: the message says what was saved and how to continue."""
 
 
-def prompt_table(cfg: ExperimentConfig, parts: FluxParts, prompts: list[str]) -> dict:
-    """Embeddings of every prompt the data can produce, from the on-disk cache (encoders built only on a miss)."""
-    return model_text_cache(cfg.model, parts.identity).get(prompts, lambda: build_text_encoders(cfg.model))
-
-
-def training_prompts(datamodule: pl.LightningDataModule) -> list[str]:
-    """Every prompt a run embeds: what the data can produce, plus the family labels the eval suites use."""
-    return [*datamodule.prompts(), *CATEGORY_PROMPTS.values()]
-
-
-def build_module(cfg: ExperimentConfig, prompts: list[str]) -> PicoModule:
-    """The frozen base with LoRA attached, wrapped in the LightningModule."""
-    parts = build_parts(cfg.model)
-    add_lora(parts.transformer, cfg.lora, seed=cfg.train.seed)
-    if cfg.train.gradient_checkpointing:
-        parts.transformer.enable_gradient_checkpointing()
+def build_module(
+    cfg: ExperimentConfig, prompts: list[str], eval_plan: dict[str, list[str]] | None = None
+) -> PicoModule:
+    """The LightningModule for ``cfg``; the base + LoRA are built later, in ``configure_model``."""
     return PicoModule(
-        parts.transformer,
-        parts.autoencoder,
-        parts.scheduler.config,
-        prompt_table(cfg, parts, prompts),
+        cfg.model,
         cfg.train,
-        cfg.model.guidance,
+        prompt_table(cfg.model, prompts),
+        lora=cfg.lora,
+        eval_cfg=cfg.eval,
+        layout=Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size),
+        eval_plan=eval_plan,
     )
 
 
-def build_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list[pl.Callback]:
-    from pico_lightning.run.validation import SeedScoredEvaluation
-
+def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> list[pl.Callback]:
+    checkpoints = run_dir / "checkpoints"
     callbacks: list[pl.Callback] = [
+        StepProgressBar(),
+        AttentionBackend(cfg.train.attention_backend),
         RunArtifacts(cfg, run_dir),
         ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
+            dirpath=checkpoints,
             filename="step-{step:06d}",
+            auto_insert_metric_name=False,
             save_last=True,
             every_n_train_steps=cfg.train.checkpoint_every,
             save_top_k=1,
             save_on_train_epoch_end=False,
+            enable_version_counter=False,
         ),
     ]
-    if cfg.eval.suites:
-        callbacks.append(SeedScoredEvaluation(cfg, run_dir))
+    if validate:
+        callbacks.append(EvalArtifacts(run_dir / "eval", cfg.eval.gallery_episodes))
         if cfg.eval.every_n_steps:
             callbacks.append(
                 ModelCheckpoint(
-                    dirpath=run_dir / "checkpoints",
+                    dirpath=checkpoints,
                     filename="best",
                     monitor="eval/score",
                     mode="max",
                     save_top_k=1,
-                    every_n_train_steps=cfg.eval.every_n_steps,
+                    auto_insert_metric_name=False,
+                    save_on_train_epoch_end=False,
+                    enable_version_counter=False,
                 )
             )
     return callbacks
 
 
-def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callback], validate: bool) -> pl.Trainer:
     train = cfg.train
+    every = cfg.eval.every_n_steps or train.max_steps + 1  # 0: only the final evaluation (run after fit)
     return pl.Trainer(
         max_steps=train.max_steps,
         accelerator=train.accelerator,
         devices=train.devices,
         num_nodes=train.num_nodes,
-        strategy=train.strategy,
+        strategy=build_strategy(train),
         precision=train.precision,
         accumulate_grad_batches=train.accumulate_grad_batches,
         gradient_clip_val=train.gradient_clip_val or None,
         log_every_n_steps=cfg.logging.log_every_n_steps,
         logger=build_loggers(cfg, run_dir),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,
-        limit_val_batches=0,
+        val_check_interval=every * train.accumulate_grad_batches,  # counted in batches, across data epochs
+        check_val_every_n_epoch=None,
+        limit_val_batches=1.0 if validate else 0,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         max_epochs=-1,
@@ -122,25 +119,65 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callb
 
 
 def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None):
-    """Everything a fit needs: (module, trainer, datamodule, checkpoint to resume from or None)."""
+    """Everything a fit needs: (module, trainer, datamodule, checkpoint to resume from or None).
+
+    The evaluation episodes are read here, so a missing suite stops the run before its first step."""
     from pico_lightning.data.datamodule import VisRelDataModule
 
     torch.set_float32_matmul_precision("high")
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen base, on purpose
-    warnings.filterwarnings("ignore", message=r"You have overridden `on_before_batch_transfer`")  # ours, on purpose
+    _quiet_known_noise()
     run_dir = cfg.run.path()
-    ckpt = resume_checkpoint(cfg)
-    datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size)
-    module = build_module(cfg, training_prompts(datamodule))
-    trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir))
+    ckpt = resume_checkpoint(run_dir / "checkpoints", cfg.run.resume)
+    datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval)
+    plan = evaluation_plan(datamodule.eval_items()) if cfg.eval.suites else None
+    module = build_module(cfg, run_prompts(datamodule.prompts()), plan)
+    trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir, bool(plan)), bool(plan))
     return module, trainer, datamodule, ckpt
 
 
 def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
-    """Train ``cfg`` and return the run directory; ``datamodule`` defaults to VisRel shards from the config."""
-    module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
+    """Train ``cfg``, evaluate the final step, write summary.json; returns the run directory.
+
+    The launching process holds the run directory's lock for the whole fit (a second `pico train` on the same
+    run.name is refused)."""
+    run_dir = cfg.run.path()
+    with RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+        module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
+        try:
+            _fit(trainer, module, datamodule, ckpt)
+            if module.val_metrics is not None and module.val_step != trainer.global_step:
+                trainer.validate(module, datamodule=datamodule, verbose=False)
+            if trainer.is_global_zero:
+                write_summary(run_dir, trainer.global_step, module.val_results)
+        finally:
+            finish_wandb(trainer.loggers)
+    return run_dir
+
+
+def _fit(trainer: pl.Trainer, module: PicoModule, datamodule, ckpt: Path | None) -> None:
+    """``trainer.fit``, with Lightning's exit after Ctrl-C turned into :class:`RunInterrupted`."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-    finally:
-        finish_wandb(trainer.loggers)
-    return cfg.run.path()
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        saved = f"last checkpoint {last}" if last.is_file() else "no checkpoint was written yet"
+        raise RunInterrupted(
+            f"stopped at step {trainer.global_step}; {saved}; continue with the same command and run.resume=auto"
+        ) from None
+
+
+def _quiet_known_noise() -> None:
+    """Warnings about choices made on purpose, and Lightning's banner lines (accelerator, litlogger tip, "max_steps
+    reached"), which would bury the lines that matter; Lightning's warnings still show."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for message in (
+        r"Found \d+ module\(s\) in eval mode",  # the frozen base
+        r"You have overridden `on_before_batch_transfer`",  # ours: prompt ids travel with the batch
+        r"Checkpoint directory .* exists and is not empty",  # every resume
+        r".*`isinstance\(treespec, LeafSpec\)` is deprecated",  # lightning's _pytree on torch 2.13
+        r"The .(val|train)_dataloader. does not have many workers",  # eval items are in memory
+        r"You defined a `validation_step` but have no `val_dataloader`",  # eval.suites is empty
+    ):
+        warnings.filterwarnings("ignore", message=message)

@@ -13,7 +13,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from pico_lightning.errors import UserError
 from pico_lightning.sweeps.spec import AblationSpec, Run, SlurmSection, check_runs, expand, load_spec
@@ -79,24 +82,38 @@ def is_finished(run_dir: Path) -> bool:
 def run_local(base: str, runs: list[Run], sweep_dir: Path) -> list[str]:
     """Train the runs one after another, skipping finished ones; returns the names of the failed runs."""
     skipped, failed = [], []
+    start, todo = time.monotonic(), [run for run in runs if not is_finished(sweep_dir / "runs" / run.name)]
     for index, run in enumerate(runs):
         prefix = f"[{index + 1}/{len(runs)}] {run.name}"
-        if is_finished(sweep_dir / "runs" / run.name):
+        if run not in todo:
             print(f"{prefix}: skipped (already finished)", flush=True)
             skipped.append(run.name)
             continue
         print(f"{prefix}: pico {shlex.join(train_args(base, run.overrides))}", flush=True)
-        code = run_command([sys.executable, "-m", "pico_lightning.cli", *train_args(base, run.overrides)])
+        pico = [sys.executable, "-m", "pico_lightning.cli"]
+        code = run_command([*pico, "embed", base, *run.overrides]) or run_command(
+            [*pico, *train_args(base, run.overrides)]
+        )
         if code != 0 or not is_finished(sweep_dir / "runs" / run.name):
             why = f"exit code {code}" if code else "no summary.json with status finished"
             print(f"{prefix}: FAILED ({why})", flush=True)
             failed.append(run.name)
+        print(progress_line(todo.index(run) + 1, len(todo), len(failed), time.monotonic() - start), file=sys.stderr)
     trained = len(runs) - len(skipped) - len(failed)
     print(
         f"sweep done: {trained} trained, {len(skipped)} skipped (finished), {len(failed)} failed"
         + (f": {', '.join(failed)}" if failed else "")
     )
     return failed
+
+
+def progress_line(done: int, total: int, failed: int, elapsed: float) -> str:
+    """Where a local sweep stands, between runs (each run's own output streams in between, so no live bar)."""
+    left = elapsed / done * (total - done)
+    return (
+        f"sweep: {done}/{total} runs to train done ({failed} failed), {tqdm.format_interval(elapsed)} elapsed, "
+        f"~{tqdm.format_interval(left)} left"
+    )
 
 
 def slurm_header(slurm: SlurmSection, name: str, num_runs: int, sweep_dir: Path) -> list[str]:
@@ -137,6 +154,9 @@ def write_slurm_script(spec: AblationSpec, runs: list[Run], sweep_dir: Path) -> 
         "fi",
         f'LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(root / "runs.txt"))})',
         'eval "OVERRIDES=($LINE)"  # runs.txt lines are shell-quoted by pico sweep',
+        "# training never builds the text encoders: embed the run's prompts first, one task per node",
+        f"srun --ntasks-per-node=1 --ntasks={slurm.nodes} "
+        f'pico embed {shlex.quote(spec.sweep.base)} "${{OVERRIDES[@]}}"',
         f'srun pico train {shlex.quote(spec.sweep.base)} "${{OVERRIDES[@]}}" '
         f"train.devices={slurm.gpus_per_node} train.num_nodes={slurm.nodes} run.resume=auto",
     ]

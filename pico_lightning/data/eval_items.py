@@ -1,0 +1,106 @@
+"""Evaluation items: fixed episodes of every suite, cut ready to run (context grid, mask, ground-truth B').
+
+The image suites (``segmentation``, ``user_tasks``, ``perseg``) come from the suite files (data/suites.py); the
+``held_in`` / ``held_out`` episodes come from the VisRel shards' val / test pairs (``VisRelDataModule``). Items are
+chosen in a fixed order, round-robin over tasks, so a run evaluates the same episodes at every step and every rank
+can take its share ``items[rank::world]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pico_lightning.data.suites import SUITE_KINDS, Episode, load_named_suite
+from pico_lightning.errors import UserError
+from pico_lightning.panels import Layout, split_grid
+
+SHARD_SUITES = {"held_in": "val", "held_out": "test"}  # suite -> the shards' split its episodes come from
+
+EpisodesFor = Callable[[str, int], list[dict]]  # (split, episodes per task) -> DataModule episode dicts
+
+
+@dataclass
+class EvalItem:
+    """One episode ready to run: context grid (target cell black), mask, ground-truth target panel."""
+
+    suite: str
+    task: str
+    kind: str
+    prompt: str
+    grid: torch.Tensor  # (3, H, W) in [-1, 1]
+    mask: torch.Tensor  # (1, H, W)
+    target: torch.Tensor  # (3, S, S) in [-1, 1]
+
+
+def item_from_episode(episode: Episode, layout: Layout, mode: str, prompt_mode: str) -> EvalItem:
+    grid, mask, target = episode.grid(layout, mode)
+    prompt = "" if prompt_mode == "none" else episode.prompt
+    return EvalItem(episode.suite, episode.task, episode.kind, prompt, grid, mask, target)
+
+
+def item_from_batch_episode(suite: str, episode: dict, layout: Layout) -> EvalItem:
+    """A DataModule episode dict (grid with the ground-truth target in place) -> an item with the target cut out."""
+    grid = episode["grid"].clone()
+    target = split_grid(grid, layout)[-1].clone()
+    rows, cols = layout.cell(layout.num_panels - 1)
+    grid[:, rows, cols] = -1.0
+    return EvalItem(suite, episode["task"], SUITE_KINDS[suite], episode["prompt"], grid, episode["mask"], target)
+
+
+def data_root(shards: str, root: str) -> str:
+    """The prepared data directory (where suites/ lives): data.root, or data.shards when it is a directory."""
+    return root or (shards if shards and Path(shards).is_dir() else "")
+
+
+def collect_items(
+    suites: list[str],
+    root: str,
+    layout: Layout,
+    resize: str,
+    prompt_mode: str,
+    episodes_per_suite: int,
+    episodes_for: EpisodesFor | None = None,
+    perseg_dir: str = "",
+) -> dict[str, list[EvalItem]]:
+    """Episodes of every requested suite, in a fixed order, at most ``episodes_per_suite`` each.
+
+    A suite that yields no episode is an error naming it, so a run learns of missing suites before its first step.
+    """
+    items: dict[str, list[EvalItem]] = {}
+    for suite in suites:
+        if suite in SHARD_SUITES:
+            if episodes_for is None:
+                raise UserError(f"eval.suites: {suite!r} needs VisRel shards (set data.root or data.shards)")
+            episodes = episodes_for(SHARD_SUITES[suite], max(1, episodes_per_suite))
+            chosen = [item_from_batch_episode(suite, e, layout) for e in episodes]
+        else:
+            source = perseg_dir if suite == "perseg" else root
+            chosen = [item_from_episode(e, layout, resize, prompt_mode) for e in load_named_suite(suite, source)]
+        if not chosen:
+            raise UserError(f"eval.suites: {suite!r} has no episodes in {root or perseg_dir or 'the data'}")
+        items[suite] = _spread(chosen, episodes_per_suite)
+    return items
+
+
+def _spread(items: list[EvalItem], limit: int) -> list[EvalItem]:
+    """At most ``limit`` items, taken round-robin over tasks so every task is represented."""
+    by_task: dict[str, list[EvalItem]] = {}
+    for item in items:
+        by_task.setdefault(item.task, []).append(item)
+    groups = list(by_task.values())
+    depth = max((len(g) for g in groups), default=0)
+    return [g[i] for i in range(depth) for g in groups if i < len(g)][:limit]
+
+
+def eval_loader(items: dict[str, list[EvalItem]], rank: int, world: int) -> torch.utils.data.DataLoader:
+    """Rank ``rank``'s share ``[rank::world]`` of every suite's items, one :class:`EvalItem` per batch.
+
+    Shares may differ by one item between ranks: nothing in validation is a per-step collective, and the metrics
+    sync once at the end (torchmetrics).
+    """
+    mine = [item for suite in items.values() for item in suite[rank::world]]
+    return torch.utils.data.DataLoader(mine, batch_size=None, shuffle=False)

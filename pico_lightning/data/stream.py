@@ -1,0 +1,263 @@
+"""The VisRel training stream: shards -> batches of episodes, as many on every rank, resumable at any batch.
+
+It runs in each DataLoader worker of each rank (``build_train_stages``; ``TrainLoader`` wraps it):
+
+    shards    this rank's shards[rank::world], this worker's [worker::workers] of those, resampled forever
+              (seeded by data.seed, epoch, rank, worker)
+    read      tar members -> samples (webdataset; a bad shard or member is counted by the SkipCounter)
+    decode    json meta -> keep the train pairs of the selected tasks (and shots); PNGs checked (chunk CRCs)
+              but decoded to uint8 (3, S, S) only when an episode first uses them
+    episodes  pools by (task, variant) -> EpisodeSampler -> make_episode, 2 episodes per pair read once warm
+    batch     per-device batch -> {"grid", "mask", "prompt", "task", "category", "skipped"}; "skipped" counts
+              the samples and shards this worker skipped so far this epoch (logged as data/skipped)
+
+A stream placed inside a data epoch (``StreamState.skip``) replays the epoch's random draws up to that batch
+without decoding or composing a picture, then yields the remaining batches: the same batches as an uninterrupted
+run, at any worker count.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+
+from pico_lightning.config import DataConfig
+from pico_lightning.data import episodes as ep
+from pico_lightning.data.schema import SampleMeta
+from pico_lightning.data.sources import MEMBERS
+from pico_lightning.panels import Layout, fit_panel, to_tensor
+
+log = logging.getLogger(__name__)
+POOL_SIZE = 16  # pairs kept per (task, variant) in a worker: 16 * 2 * 3 * S^2 bytes (S=512: 25 MB)
+WARMUP_PAIRS = 64  # pairs read (at most the worker's own) before the first episode, so pools are mixed
+EPISODES_PER_PAIR = 2  # episodes drawn per pair read once warm: each decoded pair serves ~4 episodes
+DECODE_ERRORS = (KeyError, ValueError, OSError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+@dataclass
+class StreamState:
+    """What seeds a training stream; its stages share it, so ``set_position`` reaches workers started later."""
+
+    seed: int
+    rank: int = 0
+    world: int = 1
+    epoch: int = 0
+    skip: int = 0  # batches of this data epoch already trained on (all workers together)
+
+    def reader(self) -> tuple[int, int, int]:
+        """(worker it plays, workers, batches it skips) for the calling DataLoader worker.
+
+        The loader takes its j-th batch from worker j % workers. A stream resumed after ``skip`` batches must
+        start with the batch the uninterrupted run's worker skip % workers made next, so worker p plays worker
+        (p + skip) % workers (its shards and seeds) and skips that one's first (p + skip) // workers batches.
+        """
+        worker, workers = _worker()
+        return (worker + self.skip) % workers, workers, (worker + self.skip) // workers
+
+
+class SkipCounter:
+    """Error handler of a stream: counts each skipped sample or shard and warns once; never fatal."""
+
+    def __init__(self) -> None:
+        self.count, self.warned = 0, False
+
+    def __call__(self, exn: BaseException, where: str = "") -> bool:
+        self.count += 1
+        if not self.warned:
+            self.warned = True
+            log.warning(
+                "data: skipped a corrupt sample or shard %s(%s: %s); further ones are only counted (data/skipped)",
+                f"{where} " if where else "",
+                type(exn).__name__,
+                exn,
+            )
+        return True
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def worker_shards(urls: list[str], rank: int, world: int, worker: int, workers: int) -> list[str]:
+    """The disjoint subset of shards one worker of one rank reads."""
+    return urls[rank::world][worker::workers]
+
+
+class RankShards(torch.utils.data.IterableDataset):
+    """Shard stage: this rank's and worker's shards, resampled forever (seed, epoch, rank, worker)."""
+
+    def __init__(self, urls: list[str], state: StreamState):
+        super().__init__()
+        self.urls, self.state = urls, state
+
+    def __iter__(self) -> Iterator[dict]:
+        worker, workers, _ = self.state.reader()
+        mine = worker_shards(self.urls, self.state.rank, self.state.world, worker, workers)
+        rng = ep.seeded_rng(self.state.seed, "shards", self.state.epoch, self.state.rank, worker)
+        while True:
+            yield {"url": mine[int(rng.integers(len(mine)))]}
+
+
+def decode_panel(data: bytes, size: int, mode: str) -> torch.Tensor:
+    """PNG bytes -> (3, size, size) uint8 panel (exact when the picture is already size x size)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")  # decodes fully: a truncated PNG raises here
+    if image.size == (size, size):
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+    panel = fit_panel(to_tensor(image), size, mode)
+    return ((panel + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+class LazyPanel:
+    """A panel's image bytes, decoded on first use (then kept): skipped episodes never decode their pairs."""
+
+    def __init__(self, data: bytes, size: int, mode: str):
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()  # chunk CRCs and truncation, without inflating the pixels
+        self.data, self.size, self.mode = data, size, mode
+        self.panel: torch.Tensor | None = None
+
+    def tensor(self) -> torch.Tensor:
+        if self.panel is None:
+            self.panel, self.data = decode_panel(self.data, self.size, self.mode), b""
+        return self.panel
+
+
+class DecodePairs:
+    """Decode stage: samples -> the Pairs the filter keeps; a corrupt one (PNG, json, key) is only counted.
+
+    ``lazy``: the pictures stay LazyPanels (checked, not decoded) until an episode uses them.
+    """
+
+    def __init__(
+        self, keep: ep.PairFilter, panel_size: int, resize_mode: str, counter: SkipCounter, lazy: bool = False
+    ):
+        self.keep, self.size, self.mode, self.counter, self.lazy = keep, panel_size, resize_mode, counter, lazy
+
+    def __call__(self, samples: Iterable[dict]) -> Iterator[ep.Pair]:
+        load = LazyPanel if self.lazy else decode_panel
+        for sample in samples:
+            try:
+                meta = SampleMeta.from_json(json.loads(sample["json"]))
+                if not self.keep(meta):
+                    continue
+                pair = ep.Pair(meta, *(load(sample[key], self.size, self.mode) for key in MEMBERS[:2]))
+            except DECODE_ERRORS as err:
+                self.counter(err, where=f"{sample.get('__url__')}:{sample.get('__key__')}")
+                continue
+            yield pair
+
+
+class EpisodeStream:
+    """Episode stage: pools the (lazy) pairs by (task, variant); once warm, draws EPISODES_PER_PAIR per pair read.
+
+    The first ``skip * batch_size`` episodes of a resumed stream only make their random draws.
+    """
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        state: StreamState,
+        counts: dict[str, int],
+        warmups: list[int],
+        batch_size: int,
+        counter: SkipCounter,
+    ):
+        self.cfg, self.state, self.counts, self.warmups = cfg, state, counts, warmups
+        self.batch_size, self.counter = batch_size, counter
+
+    def __call__(self, pairs: Iterable[ep.Pair]) -> Iterator[dict]:
+        cfg, (worker, _, skip) = self.cfg, self.state.reader()
+        skip *= self.batch_size
+        layout = Layout(cfg.rows, cfg.cols, cfg.panel_size)
+        rng = ep.seeded_rng(self.state.seed, "episodes", self.state.epoch, self.state.rank, worker)
+        pool = ep.EpisodePool(POOL_SIZE, rng)
+        k = ep.pairs_per_episode(layout)
+        sampler = ep.EpisodeSampler(cfg.sampling, cfg.task_weights, rng, k, self.counts)
+        for read, pair in enumerate(pairs, 1):
+            pool.add(pair)
+            if read < self.warmups[worker] or not sampler.task_probabilities(pool.pools):
+                continue
+            for _ in range(EPISODES_PER_PAIR):
+                drawn = sampler.draw(pool.pools)
+                if skip:
+                    skip -= 1
+                    ep.draw_flags(rng, cfg.augment, cfg.prompt_dropout)
+                    continue
+                try:
+                    drawn = [ep.Pair(p.meta, p.input.tensor(), p.output.tensor()) for p in drawn]
+                except DECODE_ERRORS as err:  # passed the CRC check, yet does not decode: counted, not drawn
+                    self.counter(err, where=f"{drawn[0].meta.task}/{drawn[0].meta.variant}")
+                    continue
+                yield ep.make_episode(drawn, layout, cfg.resize, cfg.prompt, cfg.prompt_dropout, cfg.augment, rng)
+
+
+class BatchEpisodes:
+    """Batch stage: full batches of ``batch_size`` episodes plus "skipped", the stream's skip count so far."""
+
+    def __init__(self, batch_size: int, counter: SkipCounter):
+        self.batch_size, self.counter = batch_size, counter
+
+    def __call__(self, episodes: Iterable[dict]) -> Iterator[dict]:
+        self.counter.count = 0  # per epoch: the same for in-process and worker streams
+        batch = []
+        for episode in episodes:
+            batch.append(episode)
+            if len(batch) == self.batch_size:
+                yield ep.collate_episodes(batch) | {"skipped": torch.tensor(self.counter.count)}
+                batch = []
+
+
+def build_train_stages(
+    urls: list[str],
+    cfg: DataConfig,
+    state: StreamState,
+    keep: ep.PairFilter,
+    batch_size: int,
+    counts: dict[str, int],
+    warmups: list[int],
+) -> list[tuple]:
+    """The training stream as named, picklable stages in order (``counts``: kept train pairs per task)."""
+    counter = SkipCounter()
+    return [
+        ("shards", RankShards(urls, state)),
+        ("read", wds.tarfile_to_samples(handler=counter)),
+        ("decode", DecodePairs(keep, cfg.panel_size, cfg.resize, counter, lazy=True)),
+        ("episodes", EpisodeStream(cfg, state, counts, warmups, batch_size, counter)),
+        ("batch", BatchEpisodes(batch_size, counter)),
+    ]
+
+
+class TrainLoader(wds.WebLoader):
+    """The training loader: ``epoch_batches`` long, fresh workers per epoch; a data epoch resumed after ``skip``
+    batches yields only the rest, so Lightning's epoch (which counts the restored batches) ends with it.
+
+    ``state_dict``/``load_state_dict`` tell Lightning the loader resumes mid-epoch; the position itself comes
+    from the global step (``VisRelDataModule.set_position``), so there is nothing to store.
+    """
+
+    def __init__(self, dataset: wds.DataPipeline, state: StreamState, epoch_batches: int, num_workers: int):
+        super().__init__(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
+        self.state, self.epoch_batches = state, epoch_batches
+
+    def __iter__(self) -> Iterator[dict]:
+        return islice(iter(self.pipeline[0]), self.epoch_batches - self.state.skip)
+
+    def __len__(self) -> int:
+        return self.epoch_batches
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to load: ``train_dataloader`` places the stream from the restored global step."""

@@ -1,0 +1,26 @@
+"""The training progress bar counts optimizer steps to ``train.max_steps`` (the stream has no epochs to count)."""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+
+class StepProgressBar(TQDMProgressBar):
+    """``train 120/800 [..., loss=0.41]`` instead of Lightning's ``Epoch 7/-2`` for an endless stream."""
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        bar = self.train_progress_bar
+        bar.total, bar.n = trainer.max_steps, trainer.global_step
+        bar.set_description("train")
+        bar.refresh()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._should_update(trainer.global_step, trainer.max_steps):
+            self.train_progress_bar.n = trainer.global_step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+            self.train_progress_bar.refresh()
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version: noise beside the loss
+        return metrics
