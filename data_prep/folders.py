@@ -8,16 +8,18 @@ Layout::
     SRC/<category>/<task>/output/<id>.<ext>    its outputs: one <id> (file stem) pairs an input and an output
     SRC/<category>/<task>/prompt.txt           optional text label (default: CATEGORY_PROMPTS[category])
 
-``<category>`` is a short family name (restoration, estimation, perception, manipulation) or a long one
-(restoration_enhancement, physical_geometric_estimation, semantic_perception, generative_manipulation); case,
-``-`` and spaces are ignored. ``<ext>`` is png, jpg, jpeg, bmp, tif, tiff or webp. Every image becomes RGB
-uint8 at its own size: grey and palette are expanded, 16-bit grey (modes I;16 and I) is scaled by 1/257,
-transparency is composited over black, EXIF rotation is applied. Task names must be unique across categories;
+``<category>`` names one family by its words (``CATEGORY_WORDS``): restoration, estimation, perception,
+manipulation, VisRel's long names (restoration_enhancement, physical_geometric_estimation, semantic_perception,
+generative_manipulation) or others such as manipulation_editing; case, ``-`` and spaces are ignored. ``<ext>``
+is png, jpg, jpeg, bmp, tif, tiff or webp. Every image becomes RGB uint8 at its own size: grey and palette are
+expanded, 16-bit grey (modes I;16 and I) is scaled by 1/257, transparency is composited over black, EXIF
+rotation is applied. Task names must be unique across categories;
 every pair gets variant "default". Per task, pairs sorted by id: the last ~1/6 (at least 2) are split "val",
 the rest "train" (``splits.py``); nothing is held out.
 
 Nothing is dropped silently: the summary lists (paths relative to SRC) every skipped file or folder under
-``unpaired`` (no partner, or its partner is unreadable), ``unreadable`` (corrupt or not an image),
+``unpaired`` (no partner, or its partner is unreadable), ``unreadable`` (corrupt or not an image; a
+``prompt.txt`` that is not UTF-8 text, and the task gets the family's label),
 ``unknown_category`` and ``unexpected`` (outside the layout: stray files, other extensions, two files with one
 id, a repeated task name, a task folder without images). Hidden files (``.*``) are ignored. Every image is
 decoded once to check it (so splits count readable pairs only, and nothing is written if none is) and again to
@@ -31,20 +33,22 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm import tqdm
 
 from data_prep.shards import shard_maxcount, write_shards
 from data_prep.splits import split_for
-from pico_lightning.data.schema import CATEGORIES, CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
+from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
 
 LAYOUT = "SRC/<category>/<task>/{input,output}/<id>.<ext>"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-CATEGORY_ALIASES = {
-    **{name: name for name in CATEGORIES},
-    "restoration_enhancement": "restoration",
-    "physical_geometric_estimation": "estimation",
-    "semantic_perception": "perception",
-    "generative_manipulation": "manipulation",
+# A category folder is named by words; each word below names one family (VisRel's long names are made of them).
+CATEGORY_WORDS = {
+    "restoration": ("restoration", "restore", "enhancement", "enhance"),
+    "estimation": ("estimation", "estimate", "physical", "geometric", "geometry"),
+    "perception": ("perception", "semantic", "segmentation", "detection", "recognition"),
+    "manipulation": ("manipulation", "editing", "edit", "generative", "generation", "stylization", "style"),
 }
+WORD_CATEGORY = {word: category for category, words in CATEGORY_WORDS.items() for word in words}
 SKIP_REASONS = ("unpaired", "unreadable", "unknown_category", "unexpected")
 
 
@@ -58,8 +62,10 @@ class TaskFolder:
     pairs: tuple[tuple[str, Path, Path], ...]
 
 
-def convert_folders(src: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
-    """Write every readable pair under ``src`` as shards + index in ``out_dir``; return written, skipped."""
+def convert_folders(src: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = False) -> dict:
+    """Write every readable pair under ``src`` as shards + index in ``out_dir``; return written, skipped.
+
+    ``progress``: a bar on stderr while the pairs are written."""
     root = Path(src)
     if not root.is_dir():
         raise ValueError(f"{root}: not a directory; expected the layout {LAYOUT}")
@@ -68,7 +74,8 @@ def convert_folders(src: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     total = sum(len(task.pairs) for task in tasks)
     if total == 0:
         raise ValueError(f"{root}: no readable input/output pairs; expected the layout {LAYOUT}")
-    shards = write_shards(_samples(root, tasks), out_dir, maxcount=shard_maxcount(total))
+    samples = tqdm(_samples(root, tasks), total=total, desc="folders", unit="pair", disable=not progress)
+    shards = write_shards(samples, out_dir, maxcount=shard_maxcount(total))
     written = json.loads((Path(out_dir) / INDEX_NAME).read_text())["num_samples"]
     return {
         "out_dir": str(out_dir),
@@ -83,7 +90,7 @@ def scan_folders(root: Path, skipped: dict[str, list[str]]) -> list[TaskFolder]:
     """Find the task folders under ``root`` and their readable pairs; record the rest in ``skipped``."""
     tasks: dict[str, TaskFolder] = {}
     for category_dir in _subfolders(root, root, skipped):
-        category = CATEGORY_ALIASES.get(category_dir.name.lower().replace("-", "_").replace(" ", "_"))
+        category = category_of(category_dir.name)
         if category is None:
             skipped["unknown_category"].append(_relative(category_dir, root))
             continue
@@ -94,6 +101,14 @@ def scan_folders(root: Path, skipped: dict[str, list[str]]) -> list[TaskFolder]:
             elif task.pairs:  # else its files are all listed in ``skipped`` already
                 tasks[task.name] = task
     return list(tasks.values())
+
+
+def category_of(name: str) -> str | None:
+    """The family a category folder names: its words (split at ``_``, ``-``, spaces; any case) must name exactly
+    one family, e.g. ``manipulation_editing``, ``Semantic-Perception``; else None (unknown or ambiguous)."""
+    words = name.lower().replace("-", "_").replace(" ", "_").split("_")
+    found = {WORD_CATEGORY[word] for word in words if word in WORD_CATEGORY}
+    return found.pop() if len(found) == 1 else None
 
 
 def _scan_task(task_dir: Path, category: str, root: Path, skipped: dict[str, list[str]]) -> TaskFolder:
@@ -112,9 +127,17 @@ def _scan_task(task_dir: Path, category: str, root: Path, skipped: dict[str, lis
             pairs.append((stem, inputs[stem], outputs[stem]))
         elif any(readable):  # the readable partner has lost its pair
             skipped["unpaired"].append(_relative(inputs[stem] if readable[0] else outputs[stem], root))
-    prompt_file = task_dir / "prompt.txt"
-    prompt = prompt_file.read_text().strip() if prompt_file.is_file() else ""
+    prompt = _prompt(task_dir / "prompt.txt", root, skipped)
     return TaskFolder(task_dir.name, category, prompt or CATEGORY_PROMPTS[category], tuple(pairs))
+
+
+def _prompt(path: Path, root: Path, skipped: dict[str, list[str]]) -> str:
+    """The task's own text label, "" when it has none; a file that is not UTF-8 text is listed as unreadable."""
+    try:
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        skipped["unreadable"].append(_relative(path, root))
+        return ""
 
 
 def _images(folder: Path, root: Path, skipped: dict[str, list[str]]) -> dict[str, Path]:

@@ -7,7 +7,7 @@ mid-way therefore leaves no final-named shard half-written and no index describi
 
 import json
 import os
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -42,23 +42,29 @@ def write_shards(
     _remove(out.glob(f".tmp-{prefix}-*.tar"))  # leftovers of an earlier crashed run
     tmp_paths: list[str] = []
     try:
-        metas, sizes = _write_tmp_shards(samples, out / f".tmp-{prefix}-%06d.tar", maxcount, tmp_paths)
+        metas, listed = _write_tmp_shards(samples, out / f".tmp-{prefix}-%06d.tar", maxcount, tmp_paths)
         index = build_index(metas, held_out, suites)
     except BaseException:
         _remove(tmp_paths)
         raise
     names = [f"{prefix}-{i:06d}.tar" for i in range(len(tmp_paths))]
+    index.update(
+        shards=names,
+        shard_sizes=[len(listed[tmp]) for tmp in tmp_paths],
+        shard_bytes=[os.path.getsize(tmp) for tmp in tmp_paths],
+        shard_samples=[listed[tmp] for tmp in tmp_paths],
+    )
     for tmp, name in zip(tmp_paths, names, strict=True):
         os.replace(tmp, out / name)
-    index.update(shards=names, shard_sizes=[sizes[tmp] for tmp in tmp_paths])
     _write_json_atomic(out / INDEX_NAME, index)
     _remove(path for path in out.glob(f"{prefix}-*.tar") if path.name not in names)  # stale: from a bigger run
     return names
 
 
 def _write_tmp_shards(samples: Iterable[Sample], pattern: Path, maxcount: int, tmp_paths: list[str]):
-    """Stream samples into temporary shards, appending their paths; return (metas, samples per path)."""
-    metas, sizes, keys = [], Counter(), set()
+    """Stream samples into temporary shards, appending their paths; return (metas, {path: its samples as
+    [task, variant, pair_id, split, source]})."""
+    metas, listed, keys = [], defaultdict(list), set()
     # mtime=0 makes the tar bytes reproducible for a given sample stream.
     with wds.ShardWriter(str(pattern), maxcount=maxcount, verbose=0, post=tmp_paths.append, mtime=0) as sink:
         for image_in, image_out, meta in samples:
@@ -75,10 +81,10 @@ def _write_tmp_shards(samples: Iterable[Sample], pattern: Path, maxcount: int, t
                 }
             )
             metas.append(meta)
-            sizes[sink.fname] += 1
+            listed[sink.fname].append([meta.task, meta.variant, meta.pair_id, meta.split, meta.source])
     if not metas:
         raise ValueError("write_shards: no samples to write")
-    return metas, sizes
+    return metas, listed
 
 
 def build_index(metas: Iterable[SampleMeta], held_out: Collection[str] = (), suites: dict | None = None) -> dict:

@@ -19,7 +19,9 @@ def split_for(position: int, count: int, held_out: bool) -> str:
 def variant_for(position: int, count: int, variants: tuple[str, ...], held_out: bool) -> str:
     """Variant of the ``position``-th of ``count`` pairs: equal blocks over the train (or test) pairs.
 
-    Every val pair gets the last variant, so val pairs form an episode (two pairs of one task and variant).
+    Every block holds at least two pairs (an episode): with few pairs only the first ``train // 2`` variants
+    are used. Every val pair gets the last variant, so val pairs form an episode too.
     """
     train = count - (0 if held_out else num_val(count))
-    return variants[-1] if position >= train else variants[position * len(variants) // train]
+    used = max(1, min(len(variants), train // 2))
+    return variants[-1] if position >= train else variants[position * used // train]

@@ -14,14 +14,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
-COMMANDS = ("prep", "train", "export", "infer", "eval", "sweep", "report")
+COMMANDS = ("prep", "embed", "train", "export", "infer", "eval", "sweep", "report")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error of ours (subcommand parsers inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pico", description="PICO: visual in-context learning with a FLUX.1-Fill DiT")
+    parser = Parser(prog="pico", description="PICO: visual in-context learning with a FLUX.1-Fill DiT")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -34,12 +42,20 @@ def configure_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # library chatter would bury our one-line errors
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    # torchao (the optional [quant] extra), once installed, is imported by diffusers itself and logs missing CUDA
+    # kernels and torch's Enum-registration notices on a CPU machine: warnings about nothing we use
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
     configure_environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, not only before the command
+    argv = [item for item in argv if item != "--debug"]
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    args.debug = debug
     # key=value overrides may also follow options (argparse fills positionals before the first option)
     overrides = [item for item in extras if "=" in item and not item.startswith("-")]
     if len(overrides) != len(extras) or (overrides and not hasattr(args, "overrides")):
@@ -50,14 +66,26 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args) or 0
-    except (UserError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
-        if args.debug:
-            raise
-        print(f"pico {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"pico {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # Ctrl-C; a training run says what it saved and how to continue
+        print(f"pico {args.command}: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
         return 130
+    except (UserError, OSError, ValueError, KeyError) as err:
+        if debug:
+            raise
+        print(f"pico {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def one_line(err: BaseException) -> str:
+    """A user error's message; for anything else, its type and first line (OSError: with the file it names)."""
+    from pico_lightning.errors import UserError
+
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or type(err).__name__} (run with --debug for the traceback)"
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

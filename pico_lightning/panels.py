@@ -136,6 +136,23 @@ def fit_panel(image: torch.Tensor, size: int, mode: str = "resize") -> torch.Ten
     return canvas
 
 
+def unfit_panel(panel: torch.Tensor, height: int, width: int, mode: str = "resize") -> torch.Tensor:
+    """The inverse of :func:`fit_panel`: a (3, S, S) panel back to (3, height, width), the letterbox's padding cut
+    off first. Exact when the picture was already S x S."""
+    size = panel.shape[-1]
+    if (height, width) == (size, size):
+        return panel
+    if mode == "letterbox":
+        scale = size / max(height, width)
+        inner = (max(1, round(height * scale)), max(1, round(width * scale)))
+        top, left = (size - inner[0]) // 2, (size - inner[1]) // 2
+        panel = panel[:, top : top + inner[0], left : left + inner[1]]
+    elif mode != "resize":
+        raise ValueError(f"resize mode {mode!r}: expected 'resize' or 'letterbox'")
+    resized = F.interpolate(panel[None], size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    return resized[0].clamp(-1.0, 1.0)
+
+
 def compose_grid(panels: Sequence, layout: Layout, mode: str = "resize") -> torch.Tensor:
     """Pictures in reading order (A, A', B, B' for 2x2) -> grid (3, rows*S, cols*S) in [-1, 1].
 

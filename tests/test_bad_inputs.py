@@ -1,8 +1,9 @@
 """Bad input for every command: one clear line naming the thing, exit 2, no traceback, nothing written lost."""
 
+import json
+
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from pico_lightning import cli
@@ -14,6 +15,7 @@ def pictures(tmp_path):
     for name in ("a", "a_out", "b"):
         Image.fromarray(np.full((16, 16, 3), 100, dtype=np.uint8)).save(tmp_path / f"{name}.png")
         paths.append(str(tmp_path / f"{name}.png"))
+    (tmp_path / "tiny.yaml").write_text("model:\n  pretrained_dir: ''\n")  # the tiny in-process base
     return paths
 
 
@@ -44,11 +46,17 @@ def infer_args(pictures, tmp_path, *extra):
     ]
 
 
+def tiny(tmp_path) -> list[str]:
+    return ["--config", str(tmp_path / "tiny.yaml")]
+
+
 def test_infer_missing_and_corrupt_images(capsys, tmp_path, pictures):
-    fails(capsys, infer_args([pictures[0], str(tmp_path / "nope.png"), pictures[2]], tmp_path), "nope.png", "not found")
+    missing = [pictures[0], str(tmp_path / "nope.png"), pictures[2]]
+    fails(capsys, infer_args(missing, tmp_path, *tiny(tmp_path)), "nope.png", "not found")
     data = (tmp_path / "a.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    fails(capsys, infer_args([str(tmp_path / "cut.png"), *pictures[1:]], tmp_path), "cut.png", "not a readable image")
+    cut = [str(tmp_path / "cut.png"), *pictures[1:]]
+    fails(capsys, infer_args(cut, tmp_path, *tiny(tmp_path)), "cut.png", "not a readable image")
 
 
 def test_infer_odd_modes_are_accepted(capsys, tmp_path, pictures):
@@ -56,12 +64,14 @@ def test_infer_odd_modes_are_accepted(capsys, tmp_path, pictures):
     Image.fromarray(np.full((9, 7), 40000, dtype=np.uint16)).save(tmp_path / "i16.png")
     Image.new("LA", (5, 5)).save(tmp_path / "la.png")
     files = [str(tmp_path / n) for n in ("p.png", "i16.png", "la.png")]
-    assert cli.main(infer_args(files, tmp_path)) == 0
-    assert Image.open(tmp_path / "o.png").size == (32, 32)
+    assert cli.main(infer_args(files, tmp_path, *tiny(tmp_path))) == 0
+    assert Image.open(tmp_path / "o.png").size == (5, 5)  # B' at the query's own size
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert report["panel_size"] == 32 and report["output_size"] == [5, 5]
 
 
 def test_infer_size_that_does_not_pack(capsys, tmp_path, pictures):
-    fails(capsys, infer_args(pictures, tmp_path, "--panel-size", "20"), "nearest valid panel sizes: [16, 24]")
+    fails(capsys, infer_args(pictures, tmp_path, *tiny(tmp_path), "--panel-size", "20"), "nearest valid panel sizes")
 
 
 def test_infer_incomplete_model_dir(capsys, tmp_path, pictures, tiny_flux_dir):
@@ -73,6 +83,7 @@ def test_infer_incomplete_model_dir(capsys, tmp_path, pictures, tiny_flux_dir):
 
 
 def test_infer_lora_for_another_model(capsys, tmp_path, pictures):
+    cli.configure_environment()  # as `pico` does before importing the libraries: they stay quiet
     from pico_lightning.config import LoraConfig, ModelConfig
     from pico_lightning.model.backbone import build_parts
     from pico_lightning.model.lora import add_lora, export_lora
@@ -80,7 +91,7 @@ def test_infer_lora_for_another_model(capsys, tmp_path, pictures):
     other = build_parts(ModelConfig(num_attention_heads=4, axes_dims_rope=[4, 6, 6]))
     add_lora(other.transformer, LoraConfig(rank=2))
     export_lora(other.transformer, tmp_path / "lora")
-    fails(capsys, infer_args(pictures, tmp_path, "--lora", str(tmp_path / "lora")), "does not fit")
+    fails(capsys, infer_args(pictures, tmp_path, *tiny(tmp_path), "--lora", str(tmp_path / "lora")), "does not fit")
 
 
 @pytest.mark.parametrize(
@@ -113,7 +124,8 @@ def test_train_corrupt_shard_dir(capsys, tmp_path):
     (data / "visrel-000000.tar").write_bytes(b"garbage")
     experiment = tmp_path / "exp.yaml"
     experiment.write_text(f"data:\n  root: {data}\nrun:\n  dir: {tmp_path / 'runs'}\n")
-    fails(capsys, ["train", str(experiment), "logging.wandb_mode=disabled"], "without a readable sample")
+    argv = ["train", str(experiment), "logging.wandb_mode=disabled", "eval.suites=[]"]
+    fails(capsys, argv, "without a readable sample")
 
 
 def test_export_and_eval_missing_or_corrupt_run(capsys, tmp_path):
@@ -137,26 +149,148 @@ def test_prep_bad_input(capsys, tmp_path):
     fails(capsys, ["prep", "folders", str(tmp_path / "raw"), "--out", str(tmp_path / "d")], "raw")
 
 
-def test_interrupted_checkpoint_write_keeps_the_previous_one(tiny_cfg, monkeypatch):
-    """A crash in the middle of writing a checkpoint leaves the previous last.ckpt whole and loadable."""
-    from conftest import FixedDataModule
-    from fsspec.implementations.local import LocalFileOpener
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: argument errors must be caught before it."""
+    cli.configure_environment()  # as `pico` does before importing the libraries: they stay quiet
+    from pico_lightning.inference import loading
 
-    from pico_lightning.run.checkpoints import read_checkpoint
-    from pico_lightning.run.train import build_trainer, fit
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
 
-    run_dir = fit(tiny_cfg, FixedDataModule(panel_size=16))
-    last = run_dir / "checkpoints" / "last.ckpt"
-    before = read_checkpoint(last)["state_dict"]
+    monkeypatch.setattr(loading, "load_inference_model", refuse)
 
-    def crash(self, data):
-        self.f.write(data[: len(data) // 2])
-        raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(LocalFileOpener, "write", crash)
-    trainer = build_trainer(tiny_cfg, run_dir, [])
-    with pytest.raises(OSError, match="simulated"):
-        trainer.strategy.checkpoint_io.save_checkpoint({"state_dict": {}}, last)
-    monkeypatch.undo()
-    after = read_checkpoint(last)["state_dict"]
-    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--panel-size", "-16"], ["--panel-size", "positive"]),
+        (["--panel-size", "0"], ["--panel-size"]),
+        (["--seeds", "3", "--steps", "1"], ["--steps", "eval.scorer_steps=2"]),
+        (["--seeds", "0"], ["--seeds"]),
+        (["--guidance", "nan"], ["--guidance", "finite"]),
+        (["--guidance", "inf"], ["--guidance", "finite"]),
+    ],
+)
+def test_infer_bad_flags_fail_before_the_model_loads(capsys, tmp_path, pictures, no_model, extra, needles):
+    fails(capsys, infer_args(pictures, tmp_path, *tiny(tmp_path), *extra), *needles)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_infer_out_never_overwrites_an_input_and_must_be_writable(capsys, tmp_path, pictures, no_model):
+    def with_out(out: str) -> list[str]:
+        argv = infer_args(pictures, tmp_path, *tiny(tmp_path))
+        argv[argv.index("--out") + 1] = out
+        return argv
+
+    before = [Image.open(p).tobytes() for p in pictures]
+    (tmp_path / "link.png").symlink_to(pictures[0])
+    fails(capsys, with_out(pictures[2]), "would overwrite --query")
+    fails(capsys, with_out(str(tmp_path / "sub" / ".." / "a_out.png")), "would overwrite --exemplar")
+    fails(capsys, with_out(str(tmp_path / "link.png")), "would overwrite --exemplar")
+    assert [Image.open(p).tobytes() for p in pictures] == before
+    fails(capsys, with_out(str(tmp_path / "result")), "--out", ".png")
+    fails(capsys, with_out(str(tmp_path)), "--out")  # a directory
+    fails(capsys, with_out(str(tmp_path / "a.png" / "o.png")), "--out", "is a file")  # its directory is a file
+    fails(capsys, with_out("/proc/self/no/o.png"), "--out", "cannot write")  # cannot be made (root ignores modes)
+
+
+def test_infer_and_eval_need_a_model_and_a_finished_run(capsys, tmp_path, pictures, no_model):
+    fails(capsys, infer_args(pictures, tmp_path), "no model", "--run", "--model-dir", "--config")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train:\n  max_steps: 3\n")
+    fails(capsys, infer_args(pictures, tmp_path, "--run", str(run)), "no lora/", "pico export")
+    fails(capsys, ["eval", str(run)], "no lora/", "pico export")
+
+
+def test_a_truncated_lora_is_unreadable_said_once_and_exports_are_world_readable(capsys, tmp_path, pictures):
+    import os
+
+    cli.configure_environment()  # as `pico` does before importing the libraries: they stay quiet
+    from pico_lightning.config import LoraConfig, ModelConfig
+    from pico_lightning.model.backbone import build_parts
+    from pico_lightning.model.lora import add_lora, export_lora
+
+    parts = build_parts(ModelConfig())
+    add_lora(parts.transformer, LoraConfig(rank=2))
+    file = export_lora(parts.transformer, tmp_path / "lora")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert file.stat().st_mode & 0o777 == 0o666 & ~umask  # 0644 under the usual umask 022, not 0600
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    err = fails(capsys, infer_args(pictures, tmp_path, *tiny(tmp_path), "--lora", str(file)), "unreadable LoRA")
+    assert err.count(str(file)) == 1 and "does not fit" not in err
+
+
+def test_debug_is_accepted_anywhere_on_the_line(capsys, tmp_path):
+    from pico_lightning.errors import UserError
+
+    with pytest.raises(UserError, match="nosweep"):
+        cli.main(["report", str(tmp_path / "nosweep"), "--debug"])
+    with pytest.raises(UserError, match="nosweep"):
+        cli.main(["--debug", "report", str(tmp_path / "nosweep")])
+
+
+@pytest.mark.parametrize(
+    ("error", "needles"),
+    [
+        (OSError(28, "No space left on device", "/data/x.tar"), ["/data/x.tar", "No space left"]),
+        (json.JSONDecodeError("Expecting value", "{", 0), ["JSONDecodeError", "Expecting value"]),
+        (KeyError("shards"), ["KeyError", "shards"]),
+        (ValueError("bad\nsecond line"), ["ValueError: bad", "--debug"]),
+    ],
+)
+def test_library_errors_at_the_cli_boundary_are_one_line(capsys, monkeypatch, tmp_path, error, needles):
+    from pico_lightning.commands import report
+
+    def raise_it(args):
+        raise error
+
+    monkeypatch.setattr(report, "run", raise_it)
+    fails(capsys, ["report", str(tmp_path)], *needles)
+
+
+def test_overrides_must_be_key_value_and_lists_look_like_lists(capsys, tmp_path):
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(f"run:\n  dir: {tmp_path / 'runs'}\n")
+    fails(capsys, ["train", str(experiment), "train.max_steps", "5"], "key=value", "did you mean train.max_steps=5")
+    fails(capsys, ["train", str(experiment), "eval.suites=held_in"], "eval.suites: expected a list like [held_in]")
+    fails(capsys, ["train", str(experiment), "eval.suites=[held_in"], "eval.suites", "cannot parse")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_out_naming_a_file_is_refused_before_any_work(capsys, tmp_path):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    run = tmp_path / "run"
+    (run / "lora").mkdir(parents=True)
+    (run / "config.yaml").write_text("train:\n  max_steps: 3\n")
+    fails(capsys, ["export", str(run), "--out", str(taken)], "--out", "is a file")
+    fails(capsys, ["eval", str(run), "--out", str(taken)], "--out", "is a file")
+    fails(capsys, ["sweep", "experiments/ablations/text.yaml", "--dry-run", "--out", str(taken)], "--out", "is a file")
+    fails(capsys, ["report", str(tmp_path), "--out", str(taken)], "--out", "is a file")
+    assert taken.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "argv", [["infer", "--exemplar", "a.png"], ["nosuchcommand"], ["prep", "visrel-lite", "--out", "d", "--size", "x"]]
+)
+def test_usage_errors_are_one_line_too(capsys, argv):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and "--help" in err, err
+
+
+def test_an_experiment_that_is_not_a_mapping_and_a_missing_lora(capsys, tmp_path, pictures, no_model):
+    experiment = tmp_path / "list.yaml"
+    experiment.write_text("- train\n- data\n")
+    fails(capsys, ["train", str(experiment)], "list.yaml", "expected a mapping of sections")
+    fails(capsys, infer_args(pictures, tmp_path, *tiny(tmp_path), "--lora", str(tmp_path / "gone")), "--lora", "gone")
+
+
+@pytest.mark.parametrize("plan", ["{not json", "[]", '{"runs": [{"params": {}}]}'])
+def test_report_on_a_garbage_sweep_plan(capsys, tmp_path, plan):
+    (tmp_path / "sweep.json").write_text(plan)
+    fails(capsys, ["report", str(tmp_path)], "sweep.json")

@@ -60,10 +60,13 @@ def test_infer_with_seed_scorer_writes_report(tmp_path):
         )
         files.append(str(tmp_path / f"{name}.png"))
     out = tmp_path / "out.png"
+    (tmp_path / "tiny.yaml").write_text("model:\n  pretrained_dir: ''\n")
     assert (
         cli.main(
             [
                 "infer",
+                "--config",
+                str(tmp_path / "tiny.yaml"),
                 "--exemplar",
                 *files[:2],
                 "--query",
@@ -84,7 +87,9 @@ def test_infer_with_seed_scorer_writes_report(tmp_path):
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["seeds"] == [0, 1, 2] and len(report["scores"]) == 3
     assert report["model_evaluations"] == 3 * 2 + (4 - 2) and report["chosen_seed"] in (0, 1, 2)
-    assert Image.open(out).size == (16, 16) and Image.open(out.with_suffix(".grid.png")).size == (32, 32)
+    assert Image.open(out).size == (30, 20)  # B' at the query's own size; the panels were 16 px
+    assert report["panel_size"] == 16 and report["output_size"] == [30, 20]
+    assert Image.open(out.with_suffix(".grid.png")).size == (32, 32)
 
 
 def test_train_logs_eval_table_to_wandb_offline(visrel_tiny, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.folders import convert_folders
+from data_prep.folders import category_of, convert_folders
 from pico_lightning.data.schema import INDEX_NAME
 
 
@@ -88,3 +88,38 @@ def test_convert_rejects_a_source_without_pairs(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         convert_folders(tmp_path / "missing", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("manipulation_editing", "manipulation"),
+        ("Generative-Manipulation", "manipulation"),
+        ("image editing", "manipulation"),
+        ("restoration_enhancement", "restoration"),
+        ("physical_geometric_estimation", "estimation"),
+        ("semantic_perception", "perception"),
+        ("segmentation", "perception"),
+        ("painting", None),
+        ("semantic_editing", None),  # two families: ambiguous, so not guessed
+    ],
+)
+def test_category_folders_are_named_by_a_family_word(name, family):
+    assert category_of(name) == family
+
+
+def test_an_aliased_category_is_converted(raw, tmp_path):
+    (raw / "restoration").rename(raw / "restoration_enhancement")
+    (raw / "painting").rename(raw / "manipulation_editing")
+    _save(raw / "manipulation_editing" / "style" / "output" / "x.png", _rgb(9))
+    summary = convert_folders(raw, tmp_path / "out")
+    assert summary["num_tasks"] == 3 and summary["skipped"]["unknown_category"] == []
+    index = json.loads((tmp_path / "out" / INDEX_NAME).read_text())
+    assert index["tasks"]["style"]["category"] == "manipulation"
+
+
+def test_a_prompt_file_that_is_not_text_is_reported_and_the_family_label_used(raw, tmp_path):
+    (raw / "restoration" / "denoise" / "prompt.txt").write_bytes(b"\xff\xfe\x00 not utf-8")
+    summary = convert_folders(raw, tmp_path / "out")
+    assert "restoration/denoise/prompt.txt" in summary["skipped"]["unreadable"]
+    assert json.loads((tmp_path / "out" / INDEX_NAME).read_text())["tasks"]["denoise"]["prompt"] == "Restore"

@@ -50,6 +50,16 @@ def test_splits_keep_val_episodes_within_one_variant():
     assert {split_for(i, 12, held_out=True) for i in range(12)} == {"test"}
 
 
+@pytest.mark.parametrize("count", range(2, 13))
+def test_every_variant_of_every_split_gets_an_episode_worth_of_pairs(count):
+    for task in TASKS:
+        groups = Counter(
+            (variant_for(i, count, task.variants, task.held_out), split_for(i, count, task.held_out))
+            for i in range(count)
+        )
+        assert min(groups.values()) >= 2, (task.name, count, groups)  # `--samples-per-task 2` trains
+
+
 def test_build_writes_every_task_family_and_split(lite):
     summary, out = lite
     assert len(summary["tasks"]) >= 24 and set(summary["categories"]) == set(CATEGORIES)

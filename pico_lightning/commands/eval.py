@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from pico_lightning.commands.outputs import writable_dir
+
     overrides = list(args.overrides)
     if args.suite:
         overrides.append(f"eval.suites=[{','.join(args.suite)}]")
@@ -37,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.num_seeds={args.seeds}")
     args.overrides = overrides
     cfg, lora = resolve_model(args)
+    default = Path(args.run_dir) / "eval" / "final" if args.run_dir else Path("eval_out")
+    out = writable_dir(Path(args.out) if args.out else default, "--out")  # now, not after the evaluation
     from pico_lightning.run.evaluation import run_evaluation
 
-    out = Path(args.out or (Path(args.run_dir) / "eval" / "final" if args.run_dir else "eval_out"))
     metrics = run_evaluation(cfg, lora, out)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.count("/") <= 2}, indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'gallery.png'}")

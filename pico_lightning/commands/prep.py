@@ -2,11 +2,18 @@
 
 pico prep visrel-lite --out data/visrel-lite [--seed 0] [--samples-per-task 12] [--size 128]
 pico prep folders RAW_DIR --out data/my-tasks      # RAW_DIR/<category>/<task>/{input,output}/<id>.<ext>
+
+An existing, non-empty --out is refused unless --overwrite; then it is replaced wholly, and only once the new
+dataset is complete (built beside it, then swapped in).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+MAX_SIZE = 2048  # px: VisRel-lite pictures (FLUX panels are 512)
 
 
 def add_parser(subparsers) -> None:
@@ -20,37 +27,67 @@ def add_parser(subparsers) -> None:
     lite = kinds.add_parser("visrel-lite", help="the offline VisRel-like demo set and the eval suites")
     lite.add_argument("--out", required=True, help="output directory (shards, index.json, suites/)")
     lite.add_argument("--seed", type=int, default=0)
-    lite.add_argument("--samples-per-task", type=int, default=12)
-    lite.add_argument("--size", type=int, default=128, help="picture side in pixels")
-    lite.add_argument("--suite-episodes", type=int, default=32, help="episodes per evaluation suite")
+    lite.add_argument("--samples-per-task", type=int, default=12, help="pairs per task (>= 2)")
+    lite.add_argument("--size", type=int, default=128, help=f"picture side in pixels (16 to {MAX_SIZE})")
+    lite.add_argument("--suite-episodes", type=int, default=32, help="episodes per evaluation suite (>= 1)")
     folders = kinds.add_parser("folders", help="raw task folders -> shards")
     folders.add_argument("src", help="RAW_DIR laid out as <category>/<task>/{input,output}/<id>.<ext>")
     folders.add_argument("--out", required=True, help="output directory")
+    for kind in (lite, folders):
+        kind.add_argument("--overwrite", action="store_true", help="replace an existing --out directory wholly")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from data_prep.outdir import check_out_dir
+
+    out, progress = Path(args.out), sys.stderr.isatty()  # a bar for people, none in logs
+    if args.kind == "folders":
+        check_out_dir(out, args.overwrite, Path(args.src))
+        return _folders(args, out, progress)
+    check_out_dir(out, args.overwrite)
+    return _visrel_lite(args, out, progress)
+
+
+def _folders(args: argparse.Namespace, out: Path, progress: bool) -> int:
+    from data_prep.folders import CATEGORY_WORDS, convert_folders
+    from data_prep.outdir import build_replacing
     from pico_lightning.errors import UserError
 
-    if args.kind == "folders":
-        from data_prep.folders import convert_folders
+    try:
+        summary = build_replacing(out, lambda tmp: convert_folders(args.src, tmp, progress=progress))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    skipped = {k: len(v) for k, v in summary["skipped"].items()}
+    print(f"wrote {summary['written']} pairs of {summary['num_tasks']} tasks to {args.out}; skipped {skipped}")
+    for reason, items in summary["skipped"].items():
+        for item in items:
+            print(f"  skipped ({reason}): {item}")
+    if summary["skipped"]["unknown_category"]:
+        names = ", ".join(f"{family} ({', '.join(words)})" for family, words in CATEGORY_WORDS.items())
+        print(f"  category folders must name one family by one of its words: {names}")
+    return 0
 
-        try:
-            summary = convert_folders(args.src, args.out)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        skipped = {k: len(v) for k, v in summary["skipped"].items()}
-        print(f"wrote {summary['written']} pairs of {summary['num_tasks']} tasks to {args.out}; skipped {skipped}")
-        for reason, items in summary["skipped"].items():
-            for item in items:
-                print(f"  skipped ({reason}): {item}")
-        return 0
-    if args.samples_per_task < 2 or args.size < 16:
-        raise UserError("--samples-per-task must be >= 2 and --size >= 16")
+
+def _visrel_lite(args: argparse.Namespace, out: Path, progress: bool) -> int:
+    from pico_lightning.errors import UserError
+
+    least = {"--samples-per-task": 2, "--size": 16, "--suite-episodes": 1, "--seed": 0}
+    values = (args.samples_per_task, args.size, args.suite_episodes, args.seed)
+    for (flag, minimum), value in zip(least.items(), values, strict=True):
+        if value < minimum:
+            raise UserError(f"{flag}: {value} is too small; it must be >= {minimum}")
+    if args.size > MAX_SIZE:  # a typo (--size 12800) would run for hours and fill the disk
+        raise UserError(f"--size: {args.size} px is too large for this demo set; it must be <= {MAX_SIZE}")
+    from data_prep.outdir import build_replacing
     from data_prep.suites import build_suites, write_suites
     from data_prep.visrel_lite import build_visrel_lite
 
-    index = build_visrel_lite(args.out, seed=args.seed, samples_per_task=args.samples_per_task, size=args.size)
-    write_suites(args.out, build_suites(seed=args.seed, episodes_per_suite=args.suite_episodes, size=args.size))
+    def build(tmp: Path) -> dict:
+        index = build_visrel_lite(tmp, args.seed, args.samples_per_task, args.size, progress=progress)
+        write_suites(tmp, build_suites(seed=args.seed, episodes_per_suite=args.suite_episodes, size=args.size))
+        return index
+
+    index = build_replacing(out, build)
     print(f"wrote {index['num_samples']} samples of {len(index['tasks'])} tasks to {args.out} (+ suites/)")
     return 0

@@ -36,7 +36,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pico_lightning.commands.outputs import not_a_file
     from pico_lightning.sweeps.report import write_report
 
+    if args.out:
+        not_a_file(Path(args.out), "--out")
     write_report(Path(args.sweep_dir), args.metric, Path(args.out) if args.out else None)
     return 0

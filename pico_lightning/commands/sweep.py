@@ -40,6 +40,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pico_lightning.commands.outputs import not_a_file
     from pico_lightning.sweeps.launch import launch_sweep
 
+    if args.out:
+        not_a_file(Path(args.out), "--out")
     return launch_sweep(args.ablation, args.launcher, args.dry_run, args.out, args.overrides)

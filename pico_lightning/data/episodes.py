@@ -233,6 +233,13 @@ class EpisodeSampler:
         return [pool[i] for i in self.rng.choice(len(pool), size=self.k, replace=False)]
 
 
+def draw_flags(rng: np.random.Generator | None, augment: bool, prompt_dropout: float) -> tuple[bool, bool]:
+    """An episode's random choices after its pairs: (flip the panels, drop the prompt). A resumed stream makes
+    these draws alone for the episodes it skips."""
+    flip = augment and rng.random() < 0.5
+    return flip, prompt_dropout > 0 and rng.random() < prompt_dropout
+
+
 def make_episode(
     pairs: Sequence[Pair],
     layout: Layout,
@@ -250,13 +257,14 @@ def make_episode(
     """
     if (augment or prompt_dropout > 0) and rng is None:
         raise ValueError("make_episode: augment or prompt_dropout needs an rng")
+    flip, drop_prompt = draw_flags(rng, augment, prompt_dropout)
     grid = compose_grid([p for pair in pairs for p in (pair.input, pair.output)], layout, resize_mode)
-    if augment and rng.random() < 0.5:
+    if flip:
         for rows, cols in map(layout.cell, range(layout.num_panels)):
             grid[:, rows, cols] = grid[:, rows, cols].flip(-1)
     query = pairs[-1].meta
     prompt = episode_prompt(query, prompt_mode)
-    if prompt_dropout > 0 and rng.random() < prompt_dropout:
+    if drop_prompt:
         prompt = ""
     return {"grid": grid, "mask": target_mask(layout), "prompt": prompt, "task": query.task, "category": query.category}
 

@@ -23,7 +23,8 @@ episode pairs two samples of the same task and variant.
      "tasks": {task: {"category", "variants": [...], "held_out": bool, "prompt", "counts": {split: n}}},
      "categories": {category: {"num_tasks": n, "num_samples": n}},
      "splits": {split: n},
-     "shards": [relative tar names], "shard_sizes": [samples per shard],
+     "shards": [relative tar names], "shard_sizes": [samples per shard], "shard_bytes": [tar file sizes],
+     "shard_samples": [[[task, variant, pair_id, split, source], ...] per shard],   # so loaders never scan
      "num_samples": n,
      "suites": {...}}            # optional: evaluation suites written next to the shards
 

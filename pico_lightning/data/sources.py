@@ -1,6 +1,8 @@
-"""Where the training data is: resolve data.shards / data.root to shard urls, scan each shard's json members
-once (PNGs are not read), and select tasks and shots. A shard with no readable sample, or a selection that
-cannot form a single episode, is a UserError at setup, before any worker starts.
+"""Where the training data is: resolve data.shards / data.root to shard urls, learn each shard's samples, and
+select tasks and shots. A shard's samples come from index.json when it lists the shard at its current byte
+size; any other shard (no index: a brace pattern, URLs, pipes) is scanned once, its json members only.
+A shard with no readable sample, an unreadable index, or a selection that cannot form a single episode is a
+UserError at setup, before any worker starts.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tarfile
 from collections import Counter
 from collections.abc import Iterable
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import webdataset as wds
+from tqdm import tqdm
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext
 
@@ -33,6 +37,18 @@ def _is_local(url: str) -> bool:
     return re.match(r"[A-Za-z][\w+.-]*:", url) is None  # no scheme (pipe:, http://, file:, ...)
 
 
+def read_index(path: Path) -> dict:
+    """An index.json; UserError naming the file when it is unreadable or not a VisRel index."""
+    fix = "rebuild the data with `pico prep`, or delete the file to scan the shards instead"
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: unreadable index ({type(err).__name__}: {err}); {fix}") from err
+    if not (isinstance(index, dict) and isinstance(index.get("tasks"), dict) and isinstance(index.get("shards"), list)):
+        raise UserError(f"{path}: not a VisRel index (no 'tasks' and 'shards'); {fix}")
+    return index
+
+
 def resolve_shards(cfg: DataConfig) -> tuple[list[str], Path | None]:
     """Shard urls and the index.json path (None when there is none) from data.shards, else data.root."""
     key, spec = ("data.shards", cfg.shards) if cfg.shards else ("data.root", cfg.root)
@@ -42,11 +58,7 @@ def resolve_shards(cfg: DataConfig) -> tuple[list[str], Path | None]:
         )
     if os.path.isdir(spec):
         index = Path(spec) / INDEX_NAME
-        names = (
-            json.loads(index.read_text())["shards"]
-            if index.is_file()
-            else sorted(p.name for p in Path(spec).glob("*.tar"))
-        )
+        names = read_index(index)["shards"] if index.is_file() else sorted(p.name for p in Path(spec).glob("*.tar"))
         urls = [str(Path(spec) / name) for name in names]
     elif key == "data.root":
         raise UserError(f"data.root: {spec} is not a directory")
@@ -57,6 +69,34 @@ def resolve_shards(cfg: DataConfig) -> tuple[list[str], Path | None]:
     if not urls or missing:
         raise UserError(f"{key}: {spec}: shard file(s) not found: {missing or 'no .tar shards'}")
     return urls, index if index is not None and index.is_file() else None
+
+
+def indexed_metas(index: dict, path: Path) -> dict[str, list[SampleMeta]]:
+    """{shard path: its samples' metas} for the shards the index lists at their current byte size (a shard
+    rewritten or truncated since is left out, so it gets scanned). Indexes without a sample list give {}."""
+    names, sizes, listed = index["shards"], index.get("shard_bytes"), index.get("shard_samples")
+    if not (isinstance(sizes, list) and isinstance(listed, list) and len(names) == len(sizes) == len(listed)):
+        return {}
+    metas = {}
+    try:
+        for name, size, samples in zip(names, sizes, listed, strict=True):
+            url = os.path.normpath(path.parent / name)
+            if os.path.isfile(url) and os.path.getsize(url) == size:
+                metas[url] = [_indexed_meta(index["tasks"], *sample) for sample in samples]
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: malformed shard_samples ({err}); rebuild the data with `pico prep`") from err
+    return metas
+
+
+def _indexed_meta(tasks: dict, task: str, variant: str, pair_id: str, split: str, source: str) -> SampleMeta:
+    info = tasks[task]
+    return SampleMeta(task, info["category"], variant, pair_id, source, split, info["prompt"])
+
+
+def _show_progress() -> bool:
+    """A progress bar for a person at a terminal, from one process only (every rank scans)."""
+    first = all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK"))
+    return first and sys.stderr.isatty()
 
 
 def scan_shard(url: str) -> list[SampleMeta]:
@@ -112,13 +152,18 @@ class ShardSet:
 def load_shard_set(cfg: DataConfig, pairs: int) -> ShardSet:
     """Resolve and scan the shards, then select tasks and shots; UserError when nothing can train."""
     urls, index_path = resolve_shards(cfg)
-    metas = {url: scan_shard(url) for url in urls}
+    index = read_index(index_path) if index_path else None
+    known = indexed_metas(index, index_path) if index else {}
+    metas = {url: known.get(os.path.normpath(url)) if _is_local(url) else None for url in urls}
+    unknown = [url for url, found in metas.items() if found is None]
+    for url in tqdm(unknown, desc="scanning shards", unit="shard", disable=len(unknown) < 2 or not _show_progress()):
+        metas[url] = scan_shard(url)
     empty = [url for url, found in metas.items() if not found]
     if empty:
         key = "data.shards" if cfg.shards else "data.root"
         raise UserError(f"{key}: shard(s) without a readable sample: {empty}")
     every = [meta for found in metas.values() for meta in found]
-    index = json.loads(index_path.read_text()) if index_path else index_from_metas(every)
+    index = index or index_from_metas(every)
     tasks = ep.select_tasks(index, cfg.tasks, cfg.exclude_tasks, cfg.num_tasks, cfg.seed)
     ep.check_task_names(index, cfg.task_weights, "data.task_weights")
     keep = ep.PairFilter(frozenset({"train"}), frozenset(tasks))

@@ -42,9 +42,13 @@ def load_sweep(sweep_dir: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: not found; expected a directory written by `pico sweep`")
     try:
-        return json.loads(path.read_text())
+        plan = json.loads(path.read_text())
     except ValueError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
+    runs = plan.get("runs") if isinstance(plan, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(run, dict) and "name" in run for run in runs):
+        raise UserError(f"{path}: not a sweep plan (a 'runs' list of named runs); write it again with `pico sweep`")
+    return plan
 
 
 def _numeric(flat: dict) -> dict[str, float]:
@@ -95,6 +99,11 @@ def select_metrics(results: list[RunResult], wanted: list[str]) -> list[str]:
     if unknown:
         raise UserError(f"--metric {unknown[0]}: not among the runs' metrics {suite_level or '(none)'}")
     return chosen
+
+
+def varying(results: list[RunResult], keys: list[str]) -> list[str]:
+    """The keys whose values differ between runs: a constant (a baseline, a fixed cost) makes a flat plot."""
+    return [key for key in keys if len({result.metrics[key] for result in results if key in result.metrics}) > 1]
 
 
 def _cell(value: Any) -> str:
@@ -207,11 +216,11 @@ def write_report(sweep_dir: Path, wanted: list[str], out: Path | None) -> list[P
     rows = table_rows(results, list(grid), metrics)
     markdown = to_markdown(rows)
     paths = [out / "report.md", out / "report.csv"]
-    paths[0].write_text(f"# Sweep {plan['name']} ({plan['base']})\n\n" + markdown)
+    paths[0].write_text(f"# Sweep {plan.get('name', sweep_dir.name)} ({plan.get('base', '?')})\n\n" + markdown)
     with paths[1].open("w", newline="") as handle:
         csv.writer(handle).writerows([["" if value is None else value for value in row] for row in rows])
     families: dict[str, list[str]] = {}
-    for key in metrics:
+    for key in varying(results, metrics):
         families.setdefault(key.rsplit("/", 1)[-1], []).append(key)
     if grid:
         for name, keys in families.items():
@@ -219,6 +228,9 @@ def write_report(sweep_dir: Path, wanted: list[str], out: Path | None) -> list[P
             paths.append(out / f"{name}.png")
             figure.savefig(paths[-1], dpi=120)
     print(markdown)
+    constant = [key for key in metrics if key not in varying(results, metrics)]
+    if grid and constant:
+        print(f"not plotted (the same in every run): {', '.join(constant)}")
     for status in ("unfinished", "missing"):
         names = [result.name for result in results if result.status == status]
         if names:
