@@ -6,7 +6,7 @@ STAMP := .make/install.stamp
 DEMO_DIR ?= outputs/demo
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: help install demo test test-full lint bench clean
+.PHONY: help install demo test test-full lint bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: install  ## ruff check + format check
 
 bench: install  ## benchmarks: prints a table, writes bench/results.json
 	$(PYTHON) -m bench.run
+
+bench-gpu: install  ## one CUDA GPU, full-size FLUX.1-Fill: step, memory, MFU, inference -> bench/gpu_results.json
+	$(PYTHON) -m bench.gpu
 
 clean:  ## remove build and demo outputs
 	rm -rf .make build dist *.egg-info outputs

@@ -8,7 +8,8 @@ from pico_lightning.config import EvalConfig, ModelConfig
 from pico_lightning.inference import routing
 from pico_lightning.inference.loading import load_inference_model
 from pico_lightning.inference.sampler import sample
-from pico_lightning.inference.seed_scorer import capture_routing, fill_episode
+from pico_lightning.inference.seed_scorer import attention_modules, capture_routing, fill_episode
+from pico_lightning.model.backbone import build_parts
 
 LAYOUT = panels.Layout(2, 2, 16)
 
@@ -81,7 +82,7 @@ def test_single_seed_scorer_reproduces_plain_sampler(model, episode):
 @pytest.mark.parametrize("score", routing.SCORES)
 def test_scorer_cost_and_choice(model, episode, score):
     grid, mask = episode
-    cfg = EvalConfig(num_steps=8, scorer_steps=2, num_seeds=4, score=score, score_blocks=[0, 2])
+    cfg = EvalConfig(num_steps=8, scorer_steps=2, num_seeds=4, routing_score=score, score_blocks=[0, 2])
     image, report = fill_episode(model, grid, mask, model.text(""), 8, 30.0, [0, 1, 2, 3], LAYOUT, cfg)
     assert image.shape == (1, 3, LAYOUT.height, LAYOUT.width)
     assert report["model_evaluations"] == 4 * 2 + (8 - 2)
@@ -97,3 +98,10 @@ def test_processors_restored_and_bad_blocks(model):
     assert [b.attn.processor for b in transformer.transformer_blocks] == before
     with pytest.raises(ValueError, match="score_blocks"), capture_routing(transformer, [9], LAYOUT, 2, 4):
         pass
+
+
+def test_default_blocks_are_the_last_four_double_blocks():
+    transformer = build_parts(ModelConfig(num_layers=6, num_single_layers=1)).transformer
+    expected = [b.attn for b in transformer.transformer_blocks[2:]]
+    assert attention_modules(transformer, []) == expected
+    assert attention_modules(transformer, [6]) == [transformer.single_transformer_blocks[0].attn]

@@ -88,24 +88,30 @@ class RoutingCapture(FluxAttnProcessor):
     @torch.no_grad()
     def record(self, query: torch.Tensor, key: torch.Tensor) -> None:
         """Reduce softmax(q k^T / sqrt(d)) of the output panels' image queries (A', B': all the scores use),
-        chunk by chunk: q, k (S, T, H, D), text first. Input panels' rows stay zero."""
-        q, k = query.transpose(1, 2).float(), key.transpose(1, 2).float()  # (S, H, T, D)
-        device = q.device
+        chunk by chunk: q, k (S, T, H, D), text first. Input panels' rows stay zero.
+
+        Per chunk of Q query rows, five kernels over the (S, H, Q, T) map: the logits (one matmul, the scale folded
+        into q beforehand), log-softmax, exp, then both reductions as matmuls: mass per key group
+        (weights @ one-hot keys) and entropy (-sum_t w_t log w_t as one batched dot product).
+        """
+        device = query.device
         key_groups = torch.cat([torch.zeros(self.text_len, dtype=torch.long), 1 + self.query_panels]).to(device)
         key_onehot = torch.nn.functional.one_hot(key_groups, self.num_panels + 1).to(torch.float32)  # (T, P+1)
         rows = torch.nonzero(self.query_panels % 2 == 1).squeeze(1)  # tokens of output panels (odd indices)
         query_onehot = torch.nn.functional.one_hot(self.query_panels[rows], self.num_panels).to(device, torch.float32)
         rows = rows.to(device) + self.text_len
+        q = query[:, rows].transpose(1, 2).float() * query.shape[-1] ** -0.5  # (S, H, R, D), output rows only
+        k_t = key.permute(0, 2, 3, 1).float()  # (S, H, D, T)
         mass = torch.zeros(q.shape[0], self.num_panels, self.num_panels + 1, device=device)
         entropy = torch.zeros(q.shape[0], self.num_panels, device=device)
-        scale = q.shape[-1] ** -0.5
         for start in range(0, rows.shape[0], self.chunk):
-            chunk = rows[start : start + self.chunk]
-            weights = (q[:, :, chunk] @ k.transpose(-1, -2) * scale).softmax(dim=-1)  # (S, H, Q, T)
+            log_weights = (q[:, :, start : start + self.chunk] @ k_t).log_softmax(dim=-1)  # (S, H, Q, T)
+            weights = log_weights.exp()
             owner = query_onehot[start : start + self.chunk]  # (Q, P)
-            mass += torch.einsum("shqk,kg,qp->spg", weights, key_onehot, owner)
-            row_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1)  # (S, H, Q)
-            entropy += torch.einsum("shq,qp->sp", row_entropy, owner)
+            group_mass = (weights @ key_onehot).sum(1)  # (S, Q, P+1), summed over heads
+            row_entropy = -(weights.unsqueeze(-2) @ log_weights.unsqueeze(-1)).sum(1).flatten(1)  # (S, Q)
+            mass += owner.T @ group_mass
+            entropy += row_entropy @ owner
         self.mass = mass if self.mass is None else self.mass + mass
         self.entropy = entropy if self.entropy is None else self.entropy + entropy
         self.calls += q.shape[1]  # heads

@@ -17,11 +17,20 @@ from pico_lightning.inference.routing import SCORES, RoutingCapture, mean_routin
 from pico_lightning.inference.sampler import TextInputs, decode, denoise, init_state, make_scheduler
 from pico_lightning.panels import Layout
 
+# Empty eval.score_blocks: the last 4 double blocks. Capture cost is linear in blocks (19 at full size cost ~2 s at
+# |S| = 8). The scores read how B' routes to the other panels by content; at the k early steps B' is mostly noise,
+# and in the first blocks its routing follows the rotary positions more than content, so the last double blocks
+# (joint text-image attention, the most processed features) are the guess. Which blocks predict final quality
+# best at full size is for bench/seed_scorer_study.py on the real weights to decide.
+DEFAULT_BLOCKS = 4
+
 
 def attention_modules(transformer: torch.nn.Module, blocks: list[int]) -> list[torch.nn.Module]:
-    """The attention modules of ``blocks`` (indices over double, then single blocks; empty = all double)."""
+    """The attention modules of ``blocks`` (indices over double, then single blocks; empty = the last
+    ``DEFAULT_BLOCKS`` double blocks, or all of them when there are fewer)."""
     every = [b.attn for b in transformer.transformer_blocks] + [b.attn for b in transformer.single_transformer_blocks]
-    chosen = blocks or list(range(len(transformer.transformer_blocks)))
+    double = len(transformer.transformer_blocks)
+    chosen = blocks or list(range(max(0, double - DEFAULT_BLOCKS), double))
     bad = [b for b in chosen if not 0 <= b < len(every)]
     if bad:
         raise ValueError(f"eval.score_blocks: {bad} out of range; the model has {len(every)} blocks")
@@ -78,11 +87,11 @@ def fill_episode(
             state = denoise(parts.transformer, scheduler, state, text, guidance, range(scorer.scorer_steps))
         routing = mean_routing(captures) if scorer.scorer_steps > 0 else None  # k = 0: keep the first seed
         every = {name: score_routing(*routing, name) if routing else torch.zeros(len(generators)) for name in SCORES}
-        scores = every[scorer.score]
+        scores = every[scorer.routing_score]
         best = int(scores.argmax())
         report.update(
             scores=[float(s) for s in scores],
-            score=scorer.score,
+            routing_score=scorer.routing_score,
             scorer_steps=scorer.scorer_steps,
             all_scores={name: [float(s) for s in values] for name, values in every.items()},
         )

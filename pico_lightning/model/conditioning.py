@@ -60,8 +60,15 @@ def fill_condition(
     ``grid`` (B, 3, H, W) in [-1, 1]; ``mask`` (B, 1, H, W) in {0, 1}, 1 = to generate. As in FluxFillPipeline,
     the masked image is ``grid * (1 - mask)`` and a stochastic autoencoder samples its latents with ``generator``.
     """
-    masked_latents = autoencoder.encode(grid * (1 - mask), generator=generator)
+    masked_latents = autoencoder.encode(channels_last(grid * (1 - mask)), generator=generator)
     return torch.cat([pack_latents(masked_latents), pack_mask(mask, autoencoder.scale_factor).to(masked_latents)], -1)
+
+
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) values stored channels-last, strides (H*W*C, 1, W*C, C): the layout FluxFillPipeline's picture
+    preprocessing (PIL -> numpy -> torch) hands its VAE. The conv kernels, and so their bf16 round-off, are chosen by
+    layout, and ``contiguous(memory_format=channels_last)`` would keep a size-1 batch's stride, which they read."""
+    return images.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
 
 
 def predict_velocity(

@@ -1,0 +1,167 @@
+"""`make bench-gpu`: real-scale training and inference speed, side by side in one run; prints a table, writes JSON.
+
+    python -m bench.gpu [--out bench/gpu_results.json]      # one CUDA GPU, full-size FLUX.1-Fill (random init, bf16)
+    python -m bench.gpu --tiny                              # the same code on the CPU with the demo's sizes
+
+Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, each a PicoModule step
+under Lightning vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups),
+with peak memory (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x
+batch / step / the card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Then the
+wait for data with the real VisRelDataModule, our sampler vs the stock FluxFillPipeline, and the seed scorer at
+|S| = 4 and 8. The JSON is rewritten atomically after every finished measurement, so a crash or a time limit
+still leaves everything finished; an error in one row (e.g. out of memory) is recorded in that row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from bench.gpu_model import BenchSetup, default_setup, device_name, forward_flops, peak_flops
+
+ROW_KEYS = ("batch", "gradient_checkpointing", "compile", "step_s", "bare_step_s", "overhead_ratio", "peak_gb", "mfu")
+
+
+def write_atomic(path: Path, results: dict) -> None:
+    """Write ``results`` as JSON under a temporary name, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
+
+
+def guarded(fn, *args) -> dict:
+    """``fn(*args)``, or {"error": ...} if it raised (out of memory included); device memory is released either way."""
+    try:
+        return fn(*args)
+    except Exception as err:  # one failed measurement must not lose the others
+        traceback.print_exc()
+        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool]]:
+    """(batch, checkpointing, compile) rows: uncompiled first, checkpointing first within each."""
+    return [(b, ckpt, comp) for comp in setup.compile_modes for ckpt in (True, False) for b in setup.batches]
+
+
+def mfu(row: dict, flops_per_sample: float | None, peak: float | None) -> float | None:
+    if flops_per_sample is None or peak is None or "step_s" not in row:
+        return None
+    return 2 * flops_per_sample * row["batch"] / row["step_s"] / peak  # forward + input-gradient backward
+
+
+def measure_flops(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
+    """Forward FLOPs per sample on the row config's module (built once, then freed)."""
+    from bench.gpu_model import build_lightning, row_config
+    from pico_lightning.model.attention import attention_backend
+
+    cfg = row_config(setup, tmp, 1, False, False, data_root)
+    module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "flops")
+    with attention_backend(cfg.train.attention_backend):
+        flops = forward_flops(module, setup, cfg.data.panel_size, cfg.model.max_sequence_length)
+    return {"forward_flops_per_sample": flops}
+
+
+def inference(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
+    """Sampler vs diffusers and the seed scorer on one module (batch-independent: built for batch 1)."""
+    from bench.gpu_infer import sampler_vs_diffusers, seed_scorer
+    from bench.gpu_model import build_lightning, row_config
+
+    cfg = row_config(setup, tmp, 1, False, False, data_root)
+    module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "inference")
+    panel, text_len = cfg.data.panel_size, cfg.model.max_sequence_length
+    result = guarded(sampler_vs_diffusers, module, setup, panel, text_len)
+    result["seed_scorer"] = guarded(seed_scorer, module, setup, panel, text_len)
+    return result
+
+
+def add_row(results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: tuple[int, bool, bool]) -> dict:
+    """Measure one (batch, checkpointing, compile) row and append it to ``results["rows"]``."""
+    from bench.gpu_train import training_row
+
+    batch, ckpt, comp = spec
+    row, start = {"batch": batch, "gradient_checkpointing": ckpt, "compile": comp}, time.perf_counter()
+    row.update(guarded(training_row, setup, tmp, data_root, batch, ckpt, comp))
+    row["row_s"] = time.perf_counter() - start  # build + bare loop + fit: for planning time limits
+    row["mfu"] = mfu(row, results["flops"].get("forward_flops_per_sample"), results["peak_flops"])
+    results["rows"].append(row)
+    return row
+
+
+def run_bench(setup: BenchSetup, out: Path) -> dict:
+    """Every measurement in order, streaming ``out`` after each; returns the final results. Order: the uncompiled
+    checkpointing rows (the shipped config), inference, the loader, then the rest (no checkpointing may run out of
+    memory; compiling is the slowest and least certain part)."""
+    from bench.gpu_train import loader_wait, prepare_data
+
+    started = time.perf_counter()
+    results = {
+        "device": device_name(setup.device),
+        "tiny": setup.tiny,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "steps": {"warmup": setup.warmup, "timed": setup.timed},
+        "peak_flops": peak_flops(setup.device),
+        "rows": [],
+        "loader_wait_fraction": None,
+        "inference": None,
+    }
+    write_atomic(out, results)
+    rows = row_order(setup)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        data_root = prepare_data(setup, tmp)
+        results["flops"] = guarded(measure_flops, setup, tmp, data_root)
+        for spec in rows[: len(setup.batches)]:
+            add_row(results, setup, tmp, data_root, spec)
+            write_atomic(out, results)
+        results["inference"] = guarded(inference, setup, tmp, data_root)
+        write_atomic(out, results)
+        results["loader"] = guarded(loader_wait, setup, tmp, data_root, results["rows"][0].get("between_steps_s"))
+        results["loader_wait_fraction"] = results["loader"].get("loader_wait_fraction")
+        write_atomic(out, results)
+        for spec in rows[len(setup.batches) :]:
+            add_row(results, setup, tmp, data_root, spec)
+            write_atomic(out, results)
+    results["total_s"] = time.perf_counter() - started
+    write_atomic(out, results)
+    return results
+
+
+def print_table(results: dict) -> None:
+    print(f"device: {results['device']}")
+    print(" | ".join(f"{key[:12]:>12s}" for key in (*ROW_KEYS, "samples/s")))
+    for row in results["rows"]:
+        cells = [row.get(key) for key in ROW_KEYS] + [row.get("samples_per_s")]
+        text = [f"{c:12.4g}" if isinstance(c, float) else f"{c!s:>12s}" for c in cells]
+        print(" | ".join(text) + (f"  ERROR {row['error']}" if "error" in row else ""))
+    print(f"loader_wait_fraction: {results.get('loader_wait_fraction')}")
+    print(f"inference: {json.dumps(results.get('inference'))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="the demo's sizes on the CPU (minutes, no GPU)")
+    parser.add_argument("--out", default="bench/gpu_results.json", help="JSON results, rewritten as rows finish")
+    args = parser.parse_args(argv)
+    results = run_bench(default_setup(args.tiny), Path(args.out))
+    print_table(results)
+    print(f"wrote {args.out} in {results['total_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

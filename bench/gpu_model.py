@@ -1,0 +1,174 @@
+"""What bench.gpu runs on: the full-size FLUX.1-Fill architecture (random init, built on the GPU in bf16) or the
+demo's sizes on the CPU, experiment configs for each row, forward FLOPs and the card's peak, and the one adapter
+to the package's run/ layer (PicoModule, build_trainer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+FULL_DIT = [  # FLUX.1-Fill-dev's transformer/config.json, as model.* overrides of the in-process builder
+    "model.num_layers=19",
+    "model.num_single_layers=38",
+    "model.attention_head_dim=128",
+    "model.num_attention_heads=24",
+    "model.axes_dims_rope=[16,56,56]",
+    "model.joint_attention_dim=4096",
+    "model.pooled_projection_dim=768",
+]
+TINY_DIT = [  # the CPU demo's DiT sizes (2 + 2 blocks, width 64); tiny_vae's scale-8 KL geometry below it
+    "model.num_layers=2",
+    "model.num_single_layers=2",
+    "model.attention_head_dim=16",
+    "model.num_attention_heads=4",
+    "model.axes_dims_rope=[4,6,6]",
+    "model.joint_attention_dim=32",
+    "model.pooled_projection_dim=32",
+    "model.max_sequence_length=16",
+]
+FLUX_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2}  # FLUX.1's vae/config.json geometry
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))  # dense, per s
+
+
+@dataclass(frozen=True)
+class BenchSetup:
+    """Sizes, device and step counts of one bench run."""
+
+    tiny: bool
+    device: torch.device
+    batches: tuple[int, ...] = (1, 4)
+    compile_modes: tuple[bool, ...] = (False, True)
+    warmup: int = 2
+    timed: int = 3
+    inference_steps: int = 28
+
+    @property
+    def experiment(self) -> Path:
+        return EXPERIMENTS / ("demo.yaml" if self.tiny else "flux_fill.yaml")
+
+    def sync(self) -> None:
+        """Wait for the device, so wall-clock windows hold the work they launched."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def default_setup(tiny: bool) -> BenchSetup:
+    if not tiny and not torch.cuda.is_available():
+        raise SystemExit("bench.gpu: no CUDA device; run `python -m bench.gpu --tiny` for the CPU version")
+    return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"))
+
+
+def row_config(setup: BenchSetup, tmp: Path, batch: int, checkpointing: bool, compile_: bool, data_root: Path):
+    """The shipped experiment (demo.yaml or flux_fill.yaml) on one device, for one row, its base built in-process
+    at the bench's sizes (random init); W&B and evaluation off."""
+    from pico_lightning.config import load_config
+
+    overrides = [
+        "model.pretrained_dir=''",
+        "model.autoencoder=kl",  # FLUX's scale-8 KL geometry (tiny widths on the CPU, swapped for FLUX's on the GPU)
+        f"model.text_cache_dir={tmp / 'text'}",
+        f"data.root={data_root}",
+        "data.num_workers=2",
+        f"train.batch_size={batch}",
+        "train.devices=1",
+        "train.strategy=auto",
+        f"train.accelerator={'cpu' if setup.tiny else 'gpu'}",
+        f"train.gradient_checkpointing={checkpointing}",
+        f"train.compile={compile_}",
+        f"train.max_steps={setup.warmup + setup.timed}",
+        "eval.suites=[]",
+        "logging.wandb_mode=disabled",
+        f"run.dir={tmp / 'runs'}",
+        f"run.name=b{batch}-ckpt{int(checkpointing)}-compile{int(compile_)}",
+    ]
+    overrides += TINY_DIT if setup.tiny else [*FULL_DIT, "model.dtype=bfloat16", "model.max_sequence_length=512"]
+    return load_config(setup.experiment, overrides)
+
+
+def prompt_embeddings(cfg, prompts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Random (Lt, D) and (D,) embeddings per prompt: speed does not depend on what the text encoders say."""
+    generator = torch.Generator().manual_seed(0)
+    length, width, pooled = (
+        cfg.model.max_sequence_length,
+        cfg.model.joint_attention_dim,
+        cfg.model.pooled_projection_dim,
+    )
+    return {
+        p: (torch.randn(length, width, generator=generator), torch.randn(pooled, generator=generator)) for p in prompts
+    }
+
+
+def flux_vae(device: torch.device, dtype: torch.dtype):
+    """FLUX.1's AutoencoderKL geometry (128-256-512-512, 2 layers per block, 16 channels), random, on ``device``."""
+    from diffusers import AutoencoderKL
+
+    from pico_lightning.model.autoencoder import KLAutoencoder
+    from pico_lightning.model.backbone import freeze, tiny_vae
+
+    config = {**tiny_vae().config, **FLUX_VAE}
+    with torch.device(device):
+        vae = AutoencoderKL.from_config(config).to(dtype)
+    return freeze(KLAutoencoder(vae))
+
+
+def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[pl.Callback], run_dir: Path):
+    """THE ADAPTER, the bench's only contact with run/: the LightningModule with its parts built on the device, and
+    the Trainer, as `pico train` builds them. Update it when PicoModule or build_trainer change."""
+    from pico_lightning.run.module import PicoModule
+    from pico_lightning.run.train import build_trainer
+
+    module = PicoModule(cfg.model, cfg.train, prompt_embeddings(cfg, prompts), lora=cfg.lora)
+    with torch.device(setup.device):
+        module.configure_model()  # Lightning's own call inside fit is then a no-op
+    if not setup.tiny:
+        module.autoencoder = flux_vae(setup.device, module.transformer.dtype)
+    module.to(setup.device)
+    return module, build_trainer(cfg, run_dir, callbacks, validate=False)
+
+
+def optimizer_and_schedule(module: pl.LightningModule):
+    """(optimizer, LR scheduler) from the module's own configure_optimizers (its dict form)."""
+    optimization = module.configure_optimizers()
+    return optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
+
+
+def forward_flops(module, setup: BenchSetup, panel_size: int, text_len: int) -> float:
+    """FLOPs of one transformer forward on one 2x2 grid, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pico_lightning.model.conditioning import latent_image_ids, predict_velocity
+
+    parts = module.parts
+    transformer, scale = parts.transformer, parts.autoencoder.scale_factor
+    side = 2 * panel_size // scale  # latent side of the 2x2 grid
+    tokens, dtype, device = (side // 2) ** 2, transformer.dtype, setup.device
+    config = transformer.config
+    noisy = torch.randn(1, tokens, config.out_channels, device=device, dtype=dtype)
+    condition = torch.randn(1, tokens, config.in_channels - config.out_channels, device=device, dtype=dtype)
+    text = torch.randn(1, text_len, config.joint_attention_dim, device=device, dtype=dtype)
+    pooled = torch.randn(1, config.pooled_projection_dim, device=device, dtype=dtype)
+    t, guidance = torch.full((1,), 0.5, device=device, dtype=dtype), torch.full((1,), 30.0, device=device)
+    ids = latent_image_ids(side, side, device, dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        predict_velocity(transformer, noisy, condition, t, guidance, text, pooled, ids)
+    return float(counter.get_total_flops())
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The card's dense bf16 peak (FLOP/s) from PEAK_BF16_FLOPS by device name; None on the CPU or an unknown card."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} threads".strip()

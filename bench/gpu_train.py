@@ -1,0 +1,155 @@
+"""bench.gpu's training rows: one PicoModule step under Lightning vs a bare PyTorch loop on the same module, batch,
+optimizer and clipping; peak memory, MFU and samples/s; and the wait for data with the real VisRelDataModule.
+
+Each row builds a fresh module (the package's own build, on the device), runs the bare loop first (warm-up, then
+timed steps), frees its optimizer, then fits with Lightning for the same step counts. Both paths wait for the device
+at the end of every step, so a step's window holds its own kernels and no more; a row reports the median step.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import statistics
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+
+from bench.gpu_model import BenchSetup, build_lightning, optimizer_and_schedule, row_config
+
+PROMPTS = ["", "Edit"]
+
+
+class StepWindows(pl.Callback):
+    """Wall time of the timed steps (after ``warmup``), and the gap between a step's end and the next one's start
+    (fetching the batch plus Lightning's own bookkeeping)."""
+
+    def __init__(self, setup: BenchSetup):
+        self.setup = setup
+        self.ends: list[float] = []
+        self.gaps: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx > self.setup.warmup:
+            self.gaps.append(time.perf_counter() - self.ends[-1])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.setup.sync()
+        self.ends.append(time.perf_counter())
+
+    def step_s(self) -> float:
+        return median_step(self.ends, self.setup.warmup)
+
+    def gap_s(self) -> float:
+        return sum(self.gaps) / len(self.gaps)
+
+
+def bare_step_s(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup) -> float:
+    """Mean seconds of a bare step: the module's own training_step (autocast as Lightning's precision does),
+    backward, clip, optimizer and LR step; warm-up steps first."""
+    from pico_lightning.model.attention import attention_backend
+    from pico_lightning.run.optim import clip_gradients
+
+    optimizer, schedule = optimizer_and_schedule(module)
+    mixed = cfg.train.precision == "bf16-mixed"
+    autocast = torch.autocast(setup.device.type, dtype=torch.bfloat16) if mixed else nullcontext()
+    ends = []
+    with attention_backend(cfg.train.attention_backend), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"You are trying to `self.log\(\)`")  # no Trainer: logging is off
+        for step in range(setup.warmup + setup.timed):
+            inputs = move_data_to_device(module.on_before_batch_transfer(copy.deepcopy(batch), 0), setup.device)
+            with autocast:
+                loss = module.training_step(inputs, step)
+            loss.backward()
+            if cfg.train.gradient_clip_val:
+                clip_gradients(optimizer, cfg.train.gradient_clip_val)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            setup.sync()
+            ends.append(time.perf_counter())
+    del optimizer, schedule
+    return median_step(ends, setup.warmup)
+
+
+def median_step(ends: list[float], warmup: int) -> float:
+    """Median seconds between consecutive step ends after ``warmup`` steps: one stalled step (a shared machine,
+    a one-off allocation) does not move it."""
+    timed = ends[warmup - 1 :]  # from the end of the last warm-up step
+    return statistics.median(b - a for a, b in zip(timed, timed[1:]))
+
+
+def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts: list[str]) -> dict:
+    """Build the row's module, time the bare loop (fixed batch only), then a Lightning fit. Returns the step window
+    timer, the bare step seconds, and the fit's error (the bare timing survives a failing fit)."""
+    from bench.fixtures import fixed_batch
+    from pico_lightning.run.attention import AttentionBackend
+
+    windows = StepWindows(setup)
+    callbacks = [windows, AttentionBackend(cfg.train.attention_backend)]
+    module, trainer = build_lightning(cfg, setup, prompts, callbacks, tmp / "runs" / cfg.run.name)
+    result = {"windows": windows, "bare_step_s": None, "error": None}
+    fixed = isinstance(loader_or_datamodule, torch.utils.data.DataLoader)
+    if fixed:
+        result["bare_step_s"] = bare_step_s(module, fixed_batch(cfg.data.panel_size, cfg.train.batch_size), cfg, setup)
+    gc.collect()
+    if setup.device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(setup.device)
+    try:
+        data = {"train_dataloaders": loader_or_datamodule} if fixed else {"datamodule": loader_or_datamodule}
+        trainer.fit(module, **data)
+    except Exception as err:  # e.g. Lightning refusing to clip a fused optimizer: keep the bare timing
+        result["error"] = f"lightning fit: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+    return result
+
+
+def training_row(setup: BenchSetup, tmp: Path, data_root: Path, batch: int, checkpointing: bool, compile_: bool):
+    """One row of the table: Lightning vs bare step, peak memory, samples/s (MFU is added by the caller)."""
+    from bench.fixtures import fixed_loader
+
+    cfg = row_config(setup, tmp, batch, checkpointing, compile_, data_root)
+    fit = fit_windows(cfg, setup, tmp, fixed_loader(cfg.data.panel_size, batch), PROMPTS)
+    row = {"bare_step_s": fit["bare_step_s"]}
+    if fit["error"]:
+        return {**row, "error": fit["error"]}
+    windows = fit["windows"]
+    step = windows.step_s()
+    return {
+        **row,
+        "step_s": step,
+        "overhead_ratio": step / fit["bare_step_s"],
+        "peak_gb": torch.cuda.max_memory_allocated(setup.device) / 2**30 if setup.device.type == "cuda" else None,
+        "samples_per_s": batch / step,
+        "between_steps_s": windows.gap_s(),
+    }
+
+
+def loader_wait(setup: BenchSetup, tmp: Path, data_root: Path, fixed_gap_s: float | None) -> dict:
+    """Batch 1 with checkpointing, fed by VisRelDataModule over VisRel-lite shards: the gap between steps beyond the
+    same gap with an in-memory batch (``fixed_gap_s``, from the matching row), as a fraction of the step."""
+    from pico_lightning.data.datamodule import VisRelDataModule
+
+    cfg = row_config(setup, tmp, 1, True, False, data_root)
+    datamodule = VisRelDataModule(cfg.data, cfg.train.batch_size)
+    fit = fit_windows(cfg, setup, tmp, datamodule, PROMPTS + list(datamodule.prompts()))
+    if fit["error"]:
+        return {"error": fit["error"]}
+    gap, step = fit["windows"].gap_s(), fit["windows"].step_s()
+    wait = max(0.0, gap - (fixed_gap_s or 0.0))
+    return {"loader_wait_fraction": wait / step, "loader_gap_s": gap, "loader_step_s": step}
+
+
+def prepare_data(setup: BenchSetup, tmp: Path) -> Path:
+    """VisRel-lite shards, as `pico prep visrel-lite` writes them, at the panel size the rows train on."""
+    from data_prep.visrel_lite import build_visrel_lite
+
+    root = tmp / "visrel"
+    size = 32 if setup.tiny else 512
+    build_visrel_lite(root, seed=0, samples_per_task=4, size=size, progress=False)
+    return root
