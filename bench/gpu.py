@@ -71,7 +71,7 @@ def measure_flops(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
     cfg = row_config(setup, tmp, 1, False, False, data_root)
     module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "flops")
     with attention_backend(cfg.train.attention_backend):
-        flops = forward_flops(module, setup, cfg.data.panel_size, cfg.model.max_sequence_length)
+        flops = forward_flops(module, setup, cfg.data.panel_size, cfg.model.sequence_length())
     return {"forward_flops_per_sample": flops}
 
 
@@ -82,7 +82,7 @@ def inference(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
 
     cfg = row_config(setup, tmp, 1, False, False, data_root)
     module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "inference")
-    panel, text_len = cfg.data.panel_size, cfg.model.max_sequence_length
+    panel, text_len = cfg.data.panel_size, cfg.model.sequence_length()
     result = guarded(sampler_vs_diffusers, module, setup, panel, text_len)
     result["seed_scorer"] = guarded(seed_scorer, module, setup, panel, text_len)
     return result

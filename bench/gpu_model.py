@@ -1,6 +1,6 @@
-"""What bench.gpu runs on: the full-size FLUX.1-Fill architecture (random init, built on the GPU in bf16) or the
-demo's sizes on the CPU, experiment configs for each row, forward FLOPs and the card's peak, and the one adapter
-to the package's run/ layer (PicoModule, build_trainer)."""
+"""What bench.gpu runs on: the full-size FLUX.1-Fill architecture (preset flux-fill-dev, random init, built on
+the GPU in bf16) or the tiny preset on the CPU, experiment configs for each row, forward FLOPs and the card's
+peak, and the one adapter to the package's run/ layer (PicoModule, build_trainer)."""
 
 from __future__ import annotations
 
@@ -11,26 +11,6 @@ import lightning.pytorch as pl
 import torch
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-FULL_DIT = [  # FLUX.1-Fill-dev's transformer/config.json, as model.* overrides of the in-process builder
-    "model.num_layers=19",
-    "model.num_single_layers=38",
-    "model.attention_head_dim=128",
-    "model.num_attention_heads=24",
-    "model.axes_dims_rope=[16,56,56]",
-    "model.joint_attention_dim=4096",
-    "model.pooled_projection_dim=768",
-]
-TINY_DIT = [  # the CPU demo's DiT sizes (2 + 2 blocks, width 64); tiny_vae's scale-8 KL geometry below it
-    "model.num_layers=2",
-    "model.num_single_layers=2",
-    "model.attention_head_dim=16",
-    "model.num_attention_heads=4",
-    "model.axes_dims_rope=[4,6,6]",
-    "model.joint_attention_dim=32",
-    "model.pooled_projection_dim=32",
-    "model.max_sequence_length=16",
-]
-FLUX_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2}  # FLUX.1's vae/config.json geometry
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))  # dense, per s
 
 
@@ -69,7 +49,6 @@ def row_config(setup: BenchSetup, tmp: Path, batch: int, checkpointing: bool, co
 
     overrides = [
         "model.pretrained_dir=''",
-        "model.autoencoder=kl",  # FLUX's scale-8 KL geometry (tiny widths on the CPU, swapped for FLUX's on the GPU)
         f"model.text_cache_dir={tmp / 'text'}",
         f"data.root={data_root}",
         "data.num_workers=2",
@@ -85,34 +64,21 @@ def row_config(setup: BenchSetup, tmp: Path, batch: int, checkpointing: bool, co
         f"run.dir={tmp / 'runs'}",
         f"run.name=b{batch}-ckpt{int(checkpointing)}-compile{int(compile_)}",
     ]
-    overrides += TINY_DIT if setup.tiny else [*FULL_DIT, "model.dtype=bfloat16", "model.max_sequence_length=512"]
+    # the CPU: the tiny DiT over a scale-8 KL autoencoder; the GPU: FLUX.1-Fill-dev's DiT and VAE, in bf16
+    overrides += ["model.preset=tiny-kl"] if setup.tiny else ["model.preset=flux-fill-dev", "model.dtype=bfloat16"]
     return load_config(setup.experiment, overrides)
 
 
 def prompt_embeddings(cfg, prompts: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Random (Lt, D) and (D,) embeddings per prompt: speed does not depend on what the text encoders say."""
+    from pico_lightning.config.presets import PRESETS
+
     generator = torch.Generator().manual_seed(0)
-    length, width, pooled = (
-        cfg.model.max_sequence_length,
-        cfg.model.joint_attention_dim,
-        cfg.model.pooled_projection_dim,
-    )
+    arch = PRESETS[cfg.model.preset].transformer
+    length, width, pooled = cfg.model.sequence_length(), arch["joint_attention_dim"], arch["pooled_projection_dim"]
     return {
         p: (torch.randn(length, width, generator=generator), torch.randn(pooled, generator=generator)) for p in prompts
     }
-
-
-def flux_vae(device: torch.device, dtype: torch.dtype):
-    """FLUX.1's AutoencoderKL geometry (128-256-512-512, 2 layers per block, 16 channels), random, on ``device``."""
-    from diffusers import AutoencoderKL
-
-    from pico_lightning.model.autoencoder import KLAutoencoder
-    from pico_lightning.model.backbone import freeze, tiny_vae
-
-    config = {**tiny_vae().config, **FLUX_VAE}
-    with torch.device(device):
-        vae = AutoencoderKL.from_config(config).to(dtype)
-    return freeze(KLAutoencoder(vae))
 
 
 def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[pl.Callback], run_dir: Path):
@@ -124,8 +90,6 @@ def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[
     module = PicoModule(cfg.model, cfg.train, prompt_embeddings(cfg, prompts), lora=cfg.lora)
     with torch.device(setup.device):
         module.configure_model()  # Lightning's own call inside fit is then a no-op
-    if not setup.tiny:
-        module.autoencoder = flux_vae(setup.device, module.transformer.dtype)
     module.to(setup.device)
     return module, build_trainer(cfg, run_dir, callbacks, validate=False)
 

@@ -187,9 +187,9 @@ def text_cache(cfg, repeats: int) -> dict:
     from pico_lightning.model.text import TextCache, encode_prompts
 
     encoders = build_text_encoders(cfg.model)
-    cache = TextCache(Path(cfg.model.text_cache_dir), "bench", cfg.model.max_sequence_length, torch.float32)
+    cache = TextCache(Path(cfg.model.text_cache_dir), "bench", cfg.model.sequence_length(), torch.float32)
     cache.get(["Segment"], lambda: encoders)
-    encode_s = _median_time(lambda: encode_prompts(encoders, ["Segment"], cfg.model.max_sequence_length), repeats)
+    encode_s = _median_time(lambda: encode_prompts(encoders, ["Segment"], cfg.model.sequence_length()), repeats)
     cached_s = _median_time(lambda: cache.get(["Segment"], lambda: encoders), repeats)
     return {"encode_s": encode_s, "cached_s": cached_s, "text_cache_speedup": encode_s / cached_s}
 

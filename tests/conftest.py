@@ -25,7 +25,7 @@ def _restore_torch_state():
 @pytest.fixture(scope="session")
 def tiny_flux_dir(tmp_path_factory):
     """A tiny FLUX.1-Fill directory (random init, KL autoencoder) written by FluxFillPipeline.save_pretrained."""
-    from pico_lightning.model.backbone import save_tiny_flux_fill
+    from bench.fixtures import save_tiny_flux_fill
 
     return save_tiny_flux_fill(tmp_path_factory.mktemp("tiny_flux_fill"))
 

@@ -31,11 +31,11 @@ def forward_backward(transformer: torch.nn.Module) -> tuple[torch.Tensor, torch.
 
 @pytest.mark.slow  # ~35 s on 2 cores: Dynamo traces the checkpointed blocks
 def test_compiled_blocks_match_eager():
-    transformer = build_parts(ModelConfig(num_layers=2, num_single_layers=1)).transformer
+    transformer = build_parts(ModelConfig(preset="demo-base")).transformer
     add_lora(transformer, LoraConfig())
     transformer.enable_gradient_checkpointing()
     expected = forward_backward(transformer)
-    assert compile_blocks(transformer, backend="eager") == 3  # 2 double + 1 single block
+    assert compile_blocks(transformer, backend="eager") == 4  # 2 double + 2 single blocks
     got = forward_backward(transformer)
     assert torch.allclose(got[0], expected[0], atol=1e-6)
     assert torch.allclose(got[1], expected[1], rtol=1e-5)

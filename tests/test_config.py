@@ -34,7 +34,7 @@ def test_file_then_overrides(tmp_path):
         ("train.max_steps=-3", "train.max_steps"),  # invalid value
         ("train.strategy=magic", "train.strategy"),  # not one of the choices
         ("data.panel_size=20", "nearest valid panel sizes: [16, 24]"),  # does not pack
-        ("model.axes_dims_rope=[4,4,4]", "model.axes_dims_rope"),
+        ("model.preset=huge", "model.preset"),  # not a preset
     ],
 )
 def test_bad_values_name_key_and_file(tmp_path, override, needle):

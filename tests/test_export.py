@@ -118,7 +118,6 @@ def test_pico_infer_with_lora_equals_stock_pipeline(trained, tiny_flux_dir):
         width=32,
         num_inference_steps=3,
         guidance_scale=30.0,
-        max_sequence_length=32,
         generator=torch.Generator().manual_seed(7),
     ).images[0]
     expected = np.asarray(image)[16:, 16:]
@@ -131,6 +130,6 @@ def test_lora_for_another_model_is_refused(trained, tmp_path):
     from pico_lightning.model.backbone import build_parts
 
     _, lora_dir, _ = trained
-    other = build_parts(ModelConfig(num_attention_heads=4, axes_dims_rope=[4, 6, 6]))  # another width
+    other = build_parts(ModelConfig(preset="demo-base"))  # another width
     with pytest.raises(UserError, match="does not fit"):
         load_lora(other.transformer, lora_dir)

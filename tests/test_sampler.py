@@ -11,7 +11,7 @@ from pico_lightning.config import ModelConfig
 from pico_lightning.inference.loading import load_inference_model
 from pico_lightning.inference.sampler import TextInputs, sample
 from pico_lightning.model import conditioning
-from pico_lightning.model.backbone import build_parts, tiny_vae
+from pico_lightning.model.backbone import build_parts, kl_vae
 
 LAYOUT = panels.Layout(2, 2, 32)
 STEPS, GUIDANCE, SEED, PROMPT = 4, 30.0, 3, "Segment"
@@ -38,8 +38,7 @@ def stock(tiny_flux_dir, grid_uint8):
         width=LAYOUT.width,
         num_inference_steps=STEPS,
         guidance_scale=GUIDANCE,
-        max_sequence_length=32,
-    )
+    )  # the pipeline's default max_sequence_length (512), as ours for a pretrained directory
     latents = pipe(**kwargs, generator=torch.Generator().manual_seed(SEED), output_type="latent").images
     image = pipe(**kwargs, generator=torch.Generator().manual_seed(SEED)).images[0]
     return latents, np.asarray(image), len(calls) // 2
@@ -129,7 +128,7 @@ def test_mask_packing_matches_pipeline_at_scale_8():
     mask = (torch.rand(1, 1, 64, 96) > 0.5).float()
     pipe = FluxFillPipeline(
         scheduler=None,
-        vae=tiny_vae(),
+        vae=kl_vae((32, 32, 32, 32), 1),
         transformer=None,
         text_encoder=None,
         tokenizer=None,

@@ -1,22 +1,25 @@
 """The routing capture against a dense reference, and the scorer's exactness and cost accounting."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from pico_lightning import panels
 from pico_lightning.config import EvalConfig, ModelConfig
+from pico_lightning.config.presets import PRESETS
 from pico_lightning.inference import routing
 from pico_lightning.inference.loading import load_inference_model
 from pico_lightning.inference.sampler import sample
 from pico_lightning.inference.seed_scorer import attention_modules, capture_routing, fill_episode
-from pico_lightning.model.backbone import build_parts
+from pico_lightning.model.backbone import fill_transformer
 
 LAYOUT = panels.Layout(2, 2, 16)
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    cfg = ModelConfig(num_layers=2, num_single_layers=1, text_cache_dir=str(tmp_path_factory.mktemp("text")))
+    cfg = ModelConfig(preset="demo-base", text_cache_dir=str(tmp_path_factory.mktemp("text")))
     return load_inference_model(cfg, device="cpu")
 
 
@@ -101,7 +104,9 @@ def test_processors_restored_and_bad_blocks(model):
 
 
 def test_default_blocks_are_the_last_four_double_blocks():
-    transformer = build_parts(ModelConfig(num_layers=6, num_single_layers=1)).transformer
+    preset = PRESETS["tiny"]
+    six_double = replace(preset, transformer={**preset.transformer, "num_layers": 6})
+    transformer = fill_transformer(six_double, latent_channels=12, scale_factor=2)
     expected = [b.attn for b in transformer.transformer_blocks[2:]]
     assert attention_modules(transformer, []) == expected
     assert attention_modules(transformer, [6]) == [transformer.single_transformer_blocks[0].attn]

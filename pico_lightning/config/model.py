@@ -7,71 +7,42 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pico_lightning.config.checks import check
+from pico_lightning.config.presets import PIPELINE_MAX_SEQUENCE_LENGTH, PRESETS
 
 
 @dataclass
 class ModelConfig:
     pretrained_dir: str = ""
-    """Local diffusers-format FLUX.1-Fill directory; empty builds the tiny in-process model below."""
-    autoencoder: Literal["pixel_shuffle", "kl"] = "pixel_shuffle"
-    """Tiny model only: lossless PixelShuffle (no weights, CPU demo) or a random-init AutoencoderKL (scale 8)."""
-    pixel_shuffle_scale: int = 2
-    """Tiny model only: the PixelShuffle autoencoder's scale factor s (latent channels 3*s^2)."""
-    num_layers: int = 1
-    """Tiny model only: double-stream blocks."""
-    num_single_layers: int = 1
-    """Tiny model only: single-stream blocks."""
-    attention_head_dim: int = 16
-    """Tiny model only: per-head width; must equal sum(axes_dims_rope)."""
-    num_attention_heads: int = 2
-    """Tiny model only: attention heads."""
-    joint_attention_dim: int = 32
-    """Tiny model only: T5 width."""
-    pooled_projection_dim: int = 32
-    """Tiny model only: CLIP pooled width."""
-    axes_dims_rope: list[int] = field(default_factory=lambda: [4, 4, 8])
-    """Tiny model only: rotary axes (text, row, column)."""
+    """Local diffusers-format FLUX.1-Fill directory; empty builds the in-process ``preset`` (random init)."""
+    preset: Literal["tiny", "tiny-kl", "demo-base", "flux-fill-dev"] = "tiny"
+    """The in-process architecture when pretrained_dir is empty (config/presets.py): tiny (tests), tiny-kl,
+    demo-base (the demo base's architecture) or flux-fill-dev (FLUX.1-Fill-dev's geometry, random init)."""
     init_seed: int = 0
-    """Tiny model only: seed of the random initialisation, so every process builds the same base."""
+    """In-process model only: seed of the random initialisation, so every process builds the same base."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Storage dtype of the frozen base; LoRA parameters always stay float32."""
     base_quantization: Literal["none", "int8", "float8"] = "none"
     """Store the frozen base's block Linear weights in 8 bits (torchao weight-only, `pip install .[quant]`),
     computing in ``dtype``: halves the base's memory for 24 GB cards. LoRA stays float32 over the quantized layers."""
-    max_sequence_length: int = 32
-    """T5 tokens per prompt (FLUX.1-Fill-dev uses up to 512)."""
+    max_sequence_length: int = 0
+    """T5 tokens per prompt; 0 = the model's default: FluxFillPipeline's 512 for a pretrained directory, the
+    preset's for an in-process model (see sequence_length())."""
     guidance: float = 30.0
     """Guidance-embedding value fed to the DiT (FLUX.1-Fill-dev's default), in training and at inference."""
     text_cache_dir: str = ""
     """Prompt-embedding cache directory; empty = <run dir>/text_cache or ~/.cache/pico_lightning/text."""
 
     def __post_init__(self) -> None:
-        check(
-            self.pixel_shuffle_scale >= 1,
-            "model.pixel_shuffle_scale",
-            "an integer >= 1",
-            self.pixel_shuffle_scale,
-        )
-        rope_sum = sum(self.axes_dims_rope)
-        check(
-            len(self.axes_dims_rope) == 3 and rope_sum == self.attention_head_dim,
-            "model.axes_dims_rope",
-            f"3 integers summing to model.attention_head_dim={self.attention_head_dim}",
-            self.axes_dims_rope,
-        )
-        check(
-            self.max_sequence_length >= 1,
-            "model.max_sequence_length",
-            "an integer >= 1",
-            self.max_sequence_length,
-        )
+        check(self.max_sequence_length >= 0, "model.max_sequence_length", "an integer >= 0", self.max_sequence_length)
         if self.pretrained_dir:
             check(
-                os.path.isdir(self.pretrained_dir),
-                "model.pretrained_dir",
-                "an existing directory",
-                self.pretrained_dir,
+                os.path.isdir(self.pretrained_dir), "model.pretrained_dir", "an existing directory", self.pretrained_dir
             )
+
+    def sequence_length(self) -> int:
+        """T5 tokens per prompt: max_sequence_length, else the pipeline's default or the preset's."""
+        default = PIPELINE_MAX_SEQUENCE_LENGTH if self.pretrained_dir else PRESETS[self.preset].max_sequence_length
+        return self.max_sequence_length or default
 
 
 @dataclass

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from pico_lightning.config import ModelConfig
+from pico_lightning.config.presets import PRESETS, Preset
 from pico_lightning.errors import UserError
 from pico_lightning.model.autoencoder import Autoencoder, KLAutoencoder, PixelShuffleAutoencoder
 
@@ -95,32 +96,27 @@ def _check_manifest(root: Path) -> None:
             raise ModelDirError(f"{file}: {problem}; rebuild with: python -m data_prep.tiny_base --out {root}")
 
 
-def tiny_transformer(cfg: ModelConfig, latent_channels: int, scale_factor: int) -> FluxTransformer2DModel:
-    """A Fill DiT sized by ``cfg``: in_channels = 4C (noisy) + 4C (masked image) + 4*s^2 (mask)."""
+def fill_transformer(preset: Preset, latent_channels: int, scale_factor: int) -> FluxTransformer2DModel:
+    """A Fill DiT of ``preset``'s size: in_channels = 4C (noisy) + 4C (masked image) + 4*s^2 (mask)."""
+    arch = {**preset.transformer, "axes_dims_rope": tuple(preset.transformer["axes_dims_rope"])}
     return FluxTransformer2DModel(
         patch_size=1,
         in_channels=8 * latent_channels + 4 * scale_factor**2,
         out_channels=4 * latent_channels,
-        num_layers=cfg.num_layers,
-        num_single_layers=cfg.num_single_layers,
-        attention_head_dim=cfg.attention_head_dim,
-        num_attention_heads=cfg.num_attention_heads,
-        joint_attention_dim=cfg.joint_attention_dim,
-        pooled_projection_dim=cfg.pooled_projection_dim,
-        axes_dims_rope=tuple(cfg.axes_dims_rope),
         guidance_embeds=True,
+        **arch,
     )
 
 
-def tiny_vae() -> AutoencoderKL:
-    """A random-init AutoencoderKL with FLUX's geometry (scale 8, 16 channels, FLUX's scale and shift)."""
+def kl_vae(block_out_channels: tuple[int, ...], layers_per_block: int) -> AutoencoderKL:
+    """A random-init AutoencoderKL with FLUX's scale 8, 16 latent channels, scaling and shift."""
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 32, 32, 32),
-        layers_per_block=1,
+        block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block,
         latent_channels=16,
         norm_num_groups=32,
         scaling_factor=0.3611,
@@ -130,9 +126,19 @@ def tiny_vae() -> AutoencoderKL:
     )
 
 
+def preset_autoencoder(preset: Preset) -> Autoencoder:
+    """The autoencoder a preset names: lossless PixelShuffle, a small KL (32 channels), or FLUX's VAE geometry."""
+    if preset.autoencoder == "small_kl":
+        return KLAutoencoder(kl_vae((32, 32, 32, 32), 1))
+    if preset.autoencoder == "flux_kl":
+        return KLAutoencoder(kl_vae((128, 256, 512, 512), 2))
+    return PixelShuffleAutoencoder(preset.pixel_shuffle_scale)
+
+
 def build_parts(cfg: ModelConfig, device: torch.device | str | None = None) -> FluxParts:
-    """The frozen base for ``cfg`` on ``device``: loaded from ``pretrained_dir``, or tiny (seeded, identical in every
-    process) and initialised directly on the device in its storage dtype (no host copy, no fp32 detour)."""
+    """The frozen base for ``cfg`` on ``device``: loaded from ``pretrained_dir``, or the in-process ``preset`` (seeded,
+    identical in every process), initialised directly on the device in its storage dtype (no host copy, no fp32
+    detour: a flux-fill-dev base is 22 GiB in bf16, 45 GiB in fp32)."""
     device = torch.device(device or "cpu")
     if cfg.pretrained_dir:
         parts = _load_parts(cfg.pretrained_dir, DTYPES[cfg.dtype])
@@ -141,13 +147,10 @@ def build_parts(cfg: ModelConfig, device: torch.device | str | None = None) -> F
     else:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
             torch.manual_seed(cfg.init_seed)
-            autoencoder = (
-                KLAutoencoder(tiny_vae())
-                if cfg.autoencoder == "kl"
-                else PixelShuffleAutoencoder(cfg.pixel_shuffle_scale)
-            )
+            preset = PRESETS[cfg.preset]
             with default_dtype(DTYPES[cfg.dtype]):
-                transformer = tiny_transformer(cfg, autoencoder.latent_channels, autoencoder.scale_factor)
+                autoencoder = preset_autoencoder(preset)
+                transformer = fill_transformer(preset, autoencoder.latent_channels, autoencoder.scale_factor)
         parts = FluxParts(
             transformer,
             autoencoder,
@@ -207,6 +210,7 @@ def build_text_encoders(cfg: ModelConfig) -> TextEncoders:
 
 
 def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
+    arch = PRESETS[cfg.preset].transformer  # the encoders' widths are the DiT's text widths
     chars = string.ascii_letters + string.digits + ".,!?'-"
     clip_vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for char in chars.lower() + string.digits:
@@ -219,7 +223,7 @@ def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
         clip = CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=len(clip_vocab),
-                hidden_size=cfg.pooled_projection_dim,
+                hidden_size=arch["pooled_projection_dim"],
                 intermediate_size=64,
                 num_hidden_layers=1,
                 num_attention_heads=2,
@@ -232,7 +236,7 @@ def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
         t5 = T5EncoderModel(
             T5Config(
                 vocab_size=len(t5_vocab),
-                d_model=cfg.joint_attention_dim,
+                d_model=arch["joint_attention_dim"],
                 d_kv=8,
                 d_ff=64,
                 num_layers=1,
@@ -248,25 +252,6 @@ def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
         freeze(t5),
         T5TokenizerFast(vocab=t5_vocab, extra_ids=0),
     )
-
-
-def save_tiny_flux_fill(path: str | Path, cfg: ModelConfig | None = None) -> Path:
-    """Write a tiny, random-init FLUX.1-Fill directory (KL autoencoder) with the stock pipeline's save_pretrained:
-    a stand-in for the real weights in tests and benchmarks, loadable by ``model.pretrained_dir``."""
-    from diffusers import FluxFillPipeline
-
-    cfg = cfg or ModelConfig(autoencoder="kl")
-    parts, text = build_parts(cfg), build_text_encoders(cfg)
-    FluxFillPipeline(
-        scheduler=parts.scheduler,
-        vae=parts.autoencoder.vae,
-        transformer=parts.transformer,
-        text_encoder=text.text_encoder,
-        tokenizer=text.tokenizer,
-        text_encoder_2=text.text_encoder_2,
-        tokenizer_2=text.tokenizer_2,
-    ).save_pretrained(path)
-    return Path(path)
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -84,4 +84,4 @@ def model_text_cache(cfg: ModelConfig, identity: str) -> TextCache:
     keyed by the model's identity, max length and dtype."""
     default = Path(os.environ.get("PICO_CACHE", Path.home() / ".cache" / "pico_lightning")) / "text"
     directory = Path(cfg.text_cache_dir) if cfg.text_cache_dir else default
-    return TextCache(directory, identity, cfg.max_sequence_length, DTYPES[cfg.dtype])
+    return TextCache(directory, identity, cfg.sequence_length(), DTYPES[cfg.dtype])
