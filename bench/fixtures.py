@@ -9,9 +9,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 from pico_lightning import panels
+from pico_lightning.inference.sampler import FillState, TextInputs, decode, denoise, init_state, make_scheduler
+from pico_lightning.model.autoencoder import Autoencoder
 
 DEMO = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
 
@@ -141,3 +144,24 @@ def stock_call(tiny_dir: Path, grid: torch.Tensor, mask: torch.Tensor, text, num
         )
 
     return run
+
+
+@torch.no_grad()
+def sample(
+    transformer: torch.nn.Module,
+    autoencoder: Autoencoder,
+    scheduler: FlowMatchEulerDiscreteScheduler,
+    grid: torch.Tensor,
+    mask: torch.Tensor,
+    text: TextInputs,
+    num_steps: int,
+    guidance: float,
+    seed: int,
+) -> tuple[torch.Tensor, FillState]:
+    """Fill the masked panel of one episode with one seed, composing the sampler's steps: (1, 3, H, W) image and
+    the final state (what tests and benchmarks compare against the stock pipeline)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    state = init_state(autoencoder, grid, mask, [generator], text.prompt_embeds.dtype)
+    scheduler = make_scheduler(scheduler, num_steps, state.latent_size, grid.device)
+    state = denoise(transformer, scheduler, state, text, guidance, range(num_steps))
+    return decode(autoencoder, state), state

@@ -128,10 +128,9 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
 
 def sampler_vs_diffusers(tiny_dir: Path, repeats: int, num_steps: int = 28) -> dict:
     """Our 2x2 inference vs the stock FluxFillPipeline, the same grid, prompt embeddings, steps and seed."""
-    from bench.fixtures import stock_call
+    from bench.fixtures import sample, stock_call
     from pico_lightning.config import ModelConfig
     from pico_lightning.inference.loading import load_inference_model
-    from pico_lightning.inference.sampler import sample
     from pico_lightning.panels import Layout, target_mask
 
     layout = Layout(2, 2, 64)

@@ -6,10 +6,11 @@ import torch
 from diffusers import FluxFillPipeline
 from PIL import Image
 
+from bench.fixtures import sample
 from pico_lightning import panels
 from pico_lightning.config import ModelConfig
 from pico_lightning.inference.loading import load_inference_model
-from pico_lightning.inference.sampler import TextInputs, sample
+from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model import conditioning
 from pico_lightning.model.backbone import build_parts, kl_vae
 

@@ -134,23 +134,3 @@ def decode(autoencoder: Autoencoder, state: FillState) -> torch.Tensor:
     """Packed latents -> (S, 3, H, W) images in [-1, 1] (unclamped, as the autoencoder returns them)."""
     latents = unpack_latents(state.latents, *state.latent_size)
     return autoencoder.decode(latents)
-
-
-@torch.no_grad()
-def sample(
-    transformer: torch.nn.Module,
-    autoencoder: Autoencoder,
-    scheduler: FlowMatchEulerDiscreteScheduler,
-    grid: torch.Tensor,
-    mask: torch.Tensor,
-    text: TextInputs,
-    num_steps: int,
-    guidance: float,
-    seed: int,
-) -> tuple[torch.Tensor, FillState]:
-    """Fill the masked panel of one episode with one seed: (1, 3, H, W) image and the final state."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    state = init_state(autoencoder, grid, mask, [generator], text.prompt_embeds.dtype)
-    scheduler = make_scheduler(scheduler, num_steps, state.latent_size, grid.device)
-    state = denoise(transformer, scheduler, state, text, guidance, range(num_steps))
-    return decode(autoencoder, state), state
