@@ -33,6 +33,9 @@ class EvalConfig:
     """First candidate seed; candidates are seed, seed+1, ..."""
     gallery_episodes: int = 4
     """Episodes per suite drawn in the gallery and the W&B table (fixed across steps)."""
+    exemplar_swap: bool = False
+    """Also evaluate the held-in episodes with the exemplar pair of another task (eval/held_in/swapped_<metric>):
+    the control that shows whether outputs follow the exemplar."""
     perseg_dir: str = ""
     """A PerSeg-style folder (Images/<object>/*.jpg, Annotations/<object>/*.png) for the 'perseg' suite."""
 

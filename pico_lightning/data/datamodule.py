@@ -117,6 +117,7 @@ class VisRelDataModule(pl.LightningDataModule):
                 self.eval_cfg.episodes_per_suite if self.eval_cfg else 0,
                 self.eval_episodes if has_shards else None,
                 self.eval_cfg.perseg_dir if self.eval_cfg else "",
+                bool(self.eval_cfg and self.eval_cfg.exemplar_swap),
             )
         return self.items
 

@@ -3,13 +3,15 @@
 The image suites (``segmentation``, ``user_tasks``, ``perseg``) come from the suite files (data/suites.py); the
 ``held_in`` / ``held_out`` episodes come from the VisRel shards' val / test pairs (``VisRelDataModule``). Items are
 chosen in a fixed order, round-robin over tasks, so a run evaluates the same episodes at every step and every rank
-can take its share ``items[rank::world]``.
+can take its share ``items[rank::world]``. The exemplar-swap control (``eval.exemplar_swap``) repeats the held-in
+episodes with the exemplar pair of another task: if a model reads the relation from its exemplar, the true
+exemplar must beat a swapped one by a wide margin; if it only learned a prior over the query, the two score alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, split_grid
 
 SHARD_SUITES = {"held_in": "val", "held_out": "test"}  # suite -> the shards' split its episodes come from
+SWAPPED = "_swapped"  # suite-name suffix of exemplar-swapped items, reported as eval/<suite>/swapped_<metric>
 
 EpisodesFor = Callable[[str, int], list[dict]]  # (split, episodes per task) -> DataModule episode dicts
 
@@ -65,8 +68,10 @@ def collect_items(
     episodes_per_suite: int,
     episodes_for: EpisodesFor | None = None,
     perseg_dir: str = "",
+    exemplar_swap: bool = False,
 ) -> dict[str, list[EvalItem]]:
-    """Episodes of every requested suite, in a fixed order, at most ``episodes_per_suite`` each.
+    """Episodes of every requested suite, in a fixed order, at most ``episodes_per_suite`` each; with
+    ``exemplar_swap``, also the held-in items with another task's exemplar (suite ``held_in_swapped``).
 
     A suite that yields no episode is an error naming it, so a run learns of missing suites before its first step.
     """
@@ -83,6 +88,10 @@ def collect_items(
         if not chosen:
             raise UserError(f"eval.suites: {suite!r} has no episodes in {root or perseg_dir or 'the data'}")
         items[suite] = _spread(chosen, episodes_per_suite)
+    if exemplar_swap and "held_in" in items:
+        items["held_in" + SWAPPED] = [
+            replace(i, suite="held_in" + SWAPPED) for i in swap_exemplars(items["held_in"], layout)
+        ]
     return items
 
 
@@ -94,6 +103,22 @@ def _spread(items: list[EvalItem], limit: int) -> list[EvalItem]:
     groups = list(by_task.values())
     depth = max((len(g) for g in groups), default=0)
     return [g[i] for i in range(depth) for g in groups if i < len(g)][:limit]
+
+
+def swap_exemplars(items: list[EvalItem], layout: Layout) -> list[EvalItem]:
+    """Copies of ``items`` whose exemplar panels (every cell but the query and the target) come from an item of
+    another task; query, mask, target, task, prompt and suite are kept, so the caller names the swapped suite."""
+    if len({item.task for item in items}) < 2 and items:
+        raise ValueError(f"swap_exemplars: needs items of at least two tasks, got only {items[0].task!r}")
+    exemplar_cells = [layout.cell(index) for index in range(layout.num_panels - 2)]
+    swapped = []
+    for i, item in enumerate(items):
+        donor = next(d for d in items[i + 1 :] + items[:i] if d.task != item.task)
+        grid = item.grid.clone()
+        for rows, cols in exemplar_cells:
+            grid[:, rows, cols] = donor.grid[:, rows, cols]
+        swapped.append(replace(item, grid=grid))
+    return swapped
 
 
 def eval_loader(items: dict[str, list[EvalItem]], rank: int, world: int) -> torch.utils.data.DataLoader:

@@ -16,14 +16,12 @@ import torch
 from tqdm.auto import tqdm
 
 from pico_lightning.config import EvalConfig
-from pico_lightning.data.eval_items import EvalItem
+from pico_lightning.data.eval_items import SWAPPED, EvalItem
 from pico_lightning.data.suites import SUITE_KINDS
 from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
 from pico_lightning.inference.fill_model import FillModel
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
-
-SWAPPED = "_swapped"  # suite-name suffix of exemplar-swapped items; reported as eval/<suite>/swapped_<metric>
 
 
 @dataclass

@@ -1,0 +1,51 @@
+"""The demo's tiny pretrained base: a 2-step pretraining writes a directory the loader reads like FLUX.1-Fill-dev,
+and the loader refuses it once a file changes or goes missing."""
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep import tiny_base
+from data_prep.generic_grids import generic_batch
+from pico_lightning.config import ModelConfig
+from pico_lightning.model.autoencoder import PixelShuffleAutoencoder
+from pico_lightning.model.backbone import MANIFEST, ModelDirError, build_parts
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_base")
+    built, curve = tiny_base.pretrain(steps=2, batch=2, lr=1e-3, seed=0, log_every=1)
+    assert [c["step"] for c in curve] == [1, 2]
+    tiny_base.save_base(out, built)
+    return out, built["parts"].transformer
+
+
+def test_the_saved_base_loads_like_flux_fill(base_dir):
+    out, trained = base_dir
+    parts = build_parts(ModelConfig(pretrained_dir=str(out)))
+    assert isinstance(parts.autoencoder, PixelShuffleAutoencoder) and parts.autoencoder.scale_factor == 2
+    loaded = parts.transformer.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in trained.state_dict().items())
+    assert not any(p.requires_grad for p in parts.transformer.parameters())
+
+
+def test_a_changed_or_missing_file_is_one_error_with_the_rebuild_command(base_dir, tmp_path):
+    out, _ = base_dir
+    listed = (out / MANIFEST).read_text().splitlines()
+    assert "transformer/diffusion_pytorch_model.safetensors" in {line.split("  ")[1] for line in listed}
+    (out / MANIFEST).write_text("0" * 64 + "  transformer/config.json\n" + "\n".join(listed) + "\n")
+    with pytest.raises(ModelDirError, match=r"config.json: changed .*python -m data_prep.tiny_base --out"):
+        build_parts(ModelConfig(pretrained_dir=str(out)))
+    (out / MANIFEST).write_text(listed[0] + "\n" + "0" * 64 + "  transformer/gone.bin\n")
+    with pytest.raises(ModelDirError, match=r"gone.bin: missing"):
+        build_parts(ModelConfig(pretrained_dir=str(out)))
+    (out / MANIFEST).write_text("\n".join(listed) + "\n")
+
+
+def test_pretraining_grids_are_seeded_and_masked():
+    first, masks = generic_batch(np.random.default_rng(3), 4, 16)
+    again, _ = generic_batch(np.random.default_rng(3), 4, 16)
+    assert first.shape == (4, 3, 32, 32) and masks.shape == (4, 1, 32, 32)
+    assert (first == again).all() and first.min() >= -1 and first.max() <= 1
+    assert all(0 < m.sum() < m.size for m in masks)
