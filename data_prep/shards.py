@@ -15,6 +15,7 @@ import numpy as np
 import webdataset as wds
 
 from pico_lightning.data.schema import INDEX_FORMAT, INDEX_NAME, SPLITS, SampleMeta, encode_png, make_key
+from pico_lightning.files import write_json
 
 Sample = tuple[np.ndarray, np.ndarray, SampleMeta]
 
@@ -56,7 +57,7 @@ def write_shards(
     )
     for tmp, name in zip(tmp_paths, names, strict=True):
         os.replace(tmp, out / name)
-    _write_json_atomic(out / INDEX_NAME, index)
+    write_json(out / INDEX_NAME, index)
     _remove(path for path in out.glob(f"{prefix}-*.tar") if path.name not in names)  # stale: from a bigger run
     return names
 
@@ -124,12 +125,6 @@ def _new_task_entry(meta: SampleMeta, held_out: Collection[str]) -> dict:
         "prompt": meta.prompt,
         "counts": counts,
     }
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _remove(paths: Iterable[str | os.PathLike]) -> None:

@@ -28,6 +28,7 @@ from data_prep.pixels import grey, grey_rgb
 from data_prep.scenes import KINDS, PALETTE, ShapeScene, geometry_scene, shape_scene
 from pico_lightning.data.schema import encode_png
 from pico_lightning.data.suites import PANEL_KEYS, Episode, suite_path
+from pico_lightning.files import atomic_path
 
 CONCEPTS = ("colour", "shape", "instance")
 USER_TASKS = ("watermark_style", "background_stylise", "contour_edges", "sticker_insert")
@@ -55,16 +56,9 @@ def write_suites(out_dir: str | os.PathLike, suites: dict[str, list[Episode]]) -
     summary = {}
     for name, episodes in suites.items():
         path = suite_path(out_dir, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        try:
-            with wds.TarWriter(str(tmp), mtime=0) as sink:  # mtime=0: byte-identical tars for a seed
-                for episode in episodes:
-                    sink.write(_sample(episode))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:  # mtime=0: same bytes per seed
+            for episode in episodes:
+                sink.write(_sample(episode))
         summary[name] = {
             "file": str(path.relative_to(out_dir)),
             "kind": episodes[0].kind,
