@@ -101,23 +101,11 @@ def tiny_flux_dir(tmp: Path) -> Path:
 def save_tiny_flux_fill(path: str | Path, preset: str = "tiny-kl") -> Path:
     """Write a random-init FLUX.1-Fill directory of ``preset`` with the stock pipeline's save_pretrained: a
     stand-in for the real weights in tests and benchmarks, loadable by ``model.pretrained_dir``."""
-    from diffusers import FluxFillPipeline
-
     from pico_lightning.config import ModelConfig
-    from pico_lightning.model.backbone import build_parts, build_text_encoders
+    from pico_lightning.model.backbone import build_parts, build_text_encoders, save_pipeline
 
     cfg = ModelConfig(preset=preset)
-    parts, text = build_parts(cfg), build_text_encoders(cfg)
-    FluxFillPipeline(
-        scheduler=parts.scheduler,
-        vae=parts.autoencoder.vae,
-        transformer=parts.transformer,
-        text_encoder=text.text_encoder,
-        tokenizer=text.tokenizer,
-        text_encoder_2=text.text_encoder_2,
-        tokenizer_2=text.tokenizer_2,
-    ).save_pretrained(path)
-    return Path(path)
+    return save_pipeline(build_parts(cfg), build_text_encoders(cfg), path)
 
 
 def stock_call(tiny_dir: Path, grid: torch.Tensor, mask: torch.Tensor, text, num_steps: int):

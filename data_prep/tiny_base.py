@@ -29,7 +29,7 @@ import torch
 from data_prep.generic_grids import generic_batch
 from pico_lightning import flow
 from pico_lightning.config import ModelConfig
-from pico_lightning.model.backbone import MANIFEST, build_parts, build_text_encoders
+from pico_lightning.model.backbone import MANIFEST, build_parts, build_text_encoders, save_pipeline
 from pico_lightning.model.conditioning import (
     fill_condition,
     latent_image_ids,
@@ -96,18 +96,7 @@ def pretrain(steps: int, batch: int, lr: float, seed: int, log_every: int = 50) 
 
 def save_base(out: Path, built: dict) -> None:
     """``FluxFillPipeline.save_pretrained`` into ``out``, then the SHA-256 manifest of every file it wrote."""
-    from diffusers import FluxFillPipeline
-
-    parts, text = built["parts"], built["text"]
-    FluxFillPipeline(
-        scheduler=parts.scheduler,
-        vae=parts.autoencoder,
-        transformer=parts.transformer,
-        text_encoder=text.text_encoder,
-        tokenizer=text.tokenizer,
-        text_encoder_2=text.text_encoder_2,
-        tokenizer_2=text.tokenizer_2,
-    ).save_pretrained(out)
+    save_pipeline(built["parts"], built["text"], out)
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
     lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(out).as_posix()}" for p in files]
     (out / MANIFEST).write_text("\n".join(lines) + "\n")

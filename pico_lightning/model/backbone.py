@@ -254,6 +254,22 @@ def _tiny_text_encoders(cfg: ModelConfig) -> TextEncoders:
     )
 
 
+def save_pipeline(parts: FluxParts, text: TextEncoders, path: str | Path) -> Path:
+    """Write the parts as a FluxFillPipeline directory (``save_pretrained``): what ``model.pretrained_dir`` loads."""
+    from diffusers import FluxFillPipeline
+
+    FluxFillPipeline(
+        scheduler=parts.scheduler,
+        vae=parts.autoencoder.vae if isinstance(parts.autoencoder, KLAutoencoder) else parts.autoencoder,
+        transformer=parts.transformer,
+        text_encoder=text.text_encoder,
+        tokenizer=text.tokenizer,
+        text_encoder_2=text.text_encoder_2,
+        tokenizer_2=text.tokenizer_2,
+    ).save_pretrained(path)
+    return Path(path)
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """No gradients and eval mode for a frozen base part."""
     module.requires_grad_(False)
