@@ -17,8 +17,7 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._should_update(trainer.global_step, trainer.max_steps):
             self.train_progress_bar.n = trainer.global_step
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
-            self.train_progress_bar.refresh()
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar once
 
     def get_metrics(self, trainer, pl_module) -> dict:
         metrics = super().get_metrics(trainer, pl_module)
