@@ -106,18 +106,17 @@ class VisRelDataModule(pl.LightningDataModule):
     def eval_items(self) -> dict[str, list[EvalItem]]:
         """The fixed evaluation items of ``eval.suites`` (read once); a suite without episodes is a UserError."""
         if self.items is None:
-            cfg, suites = self.cfg, self.eval_cfg.suites if self.eval_cfg else []
-            has_shards = bool(cfg.root or cfg.shards)
+            cfg, evaluation = self.cfg, self.eval_cfg or EvalConfig(suites=[])
             self.items = collect_items(
-                suites,
+                evaluation.suites,
                 data_root(cfg.shards, cfg.root),
                 self.layout,
                 cfg.resize,
                 cfg.prompt,
-                self.eval_cfg.episodes_per_suite if self.eval_cfg else 0,
-                self.eval_episodes if has_shards else None,
-                self.eval_cfg.perseg_dir if self.eval_cfg else "",
-                bool(self.eval_cfg and self.eval_cfg.exemplar_swap),
+                evaluation.episodes_per_suite,
+                self.eval_episodes if cfg.root or cfg.shards else None,
+                evaluation.perseg_dir,
+                evaluation.exemplar_swap,
             )
         return self.items
 

@@ -57,14 +57,18 @@ class TextCache:
     def get(self, prompts: Iterable[str], load_encoders: Callable[[], TextEncoders]) -> dict[str, PromptEmbedding]:
         """Embeddings of every prompt; misses are encoded in one batch (building the encoders once) and stored."""
         prompts = list(dict.fromkeys(prompts))
-        found = {p: self._read(p) for p in prompts if self.path(p).is_file()}
-        missing = [p for p in prompts if p not in found]
+        missing = self.missing(prompts)
+        found = {p: self._read(p) for p in prompts if p not in missing}
         if missing:
             encoded = encode_prompts(load_encoders(), missing, self.max_sequence_length)
             for prompt, (embeds, pooled) in zip(missing, encoded):
                 self._write(prompt, embeds.to(self.dtype), pooled.to(self.dtype))
                 found[prompt] = (embeds.to(self.dtype), pooled.to(self.dtype))
         return {p: found[p] for p in prompts}
+
+    def missing(self, prompts: Iterable[str]) -> list[str]:
+        """The prompts (once each, in order) that have no entry in the cache yet."""
+        return [p for p in dict.fromkeys(prompts) if not self.path(p).is_file()]
 
     def _read(self, prompt: str) -> PromptEmbedding:
         tensors = load_file(self.path(prompt))

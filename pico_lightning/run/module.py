@@ -64,7 +64,7 @@ class PicoModule(pl.LightningModule):
         self.model_cfg, self.cfg, self.lora, self.eval_cfg, self.layout = model_cfg, train_cfg, lora, eval_cfg, layout
         self.transformer: torch.nn.Module | None = None  # built in configure_model
         self.autoencoder: torch.nn.Module | None = None
-        self.scheduler_config: dict = {}
+        self.scheduler: FlowMatchEulerDiscreteScheduler | None = None  # a template: samplers copy it
         self.identity = ""
         self.prompt_index = {prompt: i for i, prompt in enumerate(prompts)}
         self.register_buffer("prompt_embeds", torch.stack([e for e, _ in prompts.values()]), persistent=False)
@@ -91,13 +91,12 @@ class PicoModule(pl.LightningModule):
         if self.cfg.compile:
             compile_blocks(parts.transformer)  # after LoRA and checkpointing: the compiled blocks include both
         self.transformer, self.autoencoder = parts.transformer, parts.autoencoder
-        self.scheduler_config, self.identity = dict(parts.scheduler.config), parts.identity
+        self.scheduler, self.identity = parts.scheduler, parts.identity
 
     @property
     def parts(self) -> FluxParts:
         """The live model parts (LoRA attached), as inference takes them."""
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        return FluxParts(self.transformer, self.autoencoder, scheduler, self.identity)
+        return FluxParts(self.transformer, self.autoencoder, self.scheduler, self.identity)
 
     def text(self, prompt: str) -> TextInputs:
         """(1, Lt, D) and (1, D) embeddings of ``prompt`` from the prompt table, in the transformer's dtype."""
@@ -120,7 +119,7 @@ class PicoModule(pl.LightningModule):
             x0.shape[0], cfg.timestep_density, generator, x0.device, cfg.logit_mean, cfg.logit_std, cfg.mode_scale
         )
         if cfg.resolution_shift:
-            t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], self.scheduler_config))
+            t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], self.scheduler.config))
         dtype = self.transformer.dtype
         scale = self.autoencoder.scale_factor
         guidance = torch.full((x0.shape[0],), self.model_cfg.guidance, device=x0.device, dtype=torch.float32)

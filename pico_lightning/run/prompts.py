@@ -25,22 +25,19 @@ def embed_prompts(cfg: ModelConfig, prompts: list[str]) -> int:
     """The dedicated step: build the text encoders (only if some prompt is missing) and fill the cache; returns
     how many prompts were encoded now."""
     cache = model_text_cache(cfg, model_identity(cfg))
-    missing = [p for p in dict.fromkeys(prompts) if not cache.path(p).is_file()]
-    if missing:
-        cache.get(missing, lambda: build_text_encoders(cfg))
+    missing = cache.missing(prompts)
+    cache.get(missing, lambda: build_text_encoders(cfg))
     return len(missing)
 
 
-def prompt_table(
-    cfg: ModelConfig, prompts: list[str], experiment: str = "EXPERIMENT.yaml"
-) -> dict[str, PromptEmbedding]:
+def prompt_table(cfg: ModelConfig, prompts: list[str]) -> dict[str, PromptEmbedding]:
     """Cached embeddings of ``prompts``; a missing one is a UserError naming the `pico embed` command."""
+    cache = model_text_cache(cfg, model_identity(cfg))
 
-    def refuse() -> TextEncoders:
-        directory = model_text_cache(cfg, model_identity(cfg)).directory
+    def refuse() -> TextEncoders:  # the cache's "build the encoders" fallback: never in training
         raise UserError(
-            f"model.text_cache_dir: prompt embeddings missing in {directory}; training never builds the text encoders: "
-            f"embed them once with `pico embed {experiment} [same key=value overrides]`"
+            f"model.text_cache_dir: prompt embeddings missing in {cache.directory}; training never builds the text "
+            "encoders: embed them once with `pico embed EXPERIMENT.yaml [the same key=value overrides]`"
         )
 
-    return model_text_cache(cfg, model_identity(cfg)).get(prompts, refuse)
+    return cache.get(prompts, refuse)
