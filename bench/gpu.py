@@ -3,13 +3,16 @@
     python -m bench.gpu [--out bench/gpu_results.json]      # one CUDA GPU, full-size FLUX.1-Fill (random init, bf16)
     python -m bench.gpu --tiny                              # the same code on the CPU with the demo's sizes
 
-Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, each a PicoModule step
-under Lightning vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups),
-with peak memory (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x
-batch / step / the card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Then the
-wait for data with the real VisRelDataModule, our sampler vs the stock FluxFillPipeline, and the seed scorer at
-|S| = 4 and 8. The JSON is rewritten atomically after every finished measurement, so a crash or a time limit
-still leaves everything finished; an error in one row (e.g. out of memory) is recorded in that row.
+Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, plus levers at batch 1
+with checkpointing (``variant``: int8 = ``model.base_quantization=int8``, where torchao is installed; lora-no-cast =
+LoRA layers fed bf16 inputs; each with its losses against the shipped row's). Each row is a PicoModule step under
+Lightning vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups),
+with peak memory (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs
+x batch / step / the card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also:
+the seconds of a step's two VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of
+one shipped step, our sampler vs the stock FluxFillPipeline, and the seed scorer at |S| = 4 and 8. The JSON is
+rewritten atomically after every finished measurement, so a crash or a time limit still leaves everything
+finished; an error in one row (e.g. out of memory) is recorded in that row.
 """
 
 from __future__ import annotations
@@ -28,7 +31,17 @@ import torch
 
 from bench.gpu_model import BenchSetup, default_setup, device_name, forward_flops, peak_flops
 
-ROW_KEYS = ("batch", "gradient_checkpointing", "compile", "step_s", "bare_step_s", "overhead_ratio", "peak_gb", "mfu")
+ROW_KEYS = (
+    "variant",
+    "batch",
+    "gradient_checkpointing",
+    "compile",
+    "step_s",
+    "bare_step_s",
+    "overhead_ratio",
+    "peak_gb",
+    "mfu",
+)
 
 
 def write_atomic(path: Path, results: dict) -> None:
@@ -52,9 +65,14 @@ def guarded(fn, *args) -> dict:
             torch.cuda.empty_cache()
 
 
-def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool]]:
-    """(batch, checkpointing, compile) rows: uncompiled first, checkpointing first within each."""
-    return [(b, ckpt, comp) for comp in setup.compile_modes for ckpt in (True, False) for b in setup.batches]
+def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool, str]]:
+    """(batch, checkpointing, compile, variant) rows, most wanted first: the shipped config uncompiled (checkpointing)
+    at every batch, then its levers (variants at batch 1, then compiling), then everything else."""
+    first = [(b, True, False, "") for b in setup.batches]
+    levers = [(setup.batches[0], True, False, v) for v in setup.variants]
+    levers += [(setup.batches[0], True, True, "")] if True in setup.compile_modes else []
+    grid = [(b, ckpt, comp, "") for comp in setup.compile_modes for ckpt in (True, False) for b in setup.batches]
+    return first + levers + [spec for spec in grid if spec not in first + levers]
 
 
 def mfu(row: dict, flops_per_sample: float | None, peak: float | None) -> float | None:
@@ -75,6 +93,31 @@ def measure_flops(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
     return {"forward_flops_per_sample": flops}
 
 
+def measure_encode(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
+    """Seconds of a training step's two VAE encodes (the grid and the masked grid) at batch 1, under autocast as in
+    training: what caching the latents would save per sample."""
+    from bench.fixtures import fixed_batch
+    from bench.gpu_infer import timed
+    from bench.gpu_model import build_lightning, row_config
+    from pico_lightning.model.conditioning import fill_condition
+
+    cfg = row_config(setup, tmp, 1, True, False, data_root)
+    module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "encode")
+    batch = fixed_batch(cfg.data.panel_size, 1)
+    grid, mask = batch["grid"].to(setup.device), batch["mask"].to(setup.device)
+    generator = torch.Generator(setup.device).manual_seed(0)
+    autocast = torch.autocast(setup.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16-mixed")
+
+    def encode():
+        module.autoencoder.encode(grid, generator=generator)
+        fill_condition(module.autoencoder, grid, mask, generator)
+
+    with torch.no_grad(), autocast:
+        encode()
+        seconds = sorted(timed(setup, encode)[1] for _ in range(3))
+    return {"vae_encode_s": seconds[1]}
+
+
 def inference(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
     """Sampler vs diffusers and the seed scorer on one module (batch-independent: built for batch 1)."""
     from bench.gpu_infer import sampler_vs_diffusers, seed_scorer
@@ -88,15 +131,20 @@ def inference(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
     return result
 
 
-def add_row(results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: tuple[int, bool, bool]) -> dict:
-    """Measure one (batch, checkpointing, compile) row and append it to ``results["rows"]``."""
+def add_row(results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: tuple[int, bool, bool, str]) -> dict:
+    """Measure one (batch, checkpointing, compile, variant) row and append it to ``results["rows"]``; a variant row
+    also gets ``loss_diff_vs_shipped``: its bare losses minus the shipped row's (same batch, noise and LoRA init)."""
     from bench.gpu_train import training_row
 
-    batch, ckpt, comp = spec
-    row, start = {"batch": batch, "gradient_checkpointing": ckpt, "compile": comp}, time.perf_counter()
-    row.update(guarded(training_row, setup, tmp, data_root, batch, ckpt, comp))
+    batch, ckpt, comp, variant = spec
+    row = {"batch": batch, "gradient_checkpointing": ckpt, "compile": comp, "variant": variant or "shipped"}
+    start = time.perf_counter()
+    row.update(guarded(training_row, setup, tmp, data_root, batch, ckpt, comp, variant))
     row["row_s"] = time.perf_counter() - start  # build + bare loop + fit: for planning time limits
     row["mfu"] = mfu(row, results["flops"].get("forward_flops_per_sample"), results["peak_flops"])
+    shipped = results["rows"][0].get("bare_losses") if results["rows"] else None
+    if variant and shipped and row.get("bare_losses"):
+        row["loss_diff_vs_shipped"] = [a - b for a, b in zip(row["bare_losses"], shipped)]
     results["rows"].append(row)
     return row
 
@@ -105,7 +153,7 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
     """Every measurement in order, streaming ``out`` after each; returns the final results. Order: the uncompiled
     checkpointing rows (the shipped config), inference, the loader, then the rest (no checkpointing may run out of
     memory; compiling is the slowest and least certain part)."""
-    from bench.gpu_train import loader_wait, prepare_data
+    from bench.gpu_train import loader_wait, prepare_data, step_profile
 
     started = time.perf_counter()
     results = {
@@ -125,6 +173,8 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
         tmp = Path(tmp_dir)
         data_root = prepare_data(setup, tmp)
         results["flops"] = guarded(measure_flops, setup, tmp, data_root)
+        results["vae_encode"] = guarded(measure_encode, setup, tmp, data_root)
+        write_atomic(out, results)
         for spec in rows[: len(setup.batches)]:
             add_row(results, setup, tmp, data_root, spec)
             write_atomic(out, results)
@@ -132,6 +182,7 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
         write_atomic(out, results)
         results["loader"] = guarded(loader_wait, setup, tmp, data_root, results["rows"][0].get("between_steps_s"))
         results["loader_wait_fraction"] = results["loader"].get("loader_wait_fraction")
+        results["profile"] = guarded(step_profile, setup, tmp, data_root)
         write_atomic(out, results)
         for spec in rows[len(setup.batches) :]:
             add_row(results, setup, tmp, data_root, spec)

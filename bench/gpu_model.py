@@ -4,6 +4,7 @@ peak, and the one adapter to the package's run/ layer (PicoModule, build_trainer
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class BenchSetup:
     device: torch.device
     batches: tuple[int, ...] = (1, 4)
     compile_modes: tuple[bool, ...] = (False, True)
+    variants: tuple[str, ...] = ()  # levers measured at batch 1 with checkpointing, uncompiled: VARIANTS' keys
     warmup: int = 2
     timed: int = 3
     inference_steps: int = 28
@@ -36,15 +38,25 @@ class BenchSetup:
             torch.cuda.synchronize(self.device)
 
 
+VARIANTS = {  # lever -> config overrides of its row (lora-no-cast is a module switch: see gpu_train.lora_no_cast)
+    "int8": ["model.base_quantization=int8"],
+    "lora-no-cast": [],
+}
+
+
 def default_setup(tiny: bool) -> BenchSetup:
+    """Every row and lever; the int8 base only where torchao is installed (the `[quant]` extra)."""
     if not tiny and not torch.cuda.is_available():
         raise SystemExit("bench.gpu: no CUDA device; run `python -m bench.gpu --tiny` for the CPU version")
-    return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"))
+    variants = tuple(v for v in VARIANTS if v != "int8" or importlib.util.find_spec("torchao") is not None)
+    return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"), variants=variants)
 
 
-def row_config(setup: BenchSetup, tmp: Path, batch: int, checkpointing: bool, compile_: bool, data_root: Path):
-    """The shipped experiment (demo.yaml or flux_fill.yaml) on one device, for one row, its base built in-process
-    at the bench's sizes (random init); W&B and evaluation off."""
+def row_config(
+    setup: BenchSetup, tmp: Path, batch: int, checkpointing: bool, compile_: bool, data_root: Path, variant: str = ""
+):
+    """The shipped experiment (demo.yaml or flux_fill.yaml) on one device, for one row (``variant``: a VARIANTS
+    lever), its base built in-process at the bench's sizes (random init); W&B and evaluation off."""
     from pico_lightning.config import load_config
 
     overrides = [
@@ -62,7 +74,8 @@ def row_config(setup: BenchSetup, tmp: Path, batch: int, checkpointing: bool, co
         "eval.suites=[]",
         "logging.wandb_mode=disabled",
         f"run.dir={tmp / 'runs'}",
-        f"run.name=b{batch}-ckpt{int(checkpointing)}-compile{int(compile_)}",
+        f"run.name=b{batch}-ckpt{int(checkpointing)}-compile{int(compile_)}{variant and '-' + variant}",
+        *VARIANTS.get(variant, []),
     ]
     # the CPU: the tiny DiT over a scale-8 KL autoencoder; the GPU: FLUX.1-Fill-dev's DiT and VAE, in bf16
     overrides += ["model.preset=tiny-kl"] if setup.tiny else ["model.preset=flux-fill-dev", "model.dtype=bfloat16"]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import gc
+import math
 import statistics
 import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -49,16 +51,36 @@ class StepWindows(pl.Callback):
         return sum(self.gaps) / len(self.gaps)
 
 
-def bare_step_s(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup) -> float:
-    """Mean seconds of a bare step: the module's own training_step (autocast as Lightning's precision does),
-    backward, clip, optimizer and LR step; warm-up steps first."""
+class ReleaseModel(pl.Callback):
+    """Drop the module's model parts when training ends, before Lightning's teardown would copy the whole base to
+    the host (``Strategy.teardown`` moves the module to the CPU): a bench row never uses it again."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        pl_module.transformer = pl_module.autoencoder = None
+
+
+def lora_no_cast(module: pl.LightningModule) -> int:
+    """The lora-no-cast lever: stop peft casting each LoRA layer's input to the float32 LoRA weights' dtype. Under
+    bf16 autocast the LoRA matmuls run in bf16 either way, so the float32 copy of every input is pure traffic."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.transformer.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
+def bare_loop(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup) -> tuple[float, list[float]]:
+    """(median seconds, losses) of bare steps: the module's own training_step (autocast as Lightning's precision
+    does), backward, clip, optimizer and LR step; warm-up steps first. Every step draws the same noise (no Trainer:
+    global step 0), so two rows' losses on the same batch compare the models alone."""
     from pico_lightning.model.attention import attention_backend
     from pico_lightning.run.optim import clip_gradients
 
     optimizer, schedule = optimizer_and_schedule(module)
     mixed = cfg.train.precision == "bf16-mixed"
     autocast = torch.autocast(setup.device.type, dtype=torch.bfloat16) if mixed else nullcontext()
-    ends = []
+    ends, losses = [], []
     with attention_backend(cfg.train.attention_backend), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"You are trying to `self.log\(\)`")  # no Trainer: logging is off
         for step in range(setup.warmup + setup.timed):
@@ -66,6 +88,7 @@ def bare_step_s(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup)
             with autocast:
                 loss = module.training_step(inputs, step)
             loss.backward()
+            losses.append(loss.detach())
             if cfg.train.gradient_clip_val:
                 clip_gradients(optimizer, cfg.train.gradient_clip_val)
             optimizer.step()
@@ -74,29 +97,34 @@ def bare_step_s(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup)
             setup.sync()
             ends.append(time.perf_counter())
     del optimizer, schedule
-    return median_step(ends, setup.warmup)
+    return median_step(ends, setup.warmup), [float(loss) for loss in losses]
 
 
 def median_step(ends: list[float], warmup: int) -> float:
     """Median seconds between consecutive step ends after ``warmup`` steps: one stalled step (a shared machine,
     a one-off allocation) does not move it."""
-    timed = ends[warmup - 1 :]  # from the end of the last warm-up step
+    timed = ends[warmup - 1 :] if warmup else ends  # from the end of the last warm-up step
+    if len(timed) < 2:
+        return math.nan  # no timed step (a profiling pass)
     return statistics.median(b - a for a, b in zip(timed, timed[1:]))
 
 
-def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts: list[str]) -> dict:
+def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts: list[str], variant: str = "") -> dict:
     """Build the row's module, time the bare loop (fixed batch only), then a Lightning fit. Returns the step window
-    timer, the bare step seconds, and the fit's error (the bare timing survives a failing fit)."""
+    timer, the bare step seconds and losses, and the fit's error (the bare timing survives a failing fit)."""
     from bench.fixtures import fixed_batch
     from pico_lightning.run.attention import AttentionBackend
 
     windows = StepWindows(setup)
-    callbacks = [windows, AttentionBackend(cfg.train.attention_backend)]
+    callbacks = [windows, AttentionBackend(cfg.train.attention_backend), ReleaseModel()]
     module, trainer = build_lightning(cfg, setup, prompts, callbacks, tmp / "runs" / cfg.run.name)
-    result = {"windows": windows, "bare_step_s": None, "error": None}
+    if variant == "lora-no-cast":
+        lora_no_cast(module)
+    result = {"windows": windows, "bare_step_s": None, "bare_losses": None, "error": None}
     fixed = isinstance(loader_or_datamodule, torch.utils.data.DataLoader)
     if fixed:
-        result["bare_step_s"] = bare_step_s(module, fixed_batch(cfg.data.panel_size, cfg.train.batch_size), cfg, setup)
+        batch = fixed_batch(cfg.data.panel_size, cfg.train.batch_size)
+        result["bare_step_s"], result["bare_losses"] = bare_loop(module, batch, cfg, setup)
     gc.collect()
     if setup.device.type == "cuda":
         torch.cuda.empty_cache()
@@ -109,13 +137,15 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
     return result
 
 
-def training_row(setup: BenchSetup, tmp: Path, data_root: Path, batch: int, checkpointing: bool, compile_: bool):
+def training_row(
+    setup: BenchSetup, tmp: Path, data_root: Path, batch: int, checkpointing: bool, compile_: bool, variant: str = ""
+):
     """One row of the table: Lightning vs bare step, peak memory, samples/s (MFU is added by the caller)."""
     from bench.fixtures import fixed_loader
 
-    cfg = row_config(setup, tmp, batch, checkpointing, compile_, data_root)
-    fit = fit_windows(cfg, setup, tmp, fixed_loader(cfg.data.panel_size, batch), PROMPTS)
-    row = {"bare_step_s": fit["bare_step_s"]}
+    cfg = row_config(setup, tmp, batch, checkpointing, compile_, data_root, variant)
+    fit = fit_windows(cfg, setup, tmp, fixed_loader(cfg.data.panel_size, batch), PROMPTS, variant)
+    row = {"bare_step_s": fit["bare_step_s"], "bare_losses": fit["bare_losses"]}
     if fit["error"]:
         return {**row, "error": fit["error"]}
     windows = fit["windows"]
@@ -153,3 +183,43 @@ def prepare_data(setup: BenchSetup, tmp: Path) -> Path:
     size = 32 if setup.tiny else 512
     build_visrel_lite(root, seed=0, samples_per_task=4, size=size, progress=False)
     return root
+
+
+KERNEL_KINDS = (  # (kind, substrings of a CUDA kernel's name), first match wins
+    ("attention", ("flash", "fmha", "attention", "efficient")),
+    ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "matmul", "::mm", "addmm", "bmm")),
+    ("conv", ("conv", "implicit", "winograd")),
+    ("norm", ("norm",)),
+    ("copy/cast", ("copy", "cast", "to_copy", "fill")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in lowered for k in keys)), "elementwise/other")
+
+
+def step_profile(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
+    """Where one bare step of the shipped config spends device time: seconds per kernel kind and the top kernels
+    (torch.profiler, one step after a warm-up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.fixtures import fixed_batch
+
+    cfg = row_config(setup, tmp, 1, True, False, data_root)
+    module, _ = build_lightning(cfg, setup, PROMPTS, [], tmp / "runs" / "profile")
+    batch = fixed_batch(cfg.data.panel_size, 1)
+    bare_loop(module, batch, cfg, replace(setup, warmup=1, timed=0))
+    activity = ProfilerActivity.CUDA if setup.device.type == "cuda" else ProfilerActivity.CPU
+    with profile(activities=[activity]) as prof:
+        bare_loop(module, batch, cfg, replace(setup, warmup=0, timed=1))
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0 or activity == ProfilerActivity.CPU]
+    times = {
+        e.key: (e.self_device_time_total if activity == ProfilerActivity.CUDA else e.self_cpu_time_total) / 1e6
+        for e in events
+    }
+    kinds: dict[str, float] = {}
+    for name, seconds in times.items():
+        kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + seconds
+    top = sorted(times.items(), key=lambda item: -item[1])[:12]
+    return {"seconds_by_kind": kinds, "top_kernels": [[name[:120], seconds] for name, seconds in top]}
