@@ -21,15 +21,17 @@ import argparse
 import gc
 import json
 import os
+import re
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from bench.gpu_model import BenchSetup, default_setup, device_name, forward_flops, peak_flops
+from bench.gpu_model import SECTIONS, VARIANTS, BenchSetup, default_setup, device_name, forward_flops, peak_flops
 
 ROW_KEYS = (
     "variant",
@@ -72,7 +74,24 @@ def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool, str]]:
     levers = [(setup.batches[0], True, False, v) for v in setup.variants]
     levers += [(setup.batches[0], True, True, "")] if True in setup.compile_modes else []
     grid = [(b, ckpt, comp, "") for comp in setup.compile_modes for ckpt in (True, False) for b in setup.batches]
+    if setup.only:  # the rows named, in the order given
+        return [parse_row(name) for name in setup.only if name not in SECTIONS]
     return first + levers + [spec for spec in grid if spec not in first + levers]
+
+
+def parse_row(name: str) -> tuple[int, bool, bool, str]:
+    """``b1-ckpt1-compile0[-variant]`` -> (1, True, False, variant); SystemExit with the expected form otherwise."""
+    match = re.fullmatch(r"b(\d+)-ckpt([01])-compile([01])(?:-(.+))?", name)
+    if not match or (match.group(4) or "") not in ("", *VARIANTS):
+        raise SystemExit(
+            f"bench.gpu --only: expected b<batch>-ckpt<0|1>-compile<0|1>[-{'|'.join(VARIANTS)}] or one "
+            f"of {', '.join(SECTIONS)}; got {name!r}"
+        )
+    return int(match.group(1)), match.group(2) == "1", match.group(3) == "1", match.group(4) or ""
+
+
+def wanted(setup: BenchSetup, section: str) -> bool:
+    return not setup.only or section in setup.only
 
 
 def mfu(row: dict, flops_per_sample: float | None, peak: float | None) -> float | None:
@@ -142,7 +161,8 @@ def add_row(results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: 
     row.update(guarded(training_row, setup, tmp, data_root, batch, ckpt, comp, variant))
     row["row_s"] = time.perf_counter() - start  # build + bare loop + fit: for planning time limits
     row["mfu"] = mfu(row, results["flops"].get("forward_flops_per_sample"), results["peak_flops"])
-    shipped = results["rows"][0].get("bare_losses") if results["rows"] else None
+    same_batch = [r for r in results["rows"] if r["variant"] == "shipped" and r["batch"] == batch and not r["compile"]]
+    shipped = same_batch[0].get("bare_losses") if same_batch else None
     if variant and shipped and row.get("bare_losses"):
         row["loss_diff_vs_shipped"] = [a - b for a, b in zip(row["bare_losses"], shipped)]
     results["rows"].append(row)
@@ -169,22 +189,28 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
     }
     write_atomic(out, results)
     rows = row_order(setup)
+    shipped = [spec for spec in rows if spec[1] and not spec[2] and not spec[3]]  # checkpointing, uncompiled
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         data_root = prepare_data(setup, tmp)
         results["flops"] = guarded(measure_flops, setup, tmp, data_root)
-        results["vae_encode"] = guarded(measure_encode, setup, tmp, data_root)
+        if wanted(setup, "vae_encode"):
+            results["vae_encode"] = guarded(measure_encode, setup, tmp, data_root)
         write_atomic(out, results)
-        for spec in rows[: len(setup.batches)]:
+        for spec in shipped:
             add_row(results, setup, tmp, data_root, spec)
             write_atomic(out, results)
-        results["inference"] = guarded(inference, setup, tmp, data_root)
+        if wanted(setup, "inference"):
+            results["inference"] = guarded(inference, setup, tmp, data_root)
+            write_atomic(out, results)
+        if wanted(setup, "loader"):
+            fixed_gap = results["rows"][0].get("between_steps_s") if results["rows"] else None
+            results["loader"] = guarded(loader_wait, setup, tmp, data_root, fixed_gap)
+            results["loader_wait_fraction"] = results["loader"].get("loader_wait_fraction")
+        if wanted(setup, "profile"):
+            results["profile"] = guarded(step_profile, setup, tmp, data_root)
         write_atomic(out, results)
-        results["loader"] = guarded(loader_wait, setup, tmp, data_root, results["rows"][0].get("between_steps_s"))
-        results["loader_wait_fraction"] = results["loader"].get("loader_wait_fraction")
-        results["profile"] = guarded(step_profile, setup, tmp, data_root)
-        write_atomic(out, results)
-        for spec in rows[len(setup.batches) :]:
+        for spec in [spec for spec in rows if spec not in shipped]:
             add_row(results, setup, tmp, data_root, spec)
             write_atomic(out, results)
     results["total_s"] = time.perf_counter() - started
@@ -207,8 +233,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="the demo's sizes on the CPU (minutes, no GPU)")
     parser.add_argument("--out", default="bench/gpu_results.json", help="JSON results, rewritten as rows finish")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=(),
+        metavar="NAME",
+        help=f"just these rows (b1-ckpt1-compile0[-variant]) and sections ({', '.join(SECTIONS)})",
+    )
     args = parser.parse_args(argv)
-    results = run_bench(default_setup(args.tiny), Path(args.out))
+    for name in args.only:
+        if name not in SECTIONS:
+            parse_row(name)  # a typo stops here, before minutes of set-up
+    setup = replace(default_setup(args.tiny), only=tuple(args.only))
+    results = run_bench(setup, Path(args.out))
     print_table(results)
     print(f"wrote {args.out} in {results['total_s']:.0f} s")
     return 0

@@ -24,6 +24,7 @@ class BenchSetup:
     batches: tuple[int, ...] = (1, 4)
     compile_modes: tuple[bool, ...] = (False, True)
     variants: tuple[str, ...] = ()  # levers measured at batch 1 with checkpointing, uncompiled: VARIANTS' keys
+    only: tuple[str, ...] = ()  # if given: just these rows (row_name) and sections (SECTIONS), in the usual order
     warmup: int = 2
     timed: int = 3
     inference_steps: int = 28
@@ -41,6 +42,7 @@ class BenchSetup:
 VARIANTS = {  # lever -> config overrides of its row (lora-no-cast is a module switch: see gpu_train.lora_no_cast)
     "int8": ["model.base_quantization=int8"],
     "lora-no-cast": [],
+    "no-autocast": ["train.precision=32-true"],  # the bf16 base runs as stored (as inference does); LoRA stays fp32
 }
 
 
@@ -50,6 +52,14 @@ def default_setup(tiny: bool) -> BenchSetup:
         raise SystemExit("bench.gpu: no CUDA device; run `python -m bench.gpu --tiny` for the CPU version")
     variants = tuple(v for v in VARIANTS if v != "int8" or importlib.util.find_spec("torchao") is not None)
     return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"), variants=variants)
+
+
+SECTIONS = ("vae_encode", "inference", "loader", "profile")
+
+
+def row_name(batch: int, checkpointing: bool, compile_: bool, variant: str = "") -> str:
+    """A row's name, e.g. ``b1-ckpt1-compile0`` or ``b1-ckpt1-compile0-int8`` (``--only`` takes these)."""
+    return f"b{batch}-ckpt{int(checkpointing)}-compile{int(compile_)}{variant and '-' + variant}"
 
 
 def row_config(
@@ -74,7 +84,7 @@ def row_config(
         "eval.suites=[]",
         "logging.wandb_mode=disabled",
         f"run.dir={tmp / 'runs'}",
-        f"run.name=b{batch}-ckpt{int(checkpointing)}-compile{int(compile_)}{variant and '-' + variant}",
+        f"run.name={row_name(batch, checkpointing, compile_, variant)}",
         *VARIANTS.get(variant, []),
     ]
     # the CPU: the tiny DiT over a scale-8 KL autoencoder; the GPU: FLUX.1-Fill-dev's DiT and VAE, in bf16
@@ -100,6 +110,7 @@ def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[
     from pico_lightning.run.module import PicoModule
     from pico_lightning.run.train import build_trainer
 
+    torch.set_float32_matmul_precision("high")  # as `pico train` does (run/train.prepare)
     module = PicoModule(cfg.model, cfg.train, prompt_embeddings(cfg, prompts), lora=cfg.lora)
     with torch.device(setup.device):
         module.configure_model()  # Lightning's own call inside fit is then a no-op
