@@ -55,9 +55,11 @@ def write_atomic(path: Path, results: dict) -> None:
 
 
 def guarded(fn, *args) -> dict:
-    """``fn(*args)``, or {"error": ...} if it raised (out of memory included); device memory is released either way."""
+    """``fn(*args)`` with ``wall_s`` (its seconds, set-up included: for planning time limits) added, or {"error": ...}
+    if it raised (out of memory included); device memory is released either way."""
+    start = time.perf_counter()
     try:
-        return fn(*args)
+        return {**fn(*args), "wall_s": time.perf_counter() - start}
     except Exception as err:  # one failed measurement must not lose the others
         traceback.print_exc()
         return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
@@ -157,9 +159,7 @@ def add_row(results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: 
 
     batch, ckpt, comp, variant = spec
     row = {"batch": batch, "gradient_checkpointing": ckpt, "compile": comp, "variant": variant or "shipped"}
-    start = time.perf_counter()
     row.update(guarded(training_row, setup, tmp, data_root, batch, ckpt, comp, variant))
-    row["row_s"] = time.perf_counter() - start  # build + bare loop + fit: for planning time limits
     row["mfu"] = mfu(row, results["flops"].get("forward_flops_per_sample"), results["peak_flops"])
     same_batch = [r for r in results["rows"] if r["variant"] == "shipped" and r["batch"] == batch and not r["compile"]]
     shipped = same_batch[0].get("bare_losses") if same_batch else None

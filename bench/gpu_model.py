@@ -47,10 +47,11 @@ VARIANTS = {  # lever -> config overrides of its row (lora-no-cast is a module s
 
 
 def default_setup(tiny: bool) -> BenchSetup:
-    """Every row and lever; the int8 base only where torchao is installed (the `[quant]` extra)."""
+    """Every row, and the int8 lever where torchao is installed (the `[quant]` extra). The other levers measured
+    no faster on an H200 (bench/RESULTS.md): they run only when named with ``--only``."""
     if not tiny and not torch.cuda.is_available():
         raise SystemExit("bench.gpu: no CUDA device; run `python -m bench.gpu --tiny` for the CPU version")
-    variants = tuple(v for v in VARIANTS if v != "int8" or importlib.util.find_spec("torchao") is not None)
+    variants = ("int8",) if importlib.util.find_spec("torchao") is not None else ()
     return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"), variants=variants)
 
 

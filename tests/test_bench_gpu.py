@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.gpu import guarded, run_bench
+from bench.gpu import guarded, parse_row, row_order, run_bench
 from bench.gpu_model import BenchSetup
 
 ROW_KEYS = {"batch", "gradient_checkpointing", "compile", "step_s", "bare_step_s", "overhead_ratio", "peak_gb", "mfu"}
@@ -56,3 +56,17 @@ def test_tiny_command(tmp_path):
     out = tmp_path / "tiny.json"
     subprocess.run([sys.executable, "-m", "bench.gpu", "--tiny", "--out", str(out)], cwd=ROOT, check=True)
     check_results(json.loads(out.read_text()), rows=8, steps=28)
+
+
+def test_only_names_rows_in_the_order_given_and_refuses_typos():
+    setup = BenchSetup(True, torch.device("cpu"), only=("b4-ckpt0-compile1", "inference", "b1-ckpt1-compile0-int8"))
+    assert row_order(setup) == [(4, False, True, ""), (1, True, False, "int8")]
+    with pytest.raises(SystemExit, match="expected b<batch>-ckpt<0|1>-compile<0|1>"):
+        parse_row("b1-ckpt1-compile0-fp4")
+
+
+def test_default_rows_put_the_shipped_config_and_its_levers_first():
+    setup = BenchSetup(True, torch.device("cpu"), variants=("int8",))
+    rows = row_order(setup)
+    assert rows[:4] == [(1, True, False, ""), (4, True, False, ""), (1, True, False, "int8"), (1, True, True, "")]
+    assert len(rows) == len(set(rows)) == 9  # 2 batches x checkpointing x compile, and the lever
