@@ -40,6 +40,7 @@ from pico_lightning.model.lora import add_lora, load_lora
 from pico_lightning.model.quantize import quantize_base
 from pico_lightning.model.text import PromptEmbedding
 from pico_lightning.panels import Layout
+from pico_lightning.run.divergence import DivergenceGuard
 from pico_lightning.run.optim import build_optimizer, build_schedule, clip_gradients
 
 
@@ -75,6 +76,7 @@ class PicoModule(pl.LightningModule):
         self.val_step = -1  # the global step of the last validation
         self.strict_loading = False  # checkpoints hold only the trainable parameters
         self._batch_tasks: list[str] = []
+        self._divergence = DivergenceGuard()  # the stop for a fused optimizer
 
     def configure_model(self) -> None:
         """Build the frozen base and its adapter once, in the strategy's init context."""
@@ -185,16 +187,34 @@ class PicoModule(pl.LightningModule):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip here (Lightning's precision plugins refuse a fused AdamW), and stop on a non-finite gradient norm
-        before the update is applied. The stop is a vote over ranks: FSDP holds gradient shards, so one rank alone
-        raising would leave the others waiting in a collective. Under a GradScaler (16-mixed) an infinite norm is
-        the scaler's to handle: it skips that step."""
+        before the update is applied. A fused AdamW skips that update on the device and the stop follows one step
+        later, with no host sync per step (run/divergence.py). Otherwise the check is immediate, as a vote over
+        ranks: FSDP holds gradient shards, so one rank alone raising would leave the others waiting in a collective.
+        Under a GradScaler (16-mixed) an infinite norm is the scaler's to handle: it skips that step."""
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         root = self.trainer.model if isinstance(self.trainer.strategy, FSDPStrategy) else None
         norm = clip_gradients(optimizer, gradient_clip_val or math.inf, scaler, root)
-        if scaler is None and self.trainer.strategy.reduce_boolean_decision(not bool(norm.isfinite()), all=False):
-            raise TrainingDivergedError(
-                f"non-finite loss/gradient at step {self.global_step}; batch tasks: {', '.join(self._batch_tasks)}"
-            )
+        if scaler is not None:
+            return
+        if DivergenceGuard.applies_to(optimizer):
+            self._divergence.record(norm, optimizer, self.global_step, self._batch_tasks)
+        elif self.trainer.strategy.reduce_boolean_decision(not bool(norm.isfinite()), all=False):
+            raise TrainingDivergedError(self._divergence_message(self.global_step, self._batch_tasks))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._raise_if_diverged(include_latest=False)
+
+    def on_train_end(self) -> None:
+        self._raise_if_diverged(include_latest=True)
+
+    def _raise_if_diverged(self, include_latest: bool) -> None:
+        flagged = self._divergence.diverged(include_latest)
+        if flagged is not None:
+            raise TrainingDivergedError(self._divergence_message(flagged.step, flagged.tasks))
+
+    @staticmethod
+    def _divergence_message(step: int, tasks) -> str:
+        return f"non-finite loss/gradient at step {step}; batch tasks: {', '.join(tasks)}"
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep only the trainable parameters: the checkpoint's size scales with the LoRA, not the base."""
