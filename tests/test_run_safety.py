@@ -95,5 +95,6 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(visrel_tiny, tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
     message = stderr.strip().splitlines()[-1]
-    assert message.startswith("pico train: interrupted: stopped at step") and "run.resume=auto" in message
-    assert str(last) in message and "Traceback" not in stderr
+    tail = stderr[-2000:]  # what the process printed last, in the failure report
+    assert message.startswith("pico train: interrupted: stopped at step") and "run.resume=auto" in message, tail
+    assert str(last) in message and "Traceback" not in stderr, tail
