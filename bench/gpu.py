@@ -64,9 +64,14 @@ def guarded(fn, *args) -> dict:
         traceback.print_exc()
         return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
     finally:
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
+
+
+def release_memory() -> None:
+    """Collect what is unreachable (modules hold cycles) and hand the cached device memory back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool, str]]:
@@ -102,28 +107,38 @@ def mfu(row: dict, flops_per_sample: float | None, peak: float | None) -> float 
     return 2 * flops_per_sample * row["batch"] / row["step_s"] / peak  # forward + input-gradient backward
 
 
-def measure_flops(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
-    """Forward FLOPs per sample on the row config's module (built once, then freed)."""
+def reference_sections(setup: BenchSetup, tmp: Path, data_root: Path, results: dict, out: Path) -> None:
+    """FLOPs and the wanted sections on one module of the shipped config (batch 1, checkpointing), built once and
+    freed before the rows build theirs; each section's result is streamed to ``out`` as it finishes."""
     from bench.gpu_model import build_lightning, row_config
+    from bench.gpu_train import step_profile
+
+    cfg = row_config(setup, tmp, 1, True, False, data_root)
+    module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "reference")
+    sections = {"vae_encode": measure_encode, "inference": inference, "profile": step_profile}
+    for name, measure in [("flops", measure_flops)] + [(n, f) for n, f in sections.items() if wanted(setup, n)]:
+        results[name] = guarded(measure, module, cfg, setup)
+        write_atomic(out, results)
+    del module
+    release_memory()
+
+
+def measure_flops(module, cfg, setup: BenchSetup) -> dict:
+    """Forward FLOPs per sample (the count does not depend on checkpointing or on what LoRA holds)."""
     from pico_lightning.model.attention import attention_backend
 
-    cfg = row_config(setup, tmp, 1, False, False, data_root)
-    module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "flops")
     with attention_backend(cfg.train.attention_backend):
         flops = forward_flops(module, setup, cfg.data.panel_size, cfg.model.sequence_length())
     return {"forward_flops_per_sample": flops}
 
 
-def measure_encode(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
+def measure_encode(module, cfg, setup: BenchSetup) -> dict:
     """Seconds of a training step's two VAE encodes (the grid and the masked grid) at batch 1, under autocast as in
     training: what caching the latents would save per sample."""
     from bench.fixtures import fixed_batch
     from bench.gpu_infer import timed
-    from bench.gpu_model import build_lightning, row_config
     from pico_lightning.model.conditioning import fill_condition
 
-    cfg = row_config(setup, tmp, 1, True, False, data_root)
-    module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "encode")
     batch = fixed_batch(cfg.data.panel_size, 1)
     grid, mask = batch["grid"].to(setup.device), batch["mask"].to(setup.device)
     generator = torch.Generator(setup.device).manual_seed(0)
@@ -139,13 +154,10 @@ def measure_encode(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
     return {"vae_encode_s": seconds[1]}
 
 
-def inference(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
-    """Sampler vs diffusers and the seed scorer on one module (batch-independent: built for batch 1)."""
+def inference(module, cfg, setup: BenchSetup) -> dict:
+    """Sampler vs diffusers and the seed scorer (no gradients: checkpointing does not enter)."""
     from bench.gpu_infer import sampler_vs_diffusers, seed_scorer
-    from bench.gpu_model import build_lightning, row_config
 
-    cfg = row_config(setup, tmp, 1, False, False, data_root)
-    module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "inference")
     panel, text_len = cfg.data.panel_size, cfg.model.sequence_length()
     result = guarded(sampler_vs_diffusers, module, setup, panel, text_len)
     result["seed_scorer"] = guarded(seed_scorer, module, setup, panel, text_len)
@@ -170,10 +182,11 @@ def add_row(results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: 
 
 
 def run_bench(setup: BenchSetup, out: Path) -> dict:
-    """Every measurement in order, streaming ``out`` after each; returns the final results. Order: the uncompiled
-    checkpointing rows (the shipped config), inference, the loader, then the rest (no checkpointing may run out of
-    memory; compiling is the slowest and least certain part)."""
-    from bench.gpu_train import loader_wait, prepare_data, step_profile
+    """Every measurement in order, streaming ``out`` after each; returns the final results. Order: FLOPs, the VAE
+    encodes, inference and the profile on one module of the shipped config; the uncompiled checkpointing rows (the
+    shipped config), the loader, then the rest (no checkpointing may run out of memory; compiling is the slowest
+    and least certain part)."""
+    from bench.gpu_train import loader_wait, prepare_data
 
     started = time.perf_counter()
     results = {
@@ -193,23 +206,15 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         data_root = prepare_data(setup, tmp)
-        results["flops"] = guarded(measure_flops, setup, tmp, data_root)
-        if wanted(setup, "vae_encode"):
-            results["vae_encode"] = guarded(measure_encode, setup, tmp, data_root)
-        write_atomic(out, results)
+        reference_sections(setup, tmp, data_root, results, out)
         for spec in shipped:
             add_row(results, setup, tmp, data_root, spec)
-            write_atomic(out, results)
-        if wanted(setup, "inference"):
-            results["inference"] = guarded(inference, setup, tmp, data_root)
             write_atomic(out, results)
         if wanted(setup, "loader"):
             fixed_gap = results["rows"][0].get("between_steps_s") if results["rows"] else None
             results["loader"] = guarded(loader_wait, setup, tmp, data_root, fixed_gap)
             results["loader_wait_fraction"] = results["loader"].get("loader_wait_fraction")
-        if wanted(setup, "profile"):
-            results["profile"] = guarded(step_profile, setup, tmp, data_root)
-        write_atomic(out, results)
+            write_atomic(out, results)
         for spec in [spec for spec in rows if spec not in shipped]:
             add_row(results, setup, tmp, data_root, spec)
             write_atomic(out, results)

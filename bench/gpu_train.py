@@ -199,15 +199,13 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, keys in KERNEL_KINDS if any(k in lowered for k in keys)), "elementwise/other")
 
 
-def step_profile(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
-    """Where one bare step of the shipped config spends device time: seconds per kernel kind and the top kernels
+def step_profile(module: pl.LightningModule, cfg, setup: BenchSetup) -> dict:
+    """Where one bare step of ``module`` spends device time: seconds per kernel kind and the top kernels
     (torch.profiler, one step after a warm-up)."""
     from torch.profiler import ProfilerActivity, profile
 
     from bench.fixtures import fixed_batch
 
-    cfg = row_config(setup, tmp, 1, True, False, data_root)
-    module, _ = build_lightning(cfg, setup, PROMPTS, [], tmp / "runs" / "profile")
     batch = fixed_batch(cfg.data.panel_size, 1)
     bare_loop(module, batch, cfg, replace(setup, warmup=1, timed=0))
     activity = ProfilerActivity.CUDA if setup.device.type == "cuda" else ProfilerActivity.CPU
