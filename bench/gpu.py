@@ -18,9 +18,7 @@ finished; an error in one row (e.g. out of memory) is recorded in that row.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
 import re
 import tempfile
 import time
@@ -31,7 +29,17 @@ from pathlib import Path
 
 import torch
 
-from bench.gpu_model import SECTIONS, VARIANTS, BenchSetup, default_setup, device_name, forward_flops, peak_flops
+from bench.gpu_model import (
+    SECTIONS,
+    VARIANTS,
+    BenchSetup,
+    default_setup,
+    device_name,
+    forward_flops,
+    peak_flops,
+    release_memory,
+)
+from pico_lightning.files import write_json
 
 ROW_KEYS = (
     "variant",
@@ -46,14 +54,6 @@ ROW_KEYS = (
 )
 
 
-def write_atomic(path: Path, results: dict) -> None:
-    """Write ``results`` as JSON under a temporary name, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, path)
-
-
 def guarded(fn, *args) -> dict:
     """``fn(*args)`` with ``wall_s`` (its seconds, set-up included: for planning time limits) added, or {"error": ...}
     if it raised (out of memory included); device memory is released either way."""
@@ -65,13 +65,6 @@ def guarded(fn, *args) -> dict:
         return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"}
     finally:
         release_memory()
-
-
-def release_memory() -> None:
-    """Collect what is unreachable (modules hold cycles) and hand the cached device memory back."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool, str]]:
@@ -118,7 +111,7 @@ def reference_sections(setup: BenchSetup, tmp: Path, data_root: Path, results: d
     sections = {"vae_encode": measure_encode, "inference": inference, "profile": step_profile}
     for name, measure in [("flops", measure_flops)] + [(n, f) for n, f in sections.items() if wanted(setup, n)]:
         results[name] = guarded(measure, module, cfg, setup)
-        write_atomic(out, results)
+        write_json(out, results)
     del module
     release_memory()
 
@@ -200,7 +193,7 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
         "loader_wait_fraction": None,
         "inference": None,
     }
-    write_atomic(out, results)
+    write_json(out, results)
     rows = row_order(setup)
     shipped = [spec for spec in rows if spec[1] and not spec[2] and not spec[3]]  # checkpointing, uncompiled
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -209,17 +202,17 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
         reference_sections(setup, tmp, data_root, results, out)
         for spec in shipped:
             add_row(results, setup, tmp, data_root, spec)
-            write_atomic(out, results)
+            write_json(out, results)
         if wanted(setup, "loader"):
             fixed_gap = results["rows"][0].get("between_steps_s") if results["rows"] else None
             results["loader"] = guarded(loader_wait, setup, tmp, data_root, fixed_gap)
             results["loader_wait_fraction"] = results["loader"].get("loader_wait_fraction")
-            write_atomic(out, results)
+            write_json(out, results)
         for spec in [spec for spec in rows if spec not in shipped]:
             add_row(results, setup, tmp, data_root, spec)
-            write_atomic(out, results)
+            write_json(out, results)
     results["total_s"] = time.perf_counter() - started
-    write_atomic(out, results)
+    write_json(out, results)
     return results
 
 

@@ -4,6 +4,7 @@ peak, and the one adapter to the package's run/ layer (PicoModule, build_trainer
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,13 @@ def peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+
+
+def release_memory() -> None:
+    """Collect what is unreachable (modules hold cycles) and hand the cached device memory back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def device_name(device: torch.device) -> str:

@@ -9,7 +9,6 @@ at the end of every step, so a step's window holds its own kernels and no more; 
 from __future__ import annotations
 
 import copy
-import gc
 import math
 import statistics
 import time
@@ -22,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
-from bench.gpu_model import BenchSetup, build_lightning, optimizer_and_schedule, row_config
+from bench.gpu_model import BenchSetup, build_lightning, optimizer_and_schedule, release_memory, row_config
 
 PROMPTS = ["", "Edit"]
 
@@ -125,9 +124,8 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
     if fixed:
         batch = fixed_batch(cfg.data.panel_size, cfg.train.batch_size)
         result["bare_step_s"], result["bare_losses"] = bare_loop(module, batch, cfg, setup)
-    gc.collect()
+    release_memory()
     if setup.device.type == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(setup.device)
     try:
         data = {"train_dataloaders": loader_or_datamodule} if fixed else {"datamodule": loader_or_datamodule}

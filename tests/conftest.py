@@ -12,6 +12,14 @@ os.environ.pop("WANDB_MODE", None)  # each test's config decides (logging.wandb_
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def quiet_trainer(**kwargs):
+    """A CPU Lightning Trainer without logger, checkpoints, progress bar or model summary; ``kwargs`` add to it."""
+    import lightning.pytorch as pl
+
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return pl.Trainer(**{"accelerator": "cpu", **quiet, **kwargs})
+
+
 @pytest.fixture(autouse=True)
 def _restore_torch_state():
     """Tests must not leak the default dtype or a process group into each other."""

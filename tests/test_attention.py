@@ -3,6 +3,7 @@
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import quiet_trainer
 from torch.nn.attention import SDPBackend
 from torch.utils.checkpoint import checkpoint
 
@@ -60,15 +61,7 @@ class Checkpointed(pl.LightningModule):
 def test_fit_runs_without_cudnn_attention_including_recompute():
     module = Checkpointed()
     loader = torch.utils.data.DataLoader(torch.randn(3, 2, 5, 8), batch_size=None)
-    trainer = pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[AttentionBackend("auto")],
-    )
+    trainer = quiet_trainer(max_steps=3, callbacks=[AttentionBackend("auto")])
     trainer.fit(module, loader)
     assert len(module.attend.seen) == 2 * 3  # each step: the forward, then its recompute inside backward
     assert all(seen == (False, True) for seen in module.attend.seen)  # cuDNN off, math allowed, throughout
@@ -80,14 +73,7 @@ def test_flags_restored_when_fit_fails():
         def training_step(self, batch, batch_idx):
             raise RuntimeError("boom")
 
-    trainer = pl.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[AttentionBackend("math")],
-    )
+    trainer = quiet_trainer(max_steps=1, callbacks=[AttentionBackend("math")])
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(Failing(), torch.utils.data.DataLoader(torch.randn(1, 2, 5, 8), batch_size=None))
     assert enabled_backends() == ALL

@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from conftest import quiet_trainer
 
 from data_prep.shards import write_shards
 from pico_lightning.config import DataConfig
@@ -326,16 +327,7 @@ class _CountingModule(pl.LightningModule):
 
 def test_a_trainer_runs_reseeded_epochs_of_equal_length(shards, tmp_path):
     module = _CountingModule()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        use_distributed_sampler=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_epochs=2, use_distributed_sampler=False, default_root_dir=tmp_path)
     trainer.fit(
         module,
         datamodule=VisRelDataModule(DataConfig(shards=str(shards[0]), num_workers=0, epoch_batches=6), 4),

@@ -1,10 +1,9 @@
 """LoRA export round-trips through stock diffusers; `pico infer --lora` equals the stock pipeline with it."""
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import embedded, fixed_loader
+from conftest import embedded, fixed_loader, quiet_trainer
 from diffusers import FluxFillPipeline
 from PIL import Image
 
@@ -30,14 +29,7 @@ def trained(tiny_flux_dir, tmp_path_factory):
         ],
     )
     module = build_module(embedded(cfg), ["", "Edit"])
-    pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module, fixed_loader(panel_size=16))
+    quiet_trainer(max_steps=3).fit(module, fixed_loader(panel_size=16))
     assert any(p.abs().sum() > 0 for n, p in module.named_parameters() if "lora_B" in n)  # the LoRA is not a no-op
     return module, export_lora(module.transformer, tmp / "lora").parent, tmp
 

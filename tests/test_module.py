@@ -2,10 +2,9 @@
 
 import json
 
-import lightning.pytorch as pl
 import pytest
 import torch
-from conftest import FixedDataModule, fixed_loader
+from conftest import FixedDataModule, fixed_loader, quiet_trainer
 
 from pico_lightning.run.checkpoints import read_checkpoint
 from pico_lightning.run.module import TrainingDivergedError
@@ -15,18 +14,6 @@ from pico_lightning.run.train import build_module, fit
 # double: q,k,v,out + add_q,add_k,add_v,add_out 8 * 16 * 64 = 8192; ff and ff_context 2 * 2 * 16 * 160 = 10240
 # single: q,k,v 3 * 1024 = 3072; proj_mlp 16 * 160 = 2560; proj_out 16 * (160 + 32) = 3072
 TINY_LORA_PARAMS = 8192 + 10240 + 3072 + 2560 + 3072
-
-
-def _trainer(steps: int, **kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
 
 
 def _fixed_loss(module, batch, seed=123):
@@ -44,7 +31,7 @@ def test_only_lora_parameters_change(tiny_cfg):
     assert sum(p.numel() for n, p in module.named_parameters() if n in trainable) == TINY_LORA_PARAMS
     assert all("lora_" in name for name in trainable)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
-    _trainer(1).fit(module, fixed_loader(panel_size=16))
+    quiet_trainer(max_steps=1).fit(module, fixed_loader(panel_size=16))
     changed = {n for n, p in module.named_parameters() if not torch.equal(p, before[n])}
     assert changed and changed <= trainable
 
@@ -54,7 +41,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_cfg):
     module.configure_model()
     batch = next(iter(fixed_loader(panel_size=16)))
     start = _fixed_loss(module, batch)
-    _trainer(60).fit(module, fixed_loader(panel_size=16))
+    quiet_trainer(max_steps=60).fit(module, fixed_loader(panel_size=16))
     assert _fixed_loss(module, batch) < 0.9 * start
 
 

@@ -5,6 +5,7 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import quiet_trainer
 
 from pico_lightning.run.optim import build_optimizer, build_schedule, clip_gradients
 
@@ -39,16 +40,7 @@ class Tiny(pl.LightningModule):
 
 
 def fit(module: Tiny) -> None:
-    trainer = pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        precision="bf16-mixed",
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_steps=3, precision="bf16-mixed", gradient_clip_val=1.0)
     trainer.fit(module, torch.utils.data.DataLoader(torch.randn(3, 8, 4) + 3, batch_size=None))
 
 
