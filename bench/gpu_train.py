@@ -22,6 +22,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from bench.gpu_model import BenchSetup, build_lightning, optimizer_and_schedule, release_memory, row_config
+from pico_lightning.run.fit_end import ReleaseBase
 
 PROMPTS = ["", "Edit"]
 
@@ -48,14 +49,6 @@ class StepWindows(pl.Callback):
 
     def gap_s(self) -> float:
         return sum(self.gaps) / len(self.gaps)
-
-
-class ReleaseModel(pl.Callback):
-    """Drop the module's model parts when training ends, before Lightning's teardown would copy the whole base to
-    the host (``Strategy.teardown`` moves the module to the CPU): a bench row never uses it again."""
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        pl_module.transformer = pl_module.autoencoder = None
 
 
 def lora_no_cast(module: pl.LightningModule) -> int:
@@ -115,7 +108,7 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
     from pico_lightning.run.attention import AttentionBackend
 
     windows = StepWindows(setup)
-    callbacks = [windows, AttentionBackend(cfg.train.attention_backend), ReleaseModel()]
+    callbacks = [windows, AttentionBackend(cfg.train.attention_backend), ReleaseBase()]
     module, trainer = build_lightning(cfg, setup, prompts, callbacks, tmp / "runs" / cfg.run.name)
     if variant == "lora-no-cast":
         lora_no_cast(module)

@@ -141,9 +141,7 @@ def build_parts(cfg: ModelConfig, device: torch.device | str | None = None) -> F
     detour: a flux-fill-dev base is 22 GiB in bf16, 45 GiB in fp32)."""
     device = torch.device(device or "cpu")
     if cfg.pretrained_dir:
-        parts = _load_parts(cfg.pretrained_dir, DTYPES[cfg.dtype])
-        parts.transformer.to(device)
-        parts.autoencoder.to(device)
+        parts = _load_parts(cfg.pretrained_dir, DTYPES[cfg.dtype], device)
     else:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
             torch.manual_seed(cfg.init_seed)
@@ -174,9 +172,10 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def _load_parts(path: str, dtype: torch.dtype) -> FluxParts:
+def _load_parts(path: str, dtype: torch.dtype, device: torch.device) -> FluxParts:
+    """The weights are read straight onto ``device`` (a device map of one device: no full host copy per rank)."""
     check_model_dir(path)
-    kwargs = {"local_files_only": True, "torch_dtype": dtype}
+    kwargs = {"local_files_only": True, "torch_dtype": dtype, "device_map": {"": device}}
     try:
         transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", **kwargs)
         autoencoder = _load_autoencoder(path, kwargs)
@@ -190,7 +189,7 @@ def _load_autoencoder(path: str, kwargs: dict) -> Autoencoder:
     """vae/ by its config's ``_class_name``: FLUX's AutoencoderKL, or the weight-free PixelShuffleAutoencoder."""
     name = json.loads((Path(path) / "vae" / "config.json").read_text()).get("_class_name")
     if name == PixelShuffleAutoencoder.__name__:
-        return PixelShuffleAutoencoder.from_pretrained(path, subfolder="vae")
+        return PixelShuffleAutoencoder.from_pretrained(path, subfolder="vae").to(kwargs["device_map"][""])
     return KLAutoencoder(AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs))
 
 

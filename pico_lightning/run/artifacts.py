@@ -17,7 +17,7 @@ from pico_lightning.run.loggers import JsonlLogger
 
 
 class RunArtifacts(pl.Callback):
-    """config.yaml at fit start, the config inside every checkpoint, lora/ (diffusers format) at the end of fit."""
+    """config.yaml at fit start, the config inside every checkpoint, lora/ (diffusers format) at the end of training."""
 
     def __init__(self, cfg: ExperimentConfig, run_dir: Path):
         self.cfg = cfg
@@ -36,8 +36,9 @@ class RunArtifacts(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["pico_config"] = to_container(self.cfg)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Export the LoRA from the full (gathered) state dict: right under DDP and FSDP alike."""
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Export the LoRA from the full (gathered) state dict: right under DDP and FSDP alike. At the end of
+        training, not of the fit: before run/fit_end.py's ReleaseBase drops the base."""
         state = trainer.strategy.lightning_module_state_dict()  # a collective under FSDP: every rank calls it
         if trainer.is_global_zero:
             own = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}

@@ -95,6 +95,10 @@ class PicoModule(pl.LightningModule):
         self.transformer, self.autoencoder = parts.transformer, parts.autoencoder
         self.scheduler, self.identity = parts.scheduler, parts.identity
 
+    def evaluated_at(self, step: int) -> bool:
+        """True when ``step`` needs no (further) evaluation: validation is off, or it ran at ``step``."""
+        return self.val_metrics is None or self.val_step == step
+
     @property
     def parts(self) -> FluxParts:
         """The live model parts (LoRA attached), as inference takes them."""

@@ -7,7 +7,8 @@
 
 The run directory (run.dir/run.name) receives config.yaml, metrics.jsonl, checkpoints/ (LoRA + optimizer + loop
 state; last, step and best), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless W&B is off.
-Evaluation runs as Lightning validation every eval.every_n_steps and once more at the end.
+Evaluation runs as Lightning validation every eval.every_n_steps and at the last step, inside the fit; the base is
+then dropped before Lightning's teardown would copy it to the host (run/fit_end.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pico_lightning.panels import Layout
 from pico_lightning.run.artifacts import RunArtifacts, write_summary
 from pico_lightning.run.attention import AttentionBackend
 from pico_lightning.run.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from pico_lightning.run.fit_end import FinalEvaluation, ReleaseBase
 from pico_lightning.run.lock import RunLock
 from pico_lightning.run.loggers import build_loggers, finish_wandb
 from pico_lightning.run.module import PicoModule
@@ -74,7 +76,7 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> lis
         ),
     ]
     if validate:
-        callbacks.append(EvalArtifacts(run_dir / "eval", cfg.eval.gallery_episodes))
+        callbacks += [FinalEvaluation(), EvalArtifacts(run_dir / "eval", cfg.eval.gallery_episodes)]
         if cfg.eval.every_n_steps:
             callbacks.append(
                 ModelCheckpoint(
@@ -88,7 +90,7 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> lis
                     enable_version_counter=False,
                 )
             )
-    return callbacks
+    return [*callbacks, ReleaseBase()]  # last: after the LoRA export and the checkpoints
 
 
 def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callback], validate: bool) -> pl.Trainer:
@@ -145,7 +147,7 @@ def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None)
         module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
         try:
             _fit(trainer, module, datamodule, ckpt)
-            if module.val_metrics is not None and module.val_step != trainer.global_step:
+            if not module.evaluated_at(trainer.global_step):  # a resumed run that was already finished
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             if trainer.is_global_zero:
                 write_summary(run_dir, trainer.global_step, module.val_results)
