@@ -46,8 +46,11 @@ PANEL = 32
 THREADS = 1  # fixed: the saved bytes do not depend on the core count, and one thread is fastest on shared cores
 
 
-def pretrain(steps: int, batch: int, lr: float, seed: int, log_every: int = 50) -> tuple[dict, list[dict]]:
-    """Full-parameter flow matching of a fresh tiny Fill DiT; returns the pipeline parts and the loss curve."""
+def pretrain(
+    steps: int, batch: int, lr: float, seed: int, density: str = "logit_normal", log_every: int = 50
+) -> tuple[dict, list[dict]]:
+    """Full-parameter flow matching of a fresh tiny Fill DiT, flow times t from ``density``; returns the pipeline
+    parts and the loss curve."""
     torch.manual_seed(seed)
     parts, text = build_parts(BASE), build_text_encoders(BASE)
     transformer = parts.transformer.train().requires_grad_(True)
@@ -65,7 +68,7 @@ def pretrain(steps: int, batch: int, lr: float, seed: int, log_every: int = 50) 
         x0 = pack_latents(parts.autoencoder.encode(grid))
         condition = fill_condition(parts.autoencoder, grid, mask)
         noise = torch.randn(x0.shape, generator=generator)
-        t = flow.sample_timesteps(batch, "logit_normal", generator)
+        t = flow.sample_timesteps(batch, density, generator)
         t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], parts.scheduler.config))
         pred = predict_velocity(
             transformer,
@@ -112,7 +115,7 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
     record.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "command": f"python -m data_prep.tiny_base --out {args.out} --steps {args.steps} --batch {args.batch} "
-        f"--lr {args.lr} --seed {args.seed}",
+        f"--lr {args.lr} --seed {args.seed} --timestep-density {args.timestep_density}",
         "wall_seconds": round(seconds, 1),
         "threads": THREADS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
@@ -135,11 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="grids per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, noise and initialisation")
+    parser.add_argument(
+        "--timestep-density", default="logit_normal", choices=flow.DENSITIES, help="density of the flow time t"
+    )
     parser.add_argument("--record", default="docs/tiny_base_pretraining", help="JSON + PNG path stem ('' = none)")
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    built, curve = pretrain(args.steps, args.batch, args.lr, args.seed)
+    built, curve = pretrain(args.steps, args.batch, args.lr, args.seed, args.timestep_density)
     seconds = time.perf_counter() - start
     save_base(Path(args.out), built)
     if args.record:
