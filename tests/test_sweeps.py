@@ -189,6 +189,7 @@ def fake_sweep(root: Path) -> Path:
                 evaluation = {
                     "eval/held_in/psnr": 20.0 + shots + seed,
                     "eval/held_out/psnr": 10.0 + tasks + seed,
+                    "eval/held_out/baseline_psnr": 15.0,
                     "eval/segmentation/miou": 0.1 * tasks,
                     "eval/model_evaluations": 40,
                     "eval/held_in/episodes": 8,
@@ -221,7 +222,7 @@ def test_report_writes_table_csv_and_seen_vs_unseen_plots(tmp_path, capsys):
     assert {path.name for path in out.glob("*.png")} == {"psnr.png", "miou.png"}  # model_evaluations is constant
     printed = capsys.readouterr().out
     assert "missing (1): num_tasks6-shots_per_task4-seed1" in printed and str(out / "psnr.png") in printed
-    assert "not plotted (the same in every run): eval/model_evaluations" in printed
+    assert "not plotted (the same in every run): eval/held_out/baseline_psnr, eval/model_evaluations" in printed
 
 
 def test_report_plot_lines_mean_and_spread(tmp_path):
@@ -230,11 +231,13 @@ def test_report_plot_lines_mean_and_spread(tmp_path):
     keys = ["eval/held_in/psnr", "eval/held_out/psnr"]
     figure = report.plot_metric(results, "psnr", keys, plan["grid"])
     labels = figure.axes[0].get_legend_handles_labels()[1]
-    assert labels == [
+    assert labels == ["unseen tasks (held_out): baseline B′ = B"] + [  # matplotlib lists plain lines first
         f"{seen} tasks ({suite}), shots_per_task={shots}"
         for seen, suite in (("seen", "held_in"), ("unseen", "held_out"))
         for shots in (2, 4)
     ]
+    baseline = figure.axes[0].get_lines()[-1]
+    assert list(baseline.get_ydata()) == [15.0, 15.0] and baseline.get_color() == "tab:orange"
     # unseen psnr = 10 + num_tasks + seed; the incomplete runs have shots 4, so shots 2 has both seeds
     points = report.aggregate(results, keys[1], "data.num_tasks", [3, 6], ("data.shots_per_task", 2))
     assert points == [(0, 13.5, 13.0, 14.0), (1, 16.5, 16.0, 17.0)]  # (x index, mean, min, max)

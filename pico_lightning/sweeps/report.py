@@ -5,7 +5,7 @@ A run's metrics come from ``summary.json`` when its status is "finished", else f
 metric name (``eval/<suite>/<metric>`` grouped by ``<metric>``) against ``data.num_tasks`` when it is swept,
 else the first non-seed grid axis: one colour per suite (seen tasks = ``held_in``, unseen tasks =
 ``held_out``), one line style per ``data.shots_per_task`` value (else the next non-seed axis), the mean over
-the remaining axes (the seeds) with min-max error bars.
+the remaining axes (the seeds) with min-max error bars, and each suite's baseline B′ = B as a dotted line.
 """
 
 from __future__ import annotations
@@ -196,6 +196,7 @@ def plot_metric(results: list[RunResult], name: str, keys: list[str], grid: dict
                 capsize=3,
                 label=label,
             )
+        draw_baseline(axes, results, suite, name, colour)
     axes.set_xticks(ticks, [str(value) for value in x_values])
     axes.set_xlabel(x_key)
     axes.set_ylabel(name)
@@ -203,6 +204,16 @@ def plot_metric(results: list[RunResult], name: str, keys: list[str], grid: dict
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     return figure
+
+
+def draw_baseline(axes, results: list[RunResult], suite: str, name: str, colour: str) -> None:
+    """The suite's trivial baseline B′ = B (``eval/<suite>/baseline_<name>``, mean over the runs) as a dotted line:
+    whether a setting beats copying the query is read off the plot."""
+    key = f"eval/{suite}/baseline_{name}"
+    values = [result.metrics[key] for result in results if key in result.metrics]
+    if values:
+        label = f"{SUITE_LABELS.get(suite, suite)}: baseline B′ = B"
+        axes.axhline(sum(values) / len(values), color=colour, linestyle=":", linewidth=1.2, label=label)
 
 
 def write_report(sweep_dir: Path, wanted: list[str], out: Path | None) -> list[Path]:
