@@ -113,7 +113,9 @@ def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[
     from pico_lightning.run.train import build_trainer
 
     torch.set_float32_matmul_precision("high")  # as `pico train` does (run/train.prepare)
-    module = PicoModule(cfg.model, cfg.train, prompt_embeddings(cfg, prompts), lora=cfg.lora)
+    module = PicoModule(
+        cfg.model, cfg.train, prompt_embeddings(cfg, prompts), lora=cfg.lora, release_after_training=True
+    )
     with torch.device(setup.device):
         module.configure_model()  # Lightning's own call inside fit is then a no-op
     module.to(setup.device)

@@ -22,7 +22,6 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from bench.gpu_model import BenchSetup, build_lightning, optimizer_and_schedule, release_memory, row_config
-from pico_lightning.run.fit_end import ReleaseBase
 
 PROMPTS = ["", "Edit"]
 
@@ -108,7 +107,7 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
     from pico_lightning.run.attention import AttentionBackend
 
     windows = StepWindows(setup)
-    callbacks = [windows, AttentionBackend(cfg.train.attention_backend), ReleaseBase()]
+    callbacks = [windows, AttentionBackend(cfg.train.attention_backend)]
     module, trainer = build_lightning(cfg, setup, prompts, callbacks, tmp / "runs" / cfg.run.name)
     if variant == "lora-no-cast":
         lora_no_cast(module)

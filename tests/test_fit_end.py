@@ -2,6 +2,7 @@
 
 import json
 
+import torch
 from conftest import tiny_train_overrides
 
 from pico_lightning.config import load_config
@@ -20,6 +21,8 @@ def test_the_last_step_is_evaluated_inside_the_fit_and_the_base_is_dropped(visre
     assert module.val_step == 3 and module.transformer is None and module.autoencoder is None
     assert copied == [0]  # Strategy.teardown's move to the CPU found no parameters
     assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file()  # exported before the release
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # saved in on_train_end: step 3
+    assert last["global_step"] == 3 and last["state_dict"] and all("lora_" in k for k in last["state_dict"])
 
 
 def test_a_finished_run_resumed_is_evaluated_again_and_summarised(visrel_tiny, tmp_path):

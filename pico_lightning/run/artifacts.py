@@ -38,7 +38,7 @@ class RunArtifacts(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Export the LoRA from the full (gathered) state dict: right under DDP and FSDP alike. At the end of
-        training, not of the fit: before run/fit_end.py's ReleaseBase drops the base."""
+        training, not of the fit: before PicoModule.on_train_end drops the base."""
         state = trainer.strategy.lightning_module_state_dict()  # a collective under FSDP: every rank calls it
         if trainer.is_global_zero:
             own = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}

@@ -1,4 +1,4 @@
-"""How a fit ends: its last step is evaluated inside the fit, then the base is dropped before Lightning's teardown.
+"""How a fit ends: its last step is evaluated inside the fit, so the base can be dropped before Lightning's teardown.
 
 Lightning's ``Strategy.teardown`` moves the whole LightningModule to the CPU after ``fit`` (single device and DDP):
 for FLUX.1-Fill that is a ~24 GB device-to-host copy on every rank of a node at once, after the last checkpoint
@@ -6,8 +6,8 @@ for FLUX.1-Fill that is a ~24 GB device-to-host copy on every rank of a node at 
 
 - :class:`FinalEvaluation` makes the last step's evaluation happen inside the fit (so no ``trainer.validate``
   has to follow it, and the final evaluation also competes for the best checkpoint);
-- :class:`ReleaseBase` (last in the callback list: the LoRA export and the checkpoints come first) drops the model
-  parts at the end of training, when no evaluation is pending.
+- ``PicoModule.on_train_end`` (``release_after_training``, set by `pico train`) then drops the model parts: module
+  hooks run after every callback's, so the last checkpoint and the LoRA export come first.
 """
 
 from __future__ import annotations
@@ -22,11 +22,3 @@ class FinalEvaluation(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
-
-
-class ReleaseBase(pl.Callback):
-    """Drop the module's model parts when training ends, unless an evaluation of the last step is still to come."""
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
-        if pl_module.evaluated_at(trainer.global_step):
-            pl_module.transformer = pl_module.autoencoder = None

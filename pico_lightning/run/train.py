@@ -8,7 +8,7 @@
 The run directory (run.dir/run.name) receives config.yaml, metrics.jsonl, checkpoints/ (LoRA + optimizer + loop
 state; last, step and best), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless W&B is off.
 Evaluation runs as Lightning validation every eval.every_n_steps and at the last step, inside the fit; the base is
-then dropped before Lightning's teardown would copy it to the host (run/fit_end.py).
+then dropped before Lightning's teardown would copy it to the host (run/fit_end.py, PicoModule.on_train_end).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pico_lightning.evaluation.evaluator import evaluation_plan
 from pico_lightning.panels import Layout
 from pico_lightning.run.artifacts import RunArtifacts, write_summary
 from pico_lightning.run.attention import AttentionBackend
-from pico_lightning.run.checkpoints import AtomicCheckpointIO, resume_checkpoint
-from pico_lightning.run.fit_end import FinalEvaluation, ReleaseBase
+from pico_lightning.run.checkpoints import AtomicCheckpointIO, StepCheckpoint, resume_checkpoint
+from pico_lightning.run.fit_end import FinalEvaluation
 from pico_lightning.run.lock import RunLock
 from pico_lightning.run.loggers import build_loggers, finish_wandb
 from pico_lightning.run.module import PicoModule
@@ -44,7 +44,10 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def build_module(
-    cfg: ExperimentConfig, prompts: list[str], eval_plan: dict[str, list[str]] | None = None
+    cfg: ExperimentConfig,
+    prompts: list[str],
+    eval_plan: dict[str, list[str]] | None = None,
+    release_after_training: bool = False,
 ) -> PicoModule:
     """The LightningModule for ``cfg``; the base + LoRA are built later, in ``configure_model``."""
     return PicoModule(
@@ -55,6 +58,7 @@ def build_module(
         eval_cfg=cfg.eval,
         layout=Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size),
         eval_plan=eval_plan,
+        release_after_training=release_after_training,
     )
 
 
@@ -64,7 +68,7 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> lis
         StepProgressBar(),
         AttentionBackend(cfg.train.attention_backend),
         RunArtifacts(cfg, run_dir),
-        ModelCheckpoint(
+        StepCheckpoint(
             dirpath=checkpoints,
             filename="step-{step:06d}",
             auto_insert_metric_name=False,
@@ -90,7 +94,7 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> lis
                     enable_version_counter=False,
                 )
             )
-    return [*callbacks, ReleaseBase()]  # last: after the LoRA export and the checkpoints
+    return callbacks
 
 
 def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callback], validate: bool) -> pl.Trainer:
@@ -132,7 +136,7 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
     ckpt = resume_checkpoint(run_dir / "checkpoints", cfg.run.resume)
     datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval)
     plan = evaluation_plan(datamodule.eval_items()) if cfg.eval.suites else None
-    module = build_module(cfg, run_prompts(datamodule.prompts()), plan)
+    module = build_module(cfg, run_prompts(datamodule.prompts()), plan, release_after_training=True)
     trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir, bool(plan)), bool(plan))
     return module, trainer, datamodule, ckpt
 
