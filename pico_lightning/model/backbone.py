@@ -178,7 +178,7 @@ def _load_parts(path: str, dtype: torch.dtype, device: torch.device) -> FluxPart
     kwargs = {"local_files_only": True, "torch_dtype": dtype, "device_map": {"": device}}
     try:
         transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", **kwargs)
-        autoencoder = _load_autoencoder(path, kwargs)
+        autoencoder = _load_autoencoder(path, kwargs).to(device)  # a no-op for a device-mapped AutoencoderKL
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
     except (OSError, ValueError, KeyError) as err:
         raise ModelDirError(f"{path}: cannot load FLUX.1-Fill weights ({str(err).splitlines()[0]})") from None
@@ -189,7 +189,7 @@ def _load_autoencoder(path: str, kwargs: dict) -> Autoencoder:
     """vae/ by its config's ``_class_name``: FLUX's AutoencoderKL, or the weight-free PixelShuffleAutoencoder."""
     name = json.loads((Path(path) / "vae" / "config.json").read_text()).get("_class_name")
     if name == PixelShuffleAutoencoder.__name__:
-        return PixelShuffleAutoencoder.from_pretrained(path, subfolder="vae").to(kwargs["device_map"][""])
+        return PixelShuffleAutoencoder.from_pretrained(path, subfolder="vae")
     return KLAutoencoder(AutoencoderKL.from_pretrained(path, subfolder="vae", **kwargs))
 
 

@@ -42,7 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class StepCheckpoint(ModelCheckpoint):
     """ModelCheckpoint every N steps whose ``last.ckpt`` is also written at the end of training when the final step
     was not saved (Lightning's own ``on_train_end`` writes it only if no ``last`` was ever written): a finished run
-    resumed or exported is its final state, and the steps after the last multiple of N are not trained twice."""
+    resumed or exported is its final state, and the steps after the last multiple of N are not trained twice.
+    Uses ModelCheckpoint's own bookkeeping and save (private in lightning 2.6; setup.cfg pins <2.7)."""
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
