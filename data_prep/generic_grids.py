@@ -5,8 +5,9 @@ A grid is ``A | A'`` over ``B | B'``: A and B are pictures (photo crops, shape s
 are deliberately none of VisRel-lite's 27 operators (no flip, rotation, blur, noise, brightness, segmentation...):
 copy, translation, zoom into a crop, a colour-channel permutation, a colour negative, and a translation composed
 with a channel permutation. What is masked: the B' panel (completing the analogy), any one panel, or a few
-random rectangles (plain inpainting). A base that learned to carry structure across panels this way makes the
-demo's LoRA, which learns VisRel's relations, an in-context learner in minutes.
+random rectangles (plain inpainting). The *exemplar* grids are the first pretraining phase: copy or negative with
+only B' masked, two answers for the same B that only A -> A' tells apart, so the loss falls only once the model
+reads its exemplar (bench/RESULTS.md: a base trained on the whole mix never learns to).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from data_prep.scenes import geometry_scene, shape_scene
 
 Relation = Callable[[np.ndarray], np.ndarray]
 RELATIONS = ("copy", "shift", "zoom", "channels", "negative", "shift_channels")
+EXEMPLAR_RELATIONS = ("copy", "negative")  # the exemplar phase: opposite answers, told apart only by A -> A'
 PERMUTATIONS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 TOKEN = 4  # pixels per DiT token side (PixelShuffle s=2, then 2x2 packing): rectangles align to it
 
@@ -34,9 +36,9 @@ def picture(rng: np.random.Generator, size: int) -> np.ndarray:
     return geometry_scene(rng, size).image
 
 
-def relation(rng: np.random.Generator, size: int) -> tuple[str, Relation]:
-    """A random generic relation and its name; its parameters are drawn here, once, and shared by A and B."""
-    name = str(rng.choice(RELATIONS))
+def relation(rng: np.random.Generator, size: int, names: tuple[str, ...] = RELATIONS) -> tuple[str, Relation]:
+    """A random relation of ``names`` and its name; its parameters are drawn here, once, and shared by A and B."""
+    name = str(rng.choice(names))
     shift = tuple(int(v) for v in rng.integers(-size // 4, size // 4 + 1, 2))
     perm = PERMUTATIONS[int(rng.integers(len(PERMUTATIONS)))]
     side = int(size * rng.uniform(0.5, 0.8))
@@ -52,9 +54,13 @@ def relation(rng: np.random.Generator, size: int) -> tuple[str, Relation]:
     return name, relations[name]
 
 
-def grid_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(2*size, 2*size) float32 mask, 1 = to fill: B' (60%), one random panel (20%) or 1-3 rectangles (20%)."""
+def grid_mask(rng: np.random.Generator, size: int, target_only: bool = False) -> np.ndarray:
+    """(2*size, 2*size) float32 mask, 1 = to fill: B' (60%), one random panel (20%) or 1-3 rectangles (20%);
+    always B' (drawing nothing) with ``target_only``."""
     mask = np.zeros((2 * size, 2 * size), np.float32)
+    if target_only:
+        mask[size:, size:] = 1
+        return mask
     draw = rng.random()
     if draw < 0.8:
         panel = 3 if draw < 0.6 else int(rng.integers(4))
@@ -69,17 +75,20 @@ def grid_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return mask
 
 
-def generic_grid(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """One grid: (2*size, 2*size, 3) uint8 pictures, its (2*size, 2*size) mask and the relation's name."""
-    name, fn = relation(rng, size)
+def generic_grid(rng: np.random.Generator, size: int, exemplar: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+    """One grid: (2*size, 2*size, 3) uint8 pictures, its (2*size, 2*size) mask and the relation's name; an
+    ``exemplar`` grid is copy or negative with B' masked."""
+    name, fn = relation(rng, size, EXEMPLAR_RELATIONS if exemplar else RELATIONS)
     a, b = picture(rng, size), picture(rng, size)
     top = np.concatenate([a, fn(a)], axis=1)
     bottom = np.concatenate([b, fn(b)], axis=1)
-    return np.ascontiguousarray(np.concatenate([top, bottom], axis=0)), grid_mask(rng, size), name
+    return np.ascontiguousarray(np.concatenate([top, bottom], axis=0)), grid_mask(rng, size, exemplar), name
 
 
-def generic_batch(rng: np.random.Generator, batch: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``batch`` grids as (B, 3, 2S, 2S) float32 in [-1, 1] and masks (B, 1, 2S, 2S)."""
-    grids, masks = zip(*[generic_grid(rng, size)[:2] for _ in range(batch)])
+def generic_batch(
+    rng: np.random.Generator, batch: int, size: int, exemplar: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batch`` grids (exemplar grids with ``exemplar``) as (B, 3, 2S, 2S) float32 in [-1, 1], masks (B, 1, 2S, 2S)."""
+    grids, masks = zip(*[generic_grid(rng, size, exemplar)[:2] for _ in range(batch)])
     images = np.stack(grids).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
     return images, np.stack(masks)[:, None]

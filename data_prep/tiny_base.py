@@ -1,12 +1,14 @@
 """Pretrain the demo's tiny FLUX.1-Fill base on generic inpainting grids and save it as FLUX.1-Fill-dev is saved.
 
     python -m data_prep.tiny_base --out assets/tiny-fill-base             # the shipped base (2 CPU cores)
-    python -m data_prep.tiny_base --out /tmp/base --steps 20 --record ""  # a quick smoke run, no record
+    python -m data_prep.tiny_base --out /tmp/base --exemplar-steps 10 --steps 10 --record ""  # a smoke run
 
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from
 :data:`BASE`: a Fill ``FluxTransformer2DModel`` over the lossless PixelShuffle autoencoder, tiny CLIP and T5), then
 *all* its DiT parameters train with the package's flow-matching maths (logit-normal t with FLUX's resolution shift,
-loss on the masked tokens) on :mod:`data_prep.generic_grids`, never on VisRel. The result is written with
+loss on the masked tokens) on :mod:`data_prep.generic_grids`, never on VisRel: first on exemplar grids (copy or
+negative, told apart only by A -> A'), until it reads its exemplar, then on the whole generic mix. The result is
+written with
 ``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
 single-process: the same command on the same torch build and thread count writes the same bytes. The wall time and
 the loss curve go to ``--record`` (JSON + PNG, default ``docs/tiny_base_pretraining``).
@@ -21,6 +23,7 @@ import math
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,55 +49,78 @@ PANEL = 32
 THREADS = 1  # fixed: the saved bytes do not depend on the core count, and one thread is fastest on shared cores
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One pretraining stage: ``steps`` AdamW steps at peak ``lr`` (warm-up, then cosine down to 0.1x), on exemplar
+    grids (copy or negative, B' masked: the loss falls only once the model reads A -> A') or on the whole mix."""
+
+    steps: int
+    lr: float
+    exemplar: bool = False
+
+
 def pretrain(
-    steps: int, batch: int, lr: float, seed: int, density: str = "logit_normal", log_every: int = 50
+    phases: list[Phase], batch: int, seed: int, density: str = "logit_normal", log_every: int = 50
 ) -> tuple[dict, list[dict]]:
-    """Full-parameter flow matching of a fresh tiny Fill DiT, flow times t from ``density``; returns the pipeline
-    parts and the loss curve."""
+    """Full-parameter flow matching of a fresh tiny Fill DiT through ``phases`` in order, flow times t from
+    ``density``; returns the pipeline parts and the loss curve (steps counted over all phases)."""
     torch.manual_seed(seed)
     parts, text = build_parts(BASE), build_text_encoders(BASE)
     transformer = parts.transformer.train().requires_grad_(True)
     embeds, pooled = encode_prompts(text, [""], BASE.sequence_length())[0]
-    optimizer = torch.optim.AdamW(transformer.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, s / steps)))
-    )
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    scale, curve, window, start = parts.autoencoder.scale_factor, [], [], time.perf_counter()
-    ids = latent_image_ids(2 * PANEL // scale, 2 * PANEL // scale, torch.device("cpu"), torch.float32)
-    for step in range(1, steps + 1):
-        grid, mask = (torch.from_numpy(a) for a in generic_batch(rng, batch, PANEL))
-        x0 = pack_latents(parts.autoencoder.encode(grid))
-        condition = fill_condition(parts.autoencoder, grid, mask)
-        noise = torch.randn(x0.shape, generator=generator)
-        t = flow.sample_timesteps(batch, density, generator)
-        t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], parts.scheduler.config))
-        pred = predict_velocity(
-            transformer,
-            flow.interpolate(x0, noise, t),
-            condition,
-            t,
-            torch.full((batch,), BASE.guidance),
-            embeds.expand(batch, -1, -1),
-            pooled.expand(batch, -1),
-            ids,
-        )
-        loss = flow.flow_matching_loss(pred, flow.velocity_target(x0, noise), token_region(mask, scale)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        window.append(loss.item())
-        if step % log_every == 0 or step == steps:
-            curve.append({"step": step, "loss": sum(window) / len(window), "seconds": time.perf_counter() - start})
-            window = []
-            print(
-                f"[tiny_base] step {step}/{steps} loss {curve[-1]['loss']:.4f} {curve[-1]['seconds']:.0f}s", flush=True
-            )
+    ids = latent_image_ids(
+        2 * PANEL // parts.autoencoder.scale_factor,
+        2 * PANEL // parts.autoencoder.scale_factor,
+        torch.device("cpu"),
+        torch.float32,
+    )
+    text_in = (embeds.expand(batch, -1, -1), pooled.expand(batch, -1), ids)
+    curve, done, start = [], 0, time.perf_counter()
+    for phase in phases:
+        optimizer = torch.optim.AdamW(transformer.parameters(), lr=phase.lr, weight_decay=0.01)
+        schedule = _warmup_cosine(optimizer, phase.steps)
+        window = []
+        for step in range(1, phase.steps + 1):
+            grid, mask = (torch.from_numpy(a) for a in generic_batch(rng, batch, PANEL, phase.exemplar))
+            loss = _loss(parts, transformer, grid, mask, generator, density, text_in)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            window.append(loss.item())
+            if step % log_every == 0 or step == phase.steps:
+                seconds = time.perf_counter() - start
+                curve.append({"step": done + step, "loss": sum(window) / len(window), "seconds": seconds})
+                window = []
+                print(f"[tiny_base] step {done + step} loss {curve[-1]['loss']:.4f} {seconds:.0f}s", flush=True)
+        done += phase.steps
     transformer.eval().requires_grad_(False)
     return {"parts": parts, "text": text}, curve
+
+
+def _warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``steps // 20`` steps, then cosine from 1x down to 0.1x the peak at ``steps``."""
+    warmup = max(1, steps // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, s / steps)))
+    )
+
+
+def _loss(parts, transformer, grid, mask, generator, density: str, text_in: tuple) -> torch.Tensor:
+    """The masked-token flow-matching loss of one batch of grids (B, 3, H, W) and masks (B, 1, H, W)."""
+    batch = grid.shape[0]
+    x0 = pack_latents(parts.autoencoder.encode(grid))
+    condition = fill_condition(parts.autoencoder, grid, mask)
+    noise = torch.randn(x0.shape, generator=generator)
+    t = flow.sample_timesteps(batch, density, generator)
+    t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], parts.scheduler.config))
+    pred = predict_velocity(
+        transformer, flow.interpolate(x0, noise, t), condition, t, torch.full((batch,), BASE.guidance), *text_in
+    )
+    region = token_region(mask, parts.autoencoder.scale_factor)
+    return flow.flow_matching_loss(pred, flow.velocity_target(x0, noise), region).mean()
 
 
 def save_base(out: Path, built: dict) -> None:
@@ -114,8 +140,9 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
 
     record.parent.mkdir(parents=True, exist_ok=True)
     info = {
-        "command": f"python -m data_prep.tiny_base --out {args.out} --steps {args.steps} --batch {args.batch} "
-        f"--lr {args.lr} --seed {args.seed} --timestep-density {args.timestep_density}",
+        "command": f"python -m data_prep.tiny_base --out {args.out} --exemplar-steps {args.exemplar_steps} "
+        f"--exemplar-lr {args.exemplar_lr} --steps {args.steps} --lr {args.lr} --batch {args.batch} "
+        f"--seed {args.seed} --timestep-density {args.timestep_density}",
         "wall_seconds": round(seconds, 1),
         "threads": THREADS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
@@ -124,6 +151,9 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
     record.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
     ax.plot([c["step"] for c in curve], [c["loss"] for c in curve])
+    if args.exemplar_steps:
+        ax.axvline(args.exemplar_steps, color="grey", linestyle=":", label="exemplar grids | whole mix")
+        ax.legend(fontsize=8)
     ax.set(xlabel="step", ylabel="flow-matching loss (masked tokens)", yscale="log")
     ax.set_title(f"tiny Fill base pretraining: {seconds / 60:.1f} min wall, {THREADS} CPU thread", fontsize=9)
     fig.tight_layout()
@@ -134,9 +164,13 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory (a FluxFillPipeline.save_pretrained layout)")
-    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    parser.add_argument(
+        "--exemplar-steps", type=int, default=3000, help="first phase: steps on exemplar grids (copy or negative)"
+    )
+    parser.add_argument("--exemplar-lr", type=float, default=3e-3, help="first phase: AdamW peak learning rate")
+    parser.add_argument("--steps", type=int, default=1000, help="second phase: steps on the whole generic mix")
+    parser.add_argument("--lr", type=float, default=1e-3, help="second phase: AdamW peak learning rate")
     parser.add_argument("--batch", type=int, default=8, help="grids per step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, noise and initialisation")
     parser.add_argument(
         "--timestep-density", default="logit_normal", choices=flow.DENSITIES, help="density of the flow time t"
@@ -145,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    built, curve = pretrain(args.steps, args.batch, args.lr, args.seed, args.timestep_density)
+    phases = [Phase(args.exemplar_steps, args.exemplar_lr, exemplar=True), Phase(args.steps, args.lr)]
+    built, curve = pretrain([p for p in phases if p.steps], args.batch, args.seed, args.timestep_density)
     seconds = time.perf_counter() - start
     save_base(Path(args.out), built)
     if args.record:

@@ -15,8 +15,9 @@ from pico_lightning.model.backbone import MANIFEST, ModelDirError, build_parts
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_base")
-    built, curve = tiny_base.pretrain(steps=2, batch=2, lr=1e-3, seed=0, log_every=1)
-    assert [c["step"] for c in curve] == [1, 2]
+    phases = [tiny_base.Phase(1, 1e-3, exemplar=True), tiny_base.Phase(1, 1e-3)]
+    built, curve = tiny_base.pretrain(phases, batch=2, seed=0, log_every=1)
+    assert [c["step"] for c in curve] == [1, 2]  # counted over both phases
     tiny_base.save_base(out, built)
     return out, built["parts"].transformer
 
@@ -49,3 +50,20 @@ def test_pretraining_grids_are_seeded_and_masked():
     assert first.shape == (4, 3, 32, 32) and masks.shape == (4, 1, 32, 32)
     assert (first == again).all() and first.min() >= -1 and first.max() <= 1
     assert all(0 < m.sum() < m.size for m in masks)
+
+
+def test_exemplar_grids_are_copy_or_negative_told_apart_only_by_the_exemplar():
+    grids, masks = generic_batch(np.random.default_rng(0), 16, 16, exemplar=True)
+    target = np.zeros((32, 32), np.float32)
+    target[16:, 16:] = 1
+    assert all((m[0] == target).all() for m in masks)  # only B' is masked
+    kinds = []
+    for grid in grids:
+        (a, a_out), (b, b_out) = [(grid[:, r : r + 16, :16], grid[:, r : r + 16, 16:]) for r in (0, 16)]
+        copy, negative = (
+            np.allclose(a_out, a, atol=1e-6) and np.allclose(b_out, b, atol=1e-6),
+            np.allclose(a_out, -a, atol=1e-6) and np.allclose(b_out, -b, atol=1e-6),
+        )
+        assert copy != negative  # one relation, the same for the exemplar and the query
+        kinds.append(copy)
+    assert 0 < sum(kinds) < len(kinds)  # both relations occur
