@@ -5,9 +5,9 @@ A grid is ``A | A'`` over ``B | B'``: A and B are pictures (photo crops, shape s
 are deliberately none of VisRel-lite's 27 operators (no flip, rotation, blur, noise, brightness, segmentation...):
 copy, translation, zoom into a crop, a colour-channel permutation, a colour negative, and a translation composed
 with a channel permutation. What is masked: the B' panel (completing the analogy), any one panel, or a few
-random rectangles (plain inpainting). The *exemplar* grids are the first pretraining phase: copy or negative with
-only B' masked, two answers for the same B that only A -> A' tells apart, so the loss falls only once the model
-reads its exemplar (bench/RESULTS.md: a base trained on the whole mix never learns to).
+random rectangles (plain inpainting). The *exemplar* grids feed an optional first pretraining phase: copy or
+negative with only B' masked, two answers for the same B that only A -> A' tells apart, so the loss falls only once
+the model reads its exemplar (bench/RESULTS.md: a base trained on the whole mix never learns to).
 """
 
 from __future__ import annotations

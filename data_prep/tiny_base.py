@@ -6,9 +6,9 @@
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from
 :data:`BASE`: a Fill ``FluxTransformer2DModel`` over the lossless PixelShuffle autoencoder, tiny CLIP and T5), then
 *all* its DiT parameters train with the package's flow-matching maths (logit-normal t with FLUX's resolution shift,
-loss on the masked tokens) on :mod:`data_prep.generic_grids`, never on VisRel: first on exemplar grids (copy or
-negative, told apart only by A -> A'), until it reads its exemplar, then on the whole generic mix. The result is
-written with
+loss on the masked tokens) on :mod:`data_prep.generic_grids`, never on VisRel: on the whole generic mix, optionally
+after a first phase on exemplar grids (``--exemplar-steps``: copy or negative, told apart only by A -> A'), which
+teaches it to read its exemplar (measured, not shipped: bench/RESULTS.md). The result is written with
 ``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
 single-process: the same command on the same torch build and thread count writes the same bytes. The wall time and
 the loss curve go to ``--record`` (JSON + PNG, default ``docs/tiny_base_pretraining``).
@@ -165,10 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory (a FluxFillPipeline.save_pretrained layout)")
     parser.add_argument(
-        "--exemplar-steps", type=int, default=3000, help="first phase: steps on exemplar grids (copy or negative)"
+        "--exemplar-steps", type=int, default=0, help="first phase: steps on exemplar grids (copy or negative)"
     )
     parser.add_argument("--exemplar-lr", type=float, default=3e-3, help="first phase: AdamW peak learning rate")
-    parser.add_argument("--steps", type=int, default=1000, help="second phase: steps on the whole generic mix")
+    parser.add_argument("--steps", type=int, default=2000, help="second phase: steps on the whole generic mix")
     parser.add_argument("--lr", type=float, default=1e-3, help="second phase: AdamW peak learning rate")
     parser.add_argument("--batch", type=int, default=8, help="grids per step")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, noise and initialisation")
