@@ -62,28 +62,27 @@ class Phase:
 def pretrain(
     phases: list[Phase], batch: int, seed: int, density: str = "logit_normal", log_every: int = 50
 ) -> tuple[dict, list[dict]]:
-    """Full-parameter flow matching of a fresh tiny Fill DiT through ``phases`` in order, flow times t from
-    ``density``; returns the pipeline parts and the loss curve (steps counted over all phases)."""
+    """Full-parameter flow matching of a fresh tiny Fill DiT through ``phases`` in order (a 0-step phase is skipped),
+    flow times t from ``density``; returns the pipeline parts and the loss curve (steps counted over all phases)."""
     torch.manual_seed(seed)
     parts, text = build_parts(BASE), build_text_encoders(BASE)
     transformer = parts.transformer.train().requires_grad_(True)
     embeds, pooled = encode_prompts(text, [""], BASE.sequence_length())[0]
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    ids = latent_image_ids(
-        2 * PANEL // parts.autoencoder.scale_factor,
-        2 * PANEL // parts.autoencoder.scale_factor,
-        torch.device("cpu"),
-        torch.float32,
+    side = 2 * PANEL // parts.autoencoder.scale_factor  # latent side of a grid
+    shared = (
+        embeds.expand(batch, -1, -1),
+        pooled.expand(batch, -1),
+        latent_image_ids(side, side, torch.device("cpu"), torch.float32),
     )
-    text_in = (embeds.expand(batch, -1, -1), pooled.expand(batch, -1), ids)
     curve, done, start = [], 0, time.perf_counter()
-    for phase in phases:
+    for phase in (phase for phase in phases if phase.steps):
         optimizer = torch.optim.AdamW(transformer.parameters(), lr=phase.lr, weight_decay=0.01)
         schedule = _warmup_cosine(optimizer, phase.steps)
         window = []
         for step in range(1, phase.steps + 1):
             grid, mask = (torch.from_numpy(a) for a in generic_batch(rng, batch, PANEL, phase.exemplar))
-            loss = _loss(parts, transformer, grid, mask, generator, density, text_in)
+            loss = _loss(parts, transformer, grid, mask, generator, density, shared)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
@@ -108,8 +107,9 @@ def _warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.
     )
 
 
-def _loss(parts, transformer, grid, mask, generator, density: str, text_in: tuple) -> torch.Tensor:
-    """The masked-token flow-matching loss of one batch of grids (B, 3, H, W) and masks (B, 1, H, W)."""
+def _loss(parts, transformer, grid, mask, generator, density: str, shared: tuple) -> torch.Tensor:
+    """The masked-token flow-matching loss of one batch of grids (B, 3, H, W) and masks (B, 1, H, W); ``shared``:
+    the batch's prompt embeddings, pooled embeddings and image rotary ids, the same every step."""
     batch = grid.shape[0]
     x0 = pack_latents(parts.autoencoder.encode(grid))
     condition = fill_condition(parts.autoencoder, grid, mask)
@@ -117,7 +117,7 @@ def _loss(parts, transformer, grid, mask, generator, density: str, text_in: tupl
     t = flow.sample_timesteps(batch, density, generator)
     t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], parts.scheduler.config))
     pred = predict_velocity(
-        transformer, flow.interpolate(x0, noise, t), condition, t, torch.full((batch,), BASE.guidance), *text_in
+        transformer, flow.interpolate(x0, noise, t), condition, t, torch.full((batch,), BASE.guidance), *shared
     )
     region = token_region(mask, parts.autoencoder.scale_factor)
     return flow.flow_matching_loss(pred, flow.velocity_target(x0, noise), region).mean()
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
     phases = [Phase(args.exemplar_steps, args.exemplar_lr, exemplar=True), Phase(args.steps, args.lr)]
-    built, curve = pretrain([p for p in phases if p.steps], args.batch, args.seed, args.timestep_density)
+    built, curve = pretrain(phases, args.batch, args.seed, args.timestep_density)
     seconds = time.perf_counter() - start
     save_base(Path(args.out), built)
     if args.record:
