@@ -5,9 +5,9 @@ A grid is ``A | A'`` over ``B | B'``: A and B are pictures (photo crops, shape s
 are deliberately none of VisRel-lite's 27 operators (no flip, rotation, blur, noise, brightness, segmentation...):
 copy, translation, zoom into a crop, a colour-channel permutation, a colour negative, and a translation composed
 with a channel permutation. What is masked: the B' panel (completing the analogy), any one panel, or a few
-random rectangles (plain inpainting). The *exemplar* grids feed an optional first pretraining phase: copy or
-negative with only B' masked, two answers for the same B that only A -> A' tells apart, so the loss falls only once
-the model reads its exemplar (bench/RESULTS.md: a base trained on the whole mix never learns to).
+random rectangles (plain inpainting). The *exemplar* grids (copy or negative with only B' masked: two answers for
+the same B that only A -> A' tells apart, so the loss falls only once the model reads its exemplar; bench/RESULTS.md:
+a base trained on the whole mix never learns to) make up a chosen share of a batch.
 """
 
 from __future__ import annotations
@@ -86,9 +86,15 @@ def generic_grid(rng: np.random.Generator, size: int, exemplar: bool = False) ->
 
 
 def generic_batch(
-    rng: np.random.Generator, batch: int, size: int, exemplar: bool = False
+    rng: np.random.Generator, batch: int, size: int, exemplar_share: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``batch`` grids (exemplar grids with ``exemplar``) as (B, 3, 2S, 2S) float32 in [-1, 1], masks (B, 1, 2S, 2S)."""
-    grids, masks = zip(*[generic_grid(rng, size, exemplar)[:2] for _ in range(batch)])
+    """``batch`` grids as (B, 3, 2S, 2S) float32 in [-1, 1] and masks (B, 1, 2S, 2S); each is an exemplar grid with
+    probability ``exemplar_share`` (0 and 1 draw nothing for it, so such batches consume the same random stream)."""
+    grids, masks = zip(*[generic_grid(rng, size, _is_exemplar(rng, exemplar_share))[:2] for _ in range(batch)])
     images = np.stack(grids).astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0
     return images, np.stack(masks)[:, None]
+
+
+def _is_exemplar(rng: np.random.Generator, share: float) -> bool:
+    """Whether the next grid is an exemplar grid, drawn only when ``share`` is strictly between 0 and 1."""
+    return share >= 1 or (share > 0 and bool(rng.random() < share))

@@ -8,7 +8,8 @@ The model is built by the same code as every tiny PICO model (``build_parts`` + 
 *all* its DiT parameters train with the package's flow-matching maths (logit-normal t with FLUX's resolution shift,
 loss on the masked tokens) on :mod:`data_prep.generic_grids`, never on VisRel: on the whole generic mix, optionally
 after a first phase on exemplar grids (``--exemplar-steps``: copy or negative, told apart only by A -> A'), which
-teaches it to read its exemplar (measured, not shipped: bench/RESULTS.md). The result is written with
+teaches it to read its exemplar (bench/RESULTS.md), and optionally with a share of exemplar grids kept in
+the mix (``--exemplar-share``). The result is written with
 ``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
 single-process: the same command on the same torch build and thread count writes the same bytes. The wall time and
 the loss curve go to ``--record`` (JSON + PNG, default ``docs/tiny_base_pretraining``).
@@ -51,12 +52,13 @@ THREADS = 1  # fixed: the saved bytes do not depend on the core count, and one t
 
 @dataclass(frozen=True)
 class Phase:
-    """One pretraining stage: ``steps`` AdamW steps at peak ``lr`` (warm-up, then cosine down to 0.1x), on exemplar
-    grids (copy or negative, B' masked: the loss falls only once the model reads A -> A') or on the whole mix."""
+    """One pretraining stage: ``steps`` AdamW steps at peak ``lr`` (warm-up, then cosine down to 0.1x) on the generic
+    mix, of which a share ``exemplar`` are exemplar grids (copy or negative, B' masked: the loss falls only once the
+    model reads A -> A'); 1 = exemplar grids only."""
 
     steps: int
     lr: float
-    exemplar: bool = False
+    exemplar: float = 0.0
 
 
 def pretrain(
@@ -141,7 +143,8 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
     record.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "command": f"python -m data_prep.tiny_base --out {args.out} --exemplar-steps {args.exemplar_steps} "
-        f"--exemplar-lr {args.exemplar_lr} --steps {args.steps} --lr {args.lr} --batch {args.batch} "
+        f"--exemplar-lr {args.exemplar_lr} --steps {args.steps} --lr {args.lr} --exemplar-share {args.exemplar_share} "
+        f"--batch {args.batch} "
         f"--seed {args.seed} --timestep-density {args.timestep_density}",
         "wall_seconds": round(seconds, 1),
         "threads": THREADS,
@@ -170,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exemplar-lr", type=float, default=3e-3, help="first phase: AdamW peak learning rate")
     parser.add_argument("--steps", type=int, default=2000, help="second phase: steps on the whole generic mix")
     parser.add_argument("--lr", type=float, default=1e-3, help="second phase: AdamW peak learning rate")
+    parser.add_argument(
+        "--exemplar-share", type=float, default=0.0, help="second phase: share of exemplar grids in the mix (0 to 1)"
+    )
     parser.add_argument("--batch", type=int, default=8, help="grids per step")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, noise and initialisation")
     parser.add_argument(
@@ -177,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--record", default="docs/tiny_base_pretraining", help="JSON + PNG path stem ('' = none)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.exemplar_share <= 1.0:
+        parser.error(f"--exemplar-share: expected a share from 0 to 1, got {args.exemplar_share}")
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
-    phases = [Phase(args.exemplar_steps, args.exemplar_lr, exemplar=True), Phase(args.steps, args.lr)]
+    phases = [Phase(args.exemplar_steps, args.exemplar_lr, 1.0), Phase(args.steps, args.lr, args.exemplar_share)]
     built, curve = pretrain(phases, args.batch, args.seed, args.timestep_density)
     seconds = time.perf_counter() - start
     save_base(Path(args.out), built)

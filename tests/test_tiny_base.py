@@ -15,7 +15,7 @@ from pico_lightning.model.backbone import MANIFEST, ModelDirError, build_parts
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_base")
-    phases = [tiny_base.Phase(1, 1e-3, exemplar=True), tiny_base.Phase(1, 1e-3)]
+    phases = [tiny_base.Phase(1, 1e-3, 1.0), tiny_base.Phase(1, 1e-3)]
     built, curve = tiny_base.pretrain(phases, batch=2, seed=0, log_every=1)
     assert [c["step"] for c in curve] == [1, 2]  # counted over both phases
     tiny_base.save_base(out, built)
@@ -53,7 +53,7 @@ def test_pretraining_grids_are_seeded_and_masked():
 
 
 def test_exemplar_grids_are_copy_or_negative_told_apart_only_by_the_exemplar():
-    grids, masks = generic_batch(np.random.default_rng(0), 16, 16, exemplar=True)
+    grids, masks = generic_batch(np.random.default_rng(0), 16, 16, 1.0)
     target = np.zeros((32, 32), np.float32)
     target[16:, 16:] = 1
     assert all((m[0] == target).all() for m in masks)  # only B' is masked
@@ -67,3 +67,12 @@ def test_exemplar_grids_are_copy_or_negative_told_apart_only_by_the_exemplar():
         assert copy != negative  # one relation, the same for the exemplar and the query
         kinds.append(copy)
     assert 0 < sum(kinds) < len(kinds)  # both relations occur
+
+
+def test_an_exemplar_share_mixes_exemplar_grids_into_the_batch():
+    def b_prime_only(share: float, seed: int) -> int:  # grids whose mask is exactly B' (exemplar grids always are)
+        _, masks = generic_batch(np.random.default_rng(seed), 64, 16, share)
+        return sum(bool(m[0, 16:, 16:].all() and not m[0, :16].any() and not m[0, :, :16].any()) for m in masks)
+
+    assert b_prime_only(1.0, 0) == 64
+    assert b_prime_only(0.0, 0) < b_prime_only(0.5, 0) < 64
