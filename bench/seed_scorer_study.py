@@ -6,7 +6,9 @@ Every episode is filled with all |S| seeds finished (``finish_all``), so each se
 |S| in {1, 4, 8} (the first |S| seeds) it reports the mean metric of: the scorer's choice for each of the four
 scores, a random seed (the expected value: mean over the seeds), and the oracle best of S (the upper bound). It
 also reports, per score, the Spearman rank correlation between score and final quality over the seeds of an
-episode, averaged over episodes. Quality is IoU for mask suites and PSNR for image suites.
+episode, averaged over episodes; the mean quality of each seed over the episodes (seed s draws the same noise in
+every episode, so a seed can be better or worse everywhere); and how often each score picks each seed. Quality is
+IoU for mask suites and PSNR for image suites.
 """
 
 from __future__ import annotations
@@ -95,8 +97,23 @@ def summarise(rows: list[dict], scores: tuple[str, ...], seeds: int, steps: int,
         for name in scores:
             values = [c for r in mine if (c := spearman(r["scores"][name], r["quality"])) is not None]
             correlations[name] = _mean(values) if values else None
-        result["suites"][suite] = {"episodes": len(mine), "by_seeds": table, "spearman": correlations}
+        result["suites"][suite] = {
+            "episodes": len(mine),
+            "by_seeds": table,
+            "spearman": correlations,
+            "per_seed": [round(_mean([r["quality"][s] for r in mine]), 4) for s in range(seeds)],
+            "picks": {name: _picks(mine, name, seeds) for name in scores},
+        }
     return result
+
+
+def _picks(rows: list[dict], score: str, seeds: int) -> list[int]:
+    """How often each of the ``seeds`` seeds is the score's choice among all of them: a score that reads the episode
+    spreads its picks; one that always prefers the same noise draw piles them on one seed."""
+    counts = [0] * seeds
+    for row in rows:
+        counts[int(row["scores"][score][:seeds].argmax())] += 1
+    return counts
 
 
 def _mean(values) -> float:
@@ -123,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             "spearman(score, quality): "
             + ", ".join(f"{n} {v:+.3f}" if v is not None else f"{n} n/a" for n, v in data["spearman"].items())
         )
+        print("mean quality per seed: " + " ".join(f"{q:.3f}" for q in data["per_seed"]))
+        print("picks among all seeds: " + "; ".join(f"{n} {c}" for n, c in data["picks"].items()))
     print(f"\nwrote {args.out}")
     return 0
 
