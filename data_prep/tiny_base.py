@@ -156,7 +156,8 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
     fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
     ax.plot([c["step"] for c in curve], [c["loss"] for c in curve])
     if args.exemplar_steps:
-        ax.axvline(args.exemplar_steps, color="grey", linestyle=":", label="exemplar grids | whole mix")
+        mix = f"mix, {args.exemplar_share:.0%} exemplar grids" if args.exemplar_share else "whole mix"
+        ax.axvline(args.exemplar_steps, color="grey", linestyle=":", label=f"exemplar grids | {mix}")
         ax.legend(fontsize=8)
     ax.set(xlabel="step", ylabel="flow-matching loss (masked tokens)", yscale="log")
     ax.set_title(f"tiny Fill base pretraining: {seconds / 60:.1f} min wall, {THREADS} CPU thread", fontsize=9)
