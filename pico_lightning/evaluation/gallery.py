@@ -12,12 +12,16 @@ from pico_lightning.files import atomic_path
 from pico_lightning.panels import Layout, split_grid, to_uint8
 
 GAP = 2  # pixels of white between panels and rows
+MIN_PANEL = 96  # smaller panels (the demo's 32 px) are enlarged by a whole factor, each pixel a square block
 
 
 def episode_row(grid: torch.Tensor, prediction: torch.Tensor, target: torch.Tensor, layout: Layout) -> np.ndarray:
-    """(S, 5S + 4*GAP, 3) uint8: the context panels, the prediction, then the ground truth."""
+    """(Z*S, 5*Z*S + 4*GAP, 3) uint8: the context panels, the prediction, then the ground truth, each enlarged
+    Z = max(1, MIN_PANEL // S) times (nearest neighbour)."""
+    zoom = max(1, MIN_PANEL // layout.panel_size)
     tiles = [to_uint8(p) for p in split_grid(grid, layout)[:-1]] + [to_uint8(prediction), to_uint8(target)]
-    gap = np.full((layout.panel_size, GAP, 3), 255, dtype=np.uint8)
+    tiles = [tile.repeat(zoom, axis=0).repeat(zoom, axis=1) for tile in tiles]
+    gap = np.full((zoom * layout.panel_size, GAP, 3), 255, dtype=np.uint8)
     return np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
 
 
