@@ -145,8 +145,7 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
     info = {
         "command": f"python -m data_prep.tiny_base --out {args.out} --exemplar-steps {args.exemplar_steps} "
         f"--exemplar-lr {args.exemplar_lr} --steps {args.steps} --lr {args.lr} --exemplar-share {args.exemplar_share} "
-        f"--batch {args.batch} "
-        f"--seed {args.seed} --timestep-density {args.timestep_density}",
+        f"--batch {args.batch} --seed {args.seed} --timestep-density {args.timestep_density}",
         "wall_seconds": round(seconds, 1),
         "threads": THREADS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
