@@ -88,9 +88,7 @@ def summarise(rows: list[dict], scores: tuple[str, ...], seeds: int, steps: int,
             table[size] = {
                 "random": _mean([r["quality"][:size].mean() for r in mine]),
                 "oracle": _mean([r["quality"][:size].max() for r in mine]),
-                **{
-                    name: _mean([r["quality"][int(r["scores"][name][:size].argmax())] for r in mine]) for name in scores
-                },
+                **{name: _mean([r["quality"][_pick(r, name, size)] for r in mine]) for name in scores},
                 "model_evaluations": size * scorer_steps + steps - scorer_steps if size > 1 else steps,
             }
         correlations = {}
@@ -107,12 +105,17 @@ def summarise(rows: list[dict], scores: tuple[str, ...], seeds: int, steps: int,
     return result
 
 
+def _pick(row: dict, score: str, size: int) -> int:
+    """The seed ``score`` chooses among the episode's first ``size`` seeds."""
+    return int(row["scores"][score][:size].argmax())
+
+
 def _picks(rows: list[dict], score: str, seeds: int) -> list[int]:
     """How often each of the ``seeds`` seeds is the score's choice among all of them: a score that reads the episode
     spreads its picks; one that always prefers the same noise draw piles them on one seed."""
     counts = [0] * seeds
     for row in rows:
-        counts[int(row["scores"][score][:seeds].argmax())] += 1
+        counts[_pick(row, score, seeds)] += 1
     return counts
 
 

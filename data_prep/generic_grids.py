@@ -58,10 +58,7 @@ def grid_mask(rng: np.random.Generator, size: int, target_only: bool = False) ->
     """(2*size, 2*size) float32 mask, 1 = to fill: B' (60%), one random panel (20%) or 1-3 rectangles (20%);
     always B' (drawing nothing) with ``target_only``."""
     mask = np.zeros((2 * size, 2 * size), np.float32)
-    if target_only:
-        mask[size:, size:] = 1
-        return mask
-    draw = rng.random()
+    draw = 0.0 if target_only else rng.random()  # 0.0 is the B' branch
     if draw < 0.8:
         panel = 3 if draw < 0.6 else int(rng.integers(4))
         row, col = divmod(panel, 2)
