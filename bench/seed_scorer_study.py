@@ -6,9 +6,10 @@ Every episode is filled with all |S| seeds finished (``finish_all``), so each se
 |S| in {1, 4, 8} (the first |S| seeds) it reports the mean metric of: the scorer's choice for each of the four
 scores, a random seed (the expected value: mean over the seeds), and the oracle best of S (the upper bound). It
 also reports, per score, the Spearman rank correlation between score and final quality over the seeds of an
-episode, averaged over episodes; the mean quality of each seed over the episodes (seed s draws the same noise in
-every episode, so a seed can be better or worse everywhere); and how often each score picks each seed. Quality is
-IoU for mask suites and PSNR for image suites.
+episode, averaged over episodes; the mean quality of each candidate position over the episodes; and how often each
+score picks each position. Episodes draw their own noise (``evaluation.evaluator.episode_seeds``, as the evaluation
+does), so no position is better everywhere: a score that piles its picks on one position reads the noise, not the
+episode. Quality is IoU for mask suites and PSNR for image suites.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def episode_quality(item, predictions: torch.Tensor) -> torch.Tensor:
 def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     from pico_lightning.config import EvalConfig, load_config
     from pico_lightning.data.datamodule import VisRelDataModule
+    from pico_lightning.evaluation.evaluator import episode_seeds
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.inference.routing import SCORES
     from pico_lightning.inference.seed_scorer import fill_episode
@@ -62,7 +64,7 @@ def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
                 model.text(item.prompt),
                 steps,
                 cfg.model.guidance,
-                list(range(seeds)),
+                episode_seeds(0, item.episode, seeds),
                 layout,
                 scorer,
                 finish_all=True,

@@ -13,13 +13,14 @@ import torch
 from conftest import quiet_trainer
 
 from data_prep.shards import write_shards
-from pico_lightning.config import DataConfig
+from pico_lightning.config import DataConfig, EvalConfig
 from pico_lightning.data import stream as stream_module
 from pico_lightning.data.datamodule import VisRelDataModule
 from pico_lightning.data.episodes import PairFilter
 from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta, encode_png
 from pico_lightning.data.stream import DecodePairs, SkipCounter, build_train_stages
 from pico_lightning.errors import UserError
+from pico_lightning.evaluation.evaluator import episode_seeds
 from pico_lightning.panels import Layout, split_grid
 
 # task: (category, variants, pairs, held out); held-in tasks with >= 6 pairs keep their last 2 for "val"
@@ -288,6 +289,20 @@ def test_eval_episodes_are_fixed_and_come_from_the_right_split(shards):
         assert {m.split for m in metas} == {split} and tuple(m.pair_id for m in metas) == episode["pair_ids"]
     again = _module(path).eval_episodes("val", 3)
     assert all(torch.equal(x["grid"], y["grid"]) for x, y in zip(val, again, strict=True))
+
+
+def test_each_eval_episode_draws_its_own_seeds_and_its_swapped_copy_the_same_ones(shards):
+    path, _ = shards
+    items = VisRelDataModule(
+        DataConfig(shards=str(path), num_workers=0),
+        4,
+        EvalConfig(suites=["held_in", "held_out"], episodes_per_suite=5, exemplar_swap=True),
+    ).eval_items()
+    for suite in ("held_in", "held_out", "held_in_swapped"):
+        assert [item.episode for item in items[suite]] == list(range(len(items[suite])))
+    seeds = [episode_seeds(0, item.episode, 4) for item in items["held_in"]]
+    assert len({s for block in seeds for s in block}) == 4 * len(seeds)  # no draw shared by two episodes
+    assert episode_seeds(7, 3, 8)[:4] == episode_seeds(7, 3, 4)  # |S| = 4 is a prefix of |S| = 8
 
 
 def test_prompts_cover_the_prompt_mode(shards):

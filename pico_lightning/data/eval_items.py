@@ -37,6 +37,7 @@ class EvalItem:
     grid: torch.Tensor  # (3, H, W) in [-1, 1]
     mask: torch.Tensor  # (1, H, W)
     target: torch.Tensor  # (3, S, S) in [-1, 1]
+    episode: int = 0  # position in its suite: picks its candidate seeds; its exemplar-swapped copy keeps it
 
 
 def item_from_episode(episode: Episode, layout: Layout, mode: str, prompt_mode: str) -> EvalItem:
@@ -87,7 +88,7 @@ def collect_items(
             chosen = [item_from_episode(e, layout, resize, prompt_mode) for e in load_named_suite(suite, source)]
         if not chosen:
             raise UserError(f"eval.suites: {suite!r} has no episodes in {root or perseg_dir or 'the data'}")
-        items[suite] = _spread(chosen, episodes_per_suite)
+        items[suite] = [replace(item, episode=k) for k, item in enumerate(_spread(chosen, episodes_per_suite))]
     if exemplar_swap and "held_in" in items:
         items["held_in" + SWAPPED] = [
             replace(i, suite="held_in" + SWAPPED) for i in swap_exemplars(items["held_in"], layout)

@@ -4,7 +4,8 @@
 :class:`EvalMetrics` keeps, per suite, torchmetrics states for the model and for the trivial baseline B' = B (copy
 the query), so a number always has its floor next to it, plus the transformer evaluations spent. Training runs
 these in Lightning's validation loop (run/module.py); ``pico eval`` and scripts use :func:`evaluate`. Noise is
-fixed by ``eval.seed``, so the same episode gets the same candidates at every step.
+fixed by ``eval.seed`` and the episode's position (:func:`episode_seeds`), so the same episode gets the same
+candidates at every step, and different episodes get different ones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
 from pico_lightning.inference.fill_model import FillModel
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
+
+
+SEED_STRIDE = 1 << 16  # each episode owns a block of this many seeds (eval.num_seeds is at most this)
+
+
+def episode_seeds(base: int, episode: int, count: int) -> list[int]:
+    """The ``count`` candidate seeds of the ``episode``-th item of a suite: ``base + episode * SEED_STRIDE + i``.
+
+    Episodes draw different noise, so a suite's mean does not hinge on |S| draws shared by every episode (nor can a
+    seed score win by finding the one lucky draw); the first k seeds are the same whatever ``count`` is."""
+    first = base + episode * SEED_STRIDE
+    return list(range(first, first + count))
 
 
 @dataclass
@@ -43,7 +56,7 @@ def evaluate_item(model: FillModel, item: EvalItem, cfg: EvalConfig, layout: Lay
         model.text(item.prompt),
         cfg.num_steps,
         guidance,
-        list(range(cfg.seed, cfg.seed + cfg.num_seeds)),
+        episode_seeds(cfg.seed, item.episode, cfg.num_seeds),
         layout,
         cfg if cfg.num_seeds > 1 else None,
     )
