@@ -24,7 +24,6 @@ from pico_lightning.inference.fill_model import FillModel
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
 
-
 SEED_STRIDE = 1 << 16  # each episode owns a block of this many seeds (eval.num_seeds is at most this)
 
 
