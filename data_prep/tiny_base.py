@@ -169,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory (a FluxFillPipeline.save_pretrained layout)")
     parser.add_argument(
-        "--exemplar-steps", type=int, default=6000, help="first phase: steps on exemplar grids (copy or negative)"
+        "--exemplar-steps", type=int, default=12000, help="first phase: steps on exemplar grids (copy or negative)"
     )
     parser.add_argument("--exemplar-lr", type=float, default=3e-3, help="first phase: AdamW peak learning rate")
-    parser.add_argument("--steps", type=int, default=2000, help="second phase: steps on the generic mix")
+    parser.add_argument("--steps", type=int, default=4000, help="second phase: steps on the generic mix")
     parser.add_argument("--lr", type=float, default=1e-3, help="second phase: AdamW peak learning rate")
     parser.add_argument(
         "--exemplar-share", type=float, default=0.5, help="second phase: share of exemplar grids in the mix (0 to 1)"
