@@ -26,7 +26,8 @@ class EvalConfig:
     """Early steps k run for every seed before scoring."""
     routing_score: Literal["query_mass", "exemplar_mass", "agreement", "concentration"] = "exemplar_mass"
     """Attention routing score used to pick the seed (inference/routing.py). exemplar_mass beat a random seed in 6 of
-    8 rows of the seed-scorer study on the demo model (bench/RESULTS.md); weak evidence, to redo on FLUX.1-Fill."""
+    8 rows of the seed-scorer study on the shipped demo model (bench/RESULTS.md); moderate evidence at 32 episodes a
+    suite, to redo on FLUX.1-Fill."""
     score_blocks: list[int] = field(default_factory=list)
     """Blocks (index over double then single blocks) whose attention is scored; empty = the last 4 double blocks
     (FLUX.1-Fill: 15-18 of 0-18; all of them in smaller models). Capture cost grows with each block."""
