@@ -64,7 +64,7 @@ def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
                 model.text(item.prompt),
                 steps,
                 cfg.model.guidance,
-                episode_seeds(0, item.episode, seeds),
+                episode_seeds(cfg.eval.seed, item.episode, seeds),
                 layout,
                 scorer,
                 finish_all=True,

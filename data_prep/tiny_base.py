@@ -1,6 +1,6 @@
 """Pretrain the demo's tiny FLUX.1-Fill base on generic inpainting grids and save it as FLUX.1-Fill-dev is saved.
 
-    python -m data_prep.tiny_base --out assets/tiny-fill-base             # the shipped base (one thread, ~45 min)
+    python -m data_prep.tiny_base --out assets/tiny-fill-base             # the shipped base (one thread, ~85 min)
     python -m data_prep.tiny_base --out /tmp/base --exemplar-steps 10 --steps 10 --record ""  # a smoke run
 
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from

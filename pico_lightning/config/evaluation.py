@@ -8,6 +8,7 @@ from typing import Literal
 from pico_lightning.config.checks import check
 
 SUITES = ("segmentation", "user_tasks", "held_in", "held_out", "perseg")  # data/suites.py defines them
+SEED_STRIDE = 1 << 16  # each evaluation episode owns a block of this many seeds, so eval.num_seeds is at most this
 
 
 @dataclass
@@ -32,7 +33,7 @@ class EvalConfig:
     """Blocks (index over double then single blocks) whose attention is scored; empty = the last 4 double blocks
     (FLUX.1-Fill: 15-18 of 0-18; all of them in smaller models). Capture cost grows with each block."""
     seed: int = 0
-    """First candidate seed; the k-th episode of a suite gets seed + k * 65536 + (0 .. |S| - 1)."""
+    """First candidate seed; the k-th episode of a suite gets seed + k * SEED_STRIDE + (0 .. |S| - 1)."""
     gallery_episodes: int = 4
     """Episodes per suite drawn in the gallery and the W&B table (fixed across steps)."""
     exemplar_swap: bool = False
@@ -43,7 +44,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check(self.num_steps >= 1, "eval.num_steps", "an integer >= 1", self.num_steps)
-        check(1 <= self.num_seeds <= 65536, "eval.num_seeds", "an integer in [1, 65536]", self.num_seeds)
+        check(1 <= self.num_seeds <= SEED_STRIDE, "eval.num_seeds", f"an integer in [1, {SEED_STRIDE}]", self.num_seeds)
         check(
             0 <= self.scorer_steps < self.num_steps,
             "eval.scorer_steps",

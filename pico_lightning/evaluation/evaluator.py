@@ -17,14 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from pico_lightning.config import EvalConfig
+from pico_lightning.config.evaluation import SEED_STRIDE
 from pico_lightning.data.eval_items import SWAPPED, EvalItem
 from pico_lightning.data.suites import SUITE_KINDS
 from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
 from pico_lightning.inference.fill_model import FillModel
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
-
-SEED_STRIDE = 1 << 16  # each episode owns a block of this many seeds (eval.num_seeds is at most this)
 
 
 def episode_seeds(base: int, episode: int, count: int) -> list[int]:
