@@ -26,7 +26,7 @@ class EvalConfig:
     scorer_steps: int = 2
     """Early steps k run for every seed before scoring."""
     routing_score: Literal["query_mass", "exemplar_mass", "agreement", "concentration"] = "exemplar_mass"
-    """Attention routing score used to pick the seed (inference/routing.py). exemplar_mass beat a random seed in 6 of
+    """Attention routing score used to pick the seed (inference/routing.py). exemplar_mass beat a random seed in 7 of
     8 rows of the seed-scorer study on the shipped demo model (bench/RESULTS.md); moderate evidence at 32 episodes a
     suite, to redo on FLUX.1-Fill."""
     score_blocks: list[int] = field(default_factory=list)
