@@ -140,6 +140,7 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     record.parent.mkdir(parents=True, exist_ok=True)
     info = {
@@ -159,7 +160,7 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
         ax.axvline(args.exemplar_steps, color="grey", linestyle=":", label=f"exemplar grids | {mix}")
         ax.legend(fontsize=8)
     ax.set(xlabel="step", ylabel="flow-matching loss (masked tokens)", yscale="log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True))  # five-digit steps must not collide
+    ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))  # five-digit steps must not collide
     ax.set_title(f"tiny Fill base pretraining: {seconds / 60:.1f} min wall, {THREADS} CPU thread", fontsize=9)
     fig.tight_layout()
     fig.savefig(record.with_suffix(".png"))

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from pico_lightning.config import EvalConfig
-from pico_lightning.config.evaluation import SEED_STRIDE
+from pico_lightning.config import SEED_STRIDE, EvalConfig
 from pico_lightning.data.eval_items import SWAPPED, EvalItem
 from pico_lightning.data.suites import SUITE_KINDS
 from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
