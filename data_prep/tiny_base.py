@@ -25,7 +25,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +63,19 @@ class Phase:
 
 
 def pretrain(
-    phases: list[Phase], batch: int, seed: int, density: str = "logit_normal", log_every: int = 50
+    phases: list[Phase],
+    batch: int,
+    seed: int,
+    density: str = "logit_normal",
+    log_every: int = 50,
+    init: str | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Full-parameter flow matching of a fresh tiny Fill DiT through ``phases`` in order (a 0-step phase is skipped),
-    flow times t from ``density``; returns the pipeline parts and the loss curve (steps counted over all phases)."""
+    """Full-parameter flow matching of a tiny Fill DiT, fresh or the saved base ``init`` (its text encoders too),
+    through ``phases`` in order (a 0-step phase is skipped), flow times t from ``density``; returns the pipeline parts
+    and the loss curve (steps counted over all phases)."""
     torch.manual_seed(seed)
-    parts, text = build_parts(BASE), build_text_encoders(BASE)
+    cfg = replace(BASE, pretrained_dir=init) if init else BASE
+    parts, text = build_parts(cfg), build_text_encoders(cfg)
     transformer = parts.transformer.train().requires_grad_(True)
     embeds, pooled = encode_prompts(text, [""], BASE.sequence_length())[0]
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
@@ -146,7 +153,8 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
     info = {
         "command": f"python -m data_prep.tiny_base --out {args.out} --exemplar-steps {args.exemplar_steps} "
         f"--exemplar-lr {args.exemplar_lr} --steps {args.steps} --lr {args.lr} --exemplar-share {args.exemplar_share} "
-        f"--batch {args.batch} --seed {args.seed} --timestep-density {args.timestep_density}",
+        f"--batch {args.batch} --seed {args.seed} --timestep-density {args.timestep_density}"
+        + (f" --init {args.init}" if args.init else ""),
         "wall_seconds": round(seconds, 1),
         "threads": THREADS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
@@ -186,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timestep-density", default="logit_normal", choices=flow.DENSITIES, help="density of the flow time t"
     )
+    parser.add_argument(
+        "--init", default=None, help="start from this saved base (e.g. the shipped one) instead of a fresh DiT"
+    )
     parser.add_argument("--record", default="docs/tiny_base_pretraining", help="JSON + PNG path stem ('' = none)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.exemplar_share <= 1.0:
@@ -193,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
     phases = [Phase(args.exemplar_steps, args.exemplar_lr, 1.0), Phase(args.steps, args.lr, args.exemplar_share)]
-    built, curve = pretrain(phases, args.batch, args.seed, args.timestep_density)
+    built, curve = pretrain(phases, args.batch, args.seed, args.timestep_density, init=args.init)
     seconds = time.perf_counter() - start
     save_base(Path(args.out), built)
     if args.record:

@@ -31,6 +31,16 @@ def test_the_saved_base_loads_like_flux_fill(base_dir):
     assert not any(p.requires_grad for p in parts.transformer.parameters())
 
 
+def test_pretraining_can_go_on_from_a_saved_base(base_dir, tmp_path):
+    out, trained = base_dir
+    start = {k: v.clone() for k, v in trained.state_dict().items()}
+    built, curve = tiny_base.pretrain([tiny_base.Phase(1, 0.0)], batch=2, seed=1, log_every=1, init=str(out))
+    goes_on = built["parts"].transformer.state_dict()  # lr 0: one step leaves the loaded weights as they were
+    assert len(curve) == 1 and all(torch.equal(goes_on[k], v) for k, v in start.items())
+    fresh, _ = tiny_base.pretrain([tiny_base.Phase(1, 0.0)], batch=2, seed=1, log_every=1)
+    assert not torch.equal(fresh["parts"].transformer.proj_out.weight, goes_on["proj_out.weight"])
+
+
 def test_a_changed_or_missing_file_is_one_error_with_the_rebuild_command(base_dir, tmp_path):
     out, _ = base_dir
     listed = (out / MANIFEST).read_text().splitlines()
