@@ -2,6 +2,7 @@
 
     python -m data_prep.tiny_base --out assets/tiny-fill-base             # the shipped base (one thread, ~85 min)
     python -m data_prep.tiny_base --out /tmp/base --exemplar-steps 10 --steps 10 --record ""  # a smoke run
+    python -m data_prep.tiny_base --out DIR --init assets/tiny-fill-base --exemplar-steps 0 --steps 8000 --seed 2
 
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from
 :data:`BASE`: a Fill ``FluxTransformer2DModel`` over the lossless PixelShuffle autoencoder, tiny CLIP and T5), then
@@ -13,7 +14,9 @@ what each choice measured: bench/RESULTS.md. ``--exemplar-steps 0 --steps 2000 -
 earlier mix-only base. The result is written with
 ``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
 single-process: the same command on the same torch build and thread count writes the same bytes. The wall time and
-the loss curve go to ``--record`` (JSON + PNG, default ``docs/tiny_base_pretraining``).
+the loss curve go to ``--record`` (JSON + PNG, default ``docs/tiny_base_pretraining``). ``--init`` goes on from a
+saved base (the third line: 8000 more steps of the mix from the shipped base, with fresh data and noise from seed 2;
+what that and 16000 gave: bench/RESULTS.md).
 """
 
 from __future__ import annotations
