@@ -37,7 +37,14 @@ import torch
 from data_prep.generic_grids import generic_batch
 from pico_lightning import flow
 from pico_lightning.config import ModelConfig
-from pico_lightning.model.backbone import MANIFEST, build_parts, build_text_encoders, save_pipeline
+from pico_lightning.model.backbone import (
+    MANIFEST,
+    ModelDirError,
+    build_parts,
+    build_text_encoders,
+    check_model_dir,
+    save_pipeline,
+)
 from pico_lightning.model.conditioning import (
     fill_condition,
     latent_image_ids,
@@ -204,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.exemplar_share <= 1.0:
         parser.error(f"--exemplar-share: expected a share from 0 to 1, got {args.exemplar_share}")
+    if args.init:
+        try:
+            check_model_dir(args.init)
+        except ModelDirError as err:
+            parser.error(f"--init: {err}")
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
     phases = [Phase(args.exemplar_steps, args.exemplar_lr, 1.0), Phase(args.steps, args.lr, args.exemplar_share)]

@@ -41,6 +41,14 @@ def test_pretraining_can_go_on_from_a_saved_base(base_dir, tmp_path):
     assert not torch.equal(fresh["parts"].transformer.proj_out.weight, goes_on["proj_out.weight"])
 
 
+def test_a_missing_init_base_is_one_line_naming_the_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        tiny_base.main(["--out", str(tmp_path / "out"), "--init", str(tmp_path / "nowhere"), "--record", ""])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and "--init: " in err and "nowhere: model directory not found" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_changed_or_missing_file_is_one_error_with_the_rebuild_command(base_dir, tmp_path):
     out, _ = base_dir
     listed = (out / MANIFEST).read_text().splitlines()
