@@ -160,11 +160,13 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
     from matplotlib.ticker import MaxNLocator
 
     record.parent.mkdir(parents=True, exist_ok=True)
+    flags = (
+        f"--{key.replace('_', '-')} {value}"
+        for key, value in vars(args).items()
+        if key != "record" and value is not None
+    )
     info = {
-        "command": f"python -m data_prep.tiny_base --out {args.out} --exemplar-steps {args.exemplar_steps} "
-        f"--exemplar-lr {args.exemplar_lr} --steps {args.steps} --lr {args.lr} --exemplar-share {args.exemplar_share} "
-        f"--batch {args.batch} --seed {args.seed} --timestep-density {args.timestep_density}"
-        + (f" --init {args.init}" if args.init else ""),
+        "command": f"python -m data_prep.tiny_base {' '.join(flags)}",  # every flag as parsed, defaults included
         "wall_seconds": round(seconds, 1),
         "threads": THREADS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",

@@ -31,7 +31,7 @@ def test_the_saved_base_loads_like_flux_fill(base_dir):
     assert not any(p.requires_grad for p in parts.transformer.parameters())
 
 
-def test_pretraining_can_go_on_from_a_saved_base(base_dir, tmp_path):
+def test_pretraining_can_go_on_from_a_saved_base(base_dir):
     out, trained = base_dir
     start = {k: v.clone() for k, v in trained.state_dict().items()}
     built, curve = tiny_base.pretrain([tiny_base.Phase(1, 0.0)], batch=2, seed=1, log_every=1, init=str(out))
