@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@mkdir -p $(@D) && touch $@
 
 demo: install  ## the main job, offline on CPU: data, tiny training, seed-scored evaluation
-	$(PYTHON) -m pico_lightning.run.demo --out $(DEMO_DIR)
+	$(PYTHON) -m pico_lightning.demo --experiment experiments/demo.yaml --out $(DEMO_DIR)
 
 test: install  ## the fast suite (skips `slow` and `gpu`)
 	$(PYTEST) -m "not slow and not gpu"

@@ -118,7 +118,7 @@ def reference_sections(setup: BenchSetup, tmp: Path, data_root: Path, results: d
 
 def measure_flops(module, cfg, setup: BenchSetup) -> dict:
     """Forward FLOPs per sample (the count does not depend on checkpointing or on what LoRA holds)."""
-    from pico_lightning.model.attention import attention_backend
+    from pico_lightning.model.sdpa import attention_backend
 
     with attention_backend(cfg.train.attention_backend):
         flops = forward_flops(module, setup, cfg.data.panel_size, cfg.model.sequence_length())
@@ -128,7 +128,7 @@ def measure_flops(module, cfg, setup: BenchSetup) -> dict:
 def measure_encode(module, cfg, setup: BenchSetup) -> dict:
     """Seconds of a training step's two VAE encodes (the grid and the masked grid) at batch 1, under autocast as in
     training: what caching the latents would save per sample."""
-    from bench.fixtures import fixed_batch
+    from pico_lightning.testing import fixed_batch
     from bench.gpu_infer import timed
     from pico_lightning.model.conditioning import fill_condition
 

@@ -109,10 +109,10 @@ def prompt_embeddings(cfg, prompts: list[str]) -> dict[str, tuple[torch.Tensor, 
 def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[pl.Callback], run_dir: Path):
     """THE ADAPTER, the bench's only contact with run/: the LightningModule with its parts built on the device, and
     the Trainer, as `pico train` builds them. Update it when PicoModule or build_trainer change."""
-    from pico_lightning.run.module import PicoModule
-    from pico_lightning.run.train import build_trainer
+    from pico_lightning.training.module import PicoModule
+    from pico_lightning.training.train import build_trainer
 
-    torch.set_float32_matmul_precision("high")  # as `pico train` does (run/train.prepare)
+    torch.set_float32_matmul_precision("high")  # as `pico train` does (training/train.prepare)
     module = PicoModule(
         cfg.model, cfg.train, prompt_embeddings(cfg, prompts), lora=cfg.lora, release_after_training=True
     )

@@ -65,8 +65,8 @@ def bare_loop(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup) -
     """(median seconds, losses) of bare steps: the module's own training_step (autocast as Lightning's precision
     does), backward, clip, optimizer and LR step; warm-up steps first. Every step draws the same noise (no Trainer:
     global step 0), so two rows' losses on the same batch compare the models alone."""
-    from pico_lightning.model.attention import attention_backend
-    from pico_lightning.run.optim import clip_gradients
+    from pico_lightning.model.sdpa import attention_backend
+    from pico_lightning.training.optim import clip_gradients
 
     optimizer, schedule = optimizer_and_schedule(module)
     mixed = cfg.train.precision == "bf16-mixed"
@@ -103,8 +103,8 @@ def median_step(ends: list[float], warmup: int) -> float:
 def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts: list[str], variant: str = "") -> dict:
     """Build the row's module, time the bare loop (fixed batch only), then a Lightning fit. Returns the step window
     timer, the bare step seconds and losses, and the fit's error (the bare timing survives a failing fit)."""
-    from bench.fixtures import fixed_batch
-    from pico_lightning.run.attention import AttentionBackend
+    from pico_lightning.testing import fixed_batch
+    from pico_lightning.training.attention_backend import AttentionBackend
 
     windows = StepWindows(setup)
     callbacks = [windows, AttentionBackend(cfg.train.attention_backend)]
@@ -131,7 +131,7 @@ def training_row(
     setup: BenchSetup, tmp: Path, data_root: Path, batch: int, checkpointing: bool, compile_: bool, variant: str = ""
 ):
     """One row of the table: Lightning vs bare step, peak memory, samples/s (MFU is added by the caller)."""
-    from bench.fixtures import fixed_loader
+    from pico_lightning.testing import fixed_loader
 
     cfg = row_config(setup, tmp, batch, checkpointing, compile_, data_root, variant)
     fit = fit_windows(cfg, setup, tmp, fixed_loader(cfg.data.panel_size, batch), PROMPTS, variant)
@@ -167,7 +167,7 @@ def loader_wait(setup: BenchSetup, tmp: Path, data_root: Path, fixed_gap_s: floa
 
 def prepare_data(setup: BenchSetup, tmp: Path) -> Path:
     """VisRel-lite shards, as `pico prep visrel-lite` writes them, at the panel size the rows train on."""
-    from data_prep.visrel_lite import build_visrel_lite
+    from pico_lightning.prep.visrel_lite import build_visrel_lite
 
     root = tmp / "visrel"
     size = 32 if setup.tiny else 512
@@ -194,7 +194,7 @@ def step_profile(module: pl.LightningModule, cfg, setup: BenchSetup) -> dict:
     (torch.profiler, one step after a warm-up)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from bench.fixtures import fixed_batch
+    from pico_lightning.testing import fixed_batch
 
     batch = fixed_batch(cfg.data.panel_size, 1)
     bare_loop(module, batch, cfg, replace(setup, warmup=1, timed=0))

@@ -55,11 +55,11 @@ def timing_trainer(cfg, steps: int, timer):
 
 def step_overhead(cfg, steps: int) -> dict:
     """A PicoModule step under Lightning vs a bare loop doing the same forward, backward and AdamW step."""
-    from bench.fixtures import StepTimer, fixed_batch, fixed_loader
+    from pico_lightning.testing import StepTimer, fixed_batch, fixed_loader
     from pico_lightning import flow
     from pico_lightning.model.conditioning import token_region
-    from pico_lightning.run.prompts import embed_prompts
-    from pico_lightning.run.train import build_module
+    from pico_lightning.training.prompts import embed_prompts
+    from pico_lightning.training.train import build_module
 
     embed_prompts(cfg.model, ["", "Edit"])
     module = build_module(cfg, ["", "Edit"])
@@ -106,10 +106,10 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
     The gap between one step's end and the next one's start also holds Lightning's own bookkeeping; the same
     gap with an in-memory batch (``between_steps_fixed``) is subtracted, so what remains is waiting for data.
     """
-    from bench.fixtures import StepTimer
+    from pico_lightning.testing import StepTimer
     from pico_lightning.data.datamodule import VisRelDataModule
-    from pico_lightning.run.prompts import embed_prompts, run_prompts
-    from pico_lightning.run.train import build_module
+    from pico_lightning.training.prompts import embed_prompts, run_prompts
+    from pico_lightning.training.train import build_module
 
     datamodule = VisRelDataModule(cfg.data, cfg.train.batch_size)
     prompts = run_prompts(datamodule.prompts())
@@ -128,7 +128,7 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
 
 def sampler_vs_diffusers(tiny_dir: Path, repeats: int, num_steps: int = 28) -> dict:
     """Our 2x2 inference vs the stock FluxFillPipeline, the same grid, prompt embeddings, steps and seed."""
-    from bench.fixtures import sample, stock_call
+    from pico_lightning.testing import sample, stock_call
     from pico_lightning.config import ModelConfig
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.panels import Layout, target_mask
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of each inference timing")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
-    from bench.fixtures import bench_config, tiny_flux_dir
+    from pico_lightning.testing import bench_config, tiny_flux_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = bench_config(Path(tmp))

@@ -33,7 +33,7 @@ def _restore_torch_state():
 @pytest.fixture(scope="session")
 def tiny_flux_dir(tmp_path_factory):
     """A tiny FLUX.1-Fill directory (random init, KL autoencoder) written by FluxFillPipeline.save_pretrained."""
-    from bench.fixtures import save_tiny_flux_fill
+    from pico_lightning.testing import save_tiny_flux_fill
 
     return save_tiny_flux_fill(tmp_path_factory.mktemp("tiny_flux_fill"))
 
@@ -97,7 +97,7 @@ def tiny_cfg(tmp_path):
 
 def embedded(cfg, prompts=("", "Edit")):
     """``cfg`` after `pico embed`'s step for ``prompts`` (training only reads the text cache)."""
-    from pico_lightning.run.prompts import embed_prompts, run_prompts
+    from pico_lightning.training.prompts import embed_prompts, run_prompts
 
     embed_prompts(cfg.model, run_prompts(list(prompts)))
     return cfg
@@ -122,8 +122,8 @@ class FixedDataModule:
 @pytest.fixture(scope="session")
 def visrel_tiny(tmp_path_factory):
     """A small VisRel-lite set (6 pairs per task, 32 px) with small eval suites, prepared once per session."""
-    from data_prep.suites import build_suites, write_suites
-    from data_prep.visrel_lite import build_visrel_lite
+    from pico_lightning.prep.suites import build_suites, write_suites
+    from pico_lightning.prep.visrel_lite import build_visrel_lite
 
     root = tmp_path_factory.mktemp("visrel_tiny")
     build_visrel_lite(root, seed=0, samples_per_task=6, size=32, progress=False)

@@ -9,7 +9,7 @@ import torch
 from peft.utils import get_peft_model_state_dict
 
 from pico_lightning.config import load_config
-from pico_lightning.run.train import prepare
+from pico_lightning.training.train import prepare
 
 
 class DumpLora(pl.Callback):

@@ -7,8 +7,8 @@ from conftest import quiet_trainer
 from torch.nn.attention import SDPBackend
 from torch.utils.checkpoint import checkpoint
 
-from pico_lightning.model.attention import attention_backend, enabled_backends, sdpa_backends
-from pico_lightning.run.attention import AttentionBackend
+from pico_lightning.model.sdpa import attention_backend, enabled_backends, sdpa_backends
+from pico_lightning.training.attention_backend import AttentionBackend
 
 ALL = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
-from data_prep.shards import write_shards
+from pico_lightning.prep.shards import write_shards
 from pico_lightning.config import DataConfig, EvalConfig
 from pico_lightning.data import stream as stream_module
 from pico_lightning.data.datamodule import VisRelDataModule

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import FixedDataModule
 
-from pico_lightning.run import module as module_mod
-from pico_lightning.run.divergence import DivergenceGuard
-from pico_lightning.run.module import TrainingDivergedError
-from pico_lightning.run.train import fit
+from pico_lightning.training import module as module_mod
+from pico_lightning.training.divergence import DivergenceGuard
+from pico_lightning.training.module import TrainingDivergedError
+from pico_lightning.training.train import fit
 
 
 def test_a_flagged_step_changes_nothing_and_is_read_one_step_late():

@@ -10,7 +10,7 @@ from PIL import Image
 from pico_lightning import cli, panels
 from pico_lightning.config import load_config
 from pico_lightning.model.lora import export_lora, load_lora
-from pico_lightning.run.train import build_module
+from pico_lightning.training.train import build_module
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 from conftest import tiny_train_overrides
 
 from pico_lightning.config import load_config
-from pico_lightning.run.train import _fit, fit, prepare
+from pico_lightning.training.train import _fit, fit, prepare
 
 
 def test_the_last_step_is_evaluated_inside_the_fit_and_the_base_is_dropped(visrel_tiny, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.folders import category_of, convert_folders
+from pico_lightning.prep.folders import category_of, convert_folders
 from pico_lightning.data.schema import INDEX_NAME
 
 

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from pico_lightning.config import LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.model.backbone import build_parts
 from pico_lightning.model.lora import WEIGHTS_NAME, add_lora, export_lora
-from pico_lightning.run.artifacts import RunArtifacts
-from pico_lightning.run.module import PicoModule, TrainingDivergedError
-from pico_lightning.run.strategy import build_strategy
+from pico_lightning.training.artifacts import RunArtifacts
+from pico_lightning.training.module import PicoModule, TrainingDivergedError
+from pico_lightning.training.strategy import build_strategy
 
 
 def _lora_transformer():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import FixedDataModule, fixed_loader, quiet_trainer
 
-from pico_lightning.run.checkpoints import read_checkpoint
-from pico_lightning.run.module import TrainingDivergedError
-from pico_lightning.run.train import build_module, fit
+from pico_lightning.training.checkpoints import read_checkpoint
+from pico_lightning.training.module import TrainingDivergedError
+from pico_lightning.training.train import build_module, fit
 
 # rank 16 on the default tiny DiT (width 32, 1 double + 1 single block), r * (in + out) per Linear:
 # double: q,k,v,out + add_q,add_k,add_v,add_out 8 * 16 * 64 = 8192; ff and ff_context 2 * 2 * 16 * 160 = 10240

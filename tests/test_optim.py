@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
-from pico_lightning.run.optim import build_optimizer, build_schedule, clip_gradients
+from pico_lightning.training.optim import build_optimizer, build_schedule, clip_gradients
 
 
 class Tiny(pl.LightningModule):

@@ -40,8 +40,8 @@ class Stopped(BaseException):
 
 @pytest.mark.parametrize("workers", [2])  # 0 workers: test_datamodule and the slow SIGKILL test
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_losses(visrel_tiny, tmp_path, monkeypatch, workers):
-    from pico_lightning.run.module import PicoModule
-    from pico_lightning.run.train import fit
+    from pico_lightning.training.module import PicoModule
+    from pico_lightning.training.train import fit
 
     overrides = _overrides(visrel_tiny, tmp_path, workers)
     expected = _losses(fit(load_config("experiments/demo.yaml", [*overrides, "run.name=whole"])))

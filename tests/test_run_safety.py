@@ -17,10 +17,10 @@ import torch
 from conftest import FixedDataModule, tiny_train_overrides
 
 from pico_lightning.errors import UserError
-from pico_lightning.run import checkpoints
-from pico_lightning.run.checkpoints import AtomicCheckpointIO, read_checkpoint, resume_checkpoint
-from pico_lightning.run.lock import RunLock
-from pico_lightning.run.train import fit
+from pico_lightning.training import checkpoints
+from pico_lightning.training.checkpoints import AtomicCheckpointIO, read_checkpoint, resume_checkpoint
+from pico_lightning.training.lock import RunLock
+from pico_lightning.training.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import torch
 from diffusers import FluxFillPipeline
 from PIL import Image
 
-from bench.fixtures import sample
+from pico_lightning.testing import sample
 from pico_lightning import panels
 from pico_lightning.config import ModelConfig
 from pico_lightning.inference.loading import load_inference_model

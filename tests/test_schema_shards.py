@@ -9,7 +9,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from data_prep.shards import write_shards
+from pico_lightning.prep.shards import write_shards
 from pico_lightning.data.schema import INDEX_NAME, SampleMeta, encode_png, make_key
 
 META = {

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.fixtures import sample
+from pico_lightning.testing import sample
 from pico_lightning import panels
 from pico_lightning.config import EvalConfig, ModelConfig
 from pico_lightning.config.presets import PRESETS

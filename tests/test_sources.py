@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from data_prep.shards import write_shards
+from pico_lightning.prep.shards import write_shards
 from pico_lightning.config import DataConfig
 from pico_lightning.data import sources
 from pico_lightning.data.schema import INDEX_NAME, SampleMeta

@@ -8,7 +8,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from data_prep.suites import MARKER, USER_TASKS, build_suites, write_suites
+from pico_lightning.prep.suites import MARKER, USER_TASKS, build_suites, write_suites
 from pico_lightning.data.suites import (
     SUITE_KINDS,
     Episode,

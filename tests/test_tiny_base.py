@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep import tiny_base
-from data_prep.generic_grids import generic_batch
+from pico_lightning.demo import tiny_base
+from pico_lightning.demo.generic_grids import generic_batch
 from pico_lightning.config import ModelConfig
 from pico_lightning.model.autoencoder import PixelShuffleAutoencoder
 from pico_lightning.model.backbone import MANIFEST, ModelDirError, build_parts
@@ -49,12 +49,12 @@ def test_a_missing_init_base_is_one_line_naming_the_flag(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_changed_or_missing_file_is_one_error_with_the_rebuild_command(base_dir, tmp_path):
+def test_a_changed_or_missing_file_is_one_error_naming_the_manifest(base_dir, tmp_path):
     out, _ = base_dir
     listed = (out / MANIFEST).read_text().splitlines()
     assert "transformer/diffusion_pytorch_model.safetensors" in {line.split("  ")[1] for line in listed}
     (out / MANIFEST).write_text("0" * 64 + "  transformer/config.json\n" + "\n".join(listed) + "\n")
-    with pytest.raises(ModelDirError, match=r"config.json: changed .*python -m data_prep.tiny_base --out"):
+    with pytest.raises(ModelDirError, match=r"config.json: changed .*SHA256SUMS"):
         build_parts(ModelConfig(pretrained_dir=str(out)))
     (out / MANIFEST).write_text(listed[0] + "\n" + "0" * 64 + "  transformer/gone.bin\n")
     with pytest.raises(ModelDirError, match=r"gone.bin: missing"):

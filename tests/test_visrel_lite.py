@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.registry import TASKS
-from data_prep.splits import num_val, split_for, variant_for
-from data_prep.visrel_lite import build_visrel_lite
+from pico_lightning.prep.registry import TASKS
+from pico_lightning.prep.splits import num_val, split_for, variant_for
+from pico_lightning.prep.visrel_lite import build_visrel_lite
 from pico_lightning.data.schema import CATEGORIES, CATEGORY_PROMPTS, SampleMeta
 
 

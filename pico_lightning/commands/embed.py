@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.experiment, args.overrides)
     from pico_lightning.data.datamodule import VisRelDataModule
-    from pico_lightning.run.prompts import embed_prompts, run_prompts
+    from pico_lightning.training.prompts import embed_prompts, run_prompts
 
     prompts = run_prompts(VisRelDataModule(cfg.data, cfg.train.batch_size).prompts())
     encoded = embed_prompts(cfg.model, prompts)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, lora = resolve_model(args)
     default = Path(args.run_dir) / "eval" / "final" if args.run_dir else Path("eval_out")
     out = writable_dir(Path(args.out) if args.out else default, "--out")  # now, not after the evaluation
-    from pico_lightning.run.evaluation import run_evaluation
+    from pico_lightning.training.offline_eval import run_evaluation
 
     metrics = run_evaluation(cfg, lora, out)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.count("/") <= 2}, indent=2))

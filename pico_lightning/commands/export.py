@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pico_lightning.commands.outputs import not_a_file
-    from pico_lightning.run.checkpoints import export_checkpoint
+    from pico_lightning.training.checkpoints import export_checkpoint
 
     not_a_file(Path(args.out), "--out")
     run_dir = Path(args.run_dir)

@@ -39,7 +39,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data_prep.outdir import check_out_dir
+    from pico_lightning.prep.outdir import check_out_dir
 
     out, progress = Path(args.out), sys.stderr.isatty()  # a bar for people, none in logs
     if args.kind == "folders":
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _folders(args: argparse.Namespace, out: Path, progress: bool) -> int:
-    from data_prep.folders import CATEGORY_WORDS, convert_folders
-    from data_prep.outdir import build_replacing
+    from pico_lightning.prep.folders import CATEGORY_WORDS, convert_folders
+    from pico_lightning.prep.outdir import build_replacing
     from pico_lightning.errors import UserError
 
     try:
@@ -79,9 +79,9 @@ def _visrel_lite(args: argparse.Namespace, out: Path, progress: bool) -> int:
             raise UserError(f"{flag}: {value} is too small; it must be >= {minimum}")
     if args.size > MAX_SIZE:  # a typo (--size 12800) would run for hours and fill the disk
         raise UserError(f"--size: {args.size} px is too large for this demo set; it must be <= {MAX_SIZE}")
-    from data_prep.outdir import build_replacing
-    from data_prep.suites import build_suites, write_suites
-    from data_prep.visrel_lite import build_visrel_lite
+    from pico_lightning.prep.outdir import build_replacing
+    from pico_lightning.prep.suites import build_suites, write_suites
+    from pico_lightning.prep.visrel_lite import build_visrel_lite
 
     def build(tmp: Path) -> dict:
         index = build_visrel_lite(tmp, args.seed, args.samples_per_task, args.size, progress=progress)

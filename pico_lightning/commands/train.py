@@ -1,4 +1,4 @@
-"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/run/train.py).
+"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/training/train.py).
 
 Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`.
 """
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from pico_lightning.config import load_config
 
     cfg = load_config(args.experiment, args.overrides)
-    from pico_lightning.run.train import fit
+    from pico_lightning.training.train import fit
 
     print(f"run directory: {cfg.run.path()}", flush=True)
     run_dir = fit(cfg)

@@ -2,7 +2,7 @@
 
 ``tiny``: the smallest FLUX.1-Fill DiT (tests: milliseconds on CPU) over the lossless PixelShuffle autoencoder;
 ``tiny-kl``: the same over a small AutoencoderKL with FLUX's scale 8 (a stand-in for real weights in tests);
-``demo-base``: the architecture `python -m data_prep.tiny_base` pretrains into the demo's shipped base;
+``demo-base``: the architecture `python -m pico_lightning.demo.tiny_base` pretrains into the demo's shipped base;
 ``flux-fill-dev``: FLUX.1-Fill-dev's exact geometry (11.97 B parameters; FLUX's VAE), for GPU benchmarks and
 smoke runs without the real weights. No import of torch here: the config validates names against ``PRESETS``.
 """

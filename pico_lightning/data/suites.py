@@ -3,7 +3,7 @@
 An episode is the four panels A, A', B, B' (HxWx3 uint8; B' is the ground truth) plus how it is scored:
 ``kind="mask"`` (B' is a white-on-black mask, scored by IoU) or ``kind="image"`` (scored by PSNR / SSIM).
 Suites on disk live next to the VisRel shards as ``ROOT/suites/<name>.tar``, one WebDataset sample per
-episode (written by ``data_prep/suites.py``, ``pico prep visrel-lite``)::
+episode (written by ``pico_lightning/prep/suites.py``, ``pico prep visrel-lite``)::
 
     <episode_id>.a.png  <episode_id>.a_out.png  <episode_id>.b.png  <episode_id>.b_out.png
     <episode_id>.json   {"suite", "task", "episode_id", "kind", "prompt"}

@@ -3,7 +3,7 @@
 ``evaluate_item`` fills one :class:`~pico_lightning.data.eval_items.EvalItem` with the seed scorer;
 :class:`EvalMetrics` keeps, per suite, torchmetrics states for the model and for the trivial baseline B' = B (copy
 the query), so a number always has its floor next to it, plus the transformer evaluations spent. Training runs
-these in Lightning's validation loop (run/module.py); ``pico eval`` and scripts use :func:`evaluate`. Noise is
+these in Lightning's validation loop (training/module.py); ``pico eval`` and scripts use :func:`evaluate`. Noise is
 fixed by ``eval.seed`` and the episode's position (:func:`episode_seeds`), so the same episode gets the same
 candidates at every step, and different episodes get different ones.
 """

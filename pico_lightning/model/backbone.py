@@ -73,8 +73,7 @@ def model_identity(cfg: ModelConfig) -> str:
 def check_model_dir(path: str | Path) -> None:
     """Raise :class:`ModelDirError` listing every missing part of a diffusers FLUX.1-Fill directory.
 
-    A directory that ships a ``SHA256SUMS`` manifest (the demo's tiny base) must also match it file by file; the
-    error for a missing or changed file names the command that rebuilds it.
+    A directory that ships a ``SHA256SUMS`` manifest must also match it file by file.
     """
     root = Path(path)
     if not root.is_dir():
@@ -93,7 +92,7 @@ def _check_manifest(root: Path) -> None:
         file = root / name
         if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
             problem = "missing" if not file.is_file() else "changed (SHA-256 mismatch)"
-            raise ModelDirError(f"{file}: {problem}; rebuild with: python -m data_prep.tiny_base --out {root}")
+            raise ModelDirError(f"{file}: {problem} against {root / MANIFEST}")
 
 
 def fill_transformer(preset: Preset, latent_channels: int, scale_factor: int) -> FluxTransformer2DModel:

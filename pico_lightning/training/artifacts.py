@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 from pico_lightning.config import ExperimentConfig, save_config, to_container
 from pico_lightning.files import write_json
 from pico_lightning.model.lora import export_lora
-from pico_lightning.run.loggers import JsonlLogger
+from pico_lightning.training.loggers import JsonlLogger
 
 
 class RunArtifacts(pl.Callback):

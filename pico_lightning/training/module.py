@@ -8,7 +8,7 @@ seed-scored evaluation in evaluation/evaluator.py. Noise and timesteps come from
 only the trainable (LoRA) parameters, the optimizer, the scheduler and the loop state. The module satisfies
 :class:`~pico_lightning.inference.fill_model.FillModel` (``parts``, ``device``, ``text``).
 
-    module = PicoModule(cfg.model, cfg.train, prompts, lora=cfg.lora)   # see run/train.py for the whole wiring
+    module = PicoModule(cfg.model, cfg.train, prompts, lora=cfg.lora)   # see training/train.py for the whole wiring
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from pico_lightning.model.lora import add_lora, load_lora
 from pico_lightning.model.quantize import quantize_base
 from pico_lightning.model.text import PromptEmbedding
 from pico_lightning.panels import Layout
-from pico_lightning.run.divergence import DivergenceGuard
-from pico_lightning.run.optim import build_optimizer, build_schedule, clip_gradients
+from pico_lightning.training.divergence import DivergenceGuard
+from pico_lightning.training.optim import build_optimizer, build_schedule, clip_gradients
 
 
 class TrainingDivergedError(UserError):
@@ -196,7 +196,7 @@ class PicoModule(pl.LightningModule):
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip here (Lightning's precision plugins refuse a fused AdamW), and stop on a non-finite gradient norm
         before the update is applied. A fused AdamW skips that update on the device and the stop follows one step
-        later, with no host sync per step (run/divergence.py). Otherwise the check is immediate, as a vote over
+        later, with no host sync per step (training/divergence.py). Otherwise the check is immediate, as a vote over
         ranks: FSDP holds gradient shards, so one rank alone raising would leave the others waiting in a collective.
         Under a GradScaler (16-mixed) an infinite norm is the scaler's to handle: it skips that step."""
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)

@@ -5,8 +5,8 @@ both (H, W, 3) uint8. Masks are white on black; markers are yellow, a colour no 
 import numpy as np
 from skimage import draw
 
-from data_prep.pixels import grey_rgb
-from data_prep.scenes import GRID, ShapeScene
+from pico_lightning.prep.pixels import grey_rgb
+from pico_lightning.prep.scenes import GRID, ShapeScene
 
 MARKER = (255, 230, 0)
 # Instance colours in reading order of the shapes' grid cells (top-left first).

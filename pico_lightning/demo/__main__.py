@@ -1,14 +1,14 @@
 """The end-to-end CPU demo behind `make demo`: data, evaluation before, training, evaluation after.
 
-    python -m pico_lightning.run.demo --out outputs/demo [key=value ...]
+    python -m pico_lightning.demo --out outputs/demo [key=value ...]
 
 1. `pico prep visrel-lite` into OUT/data (skipped when it is already there), then `pico embed` (the prompts),
 2. seed-scored evaluation of the tiny pretrained base alone (no LoRA) into OUT/eval_before,
 3. `pico train experiments/demo.yaml` into OUT/runs/demo (resumable: a second demo continues or reuses it),
    which evaluates the LoRA at the end of fit; both evaluations include the exemplar-swap control
    (eval.exemplar_swap: the held-in episodes again, each with the exemplar pair of another task),
-4. a table of metrics before vs after, beside the trivial baseline B' = B, the in-context evidence against the
-   targets of issue 12, and where every file is (OUT/results.json holds every number).
+4. a table of metrics before vs after, beside the trivial baseline B' = B, the in-context evidence against its
+   targets, and where every file is (OUT/results.json holds every number).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "demo.yaml"
 SHOWN = ("psnr", "ssim", "miou")
 SWAPPED_PSNR = "eval/held_in/swapped_psnr"
-BASE_DIR = "assets/tiny-fill-base"  # experiments/demo.yaml's model.pretrained_dir
 
 
 def prepare_data(root: Path, seed: int) -> None:
@@ -64,7 +62,7 @@ def comparison_table(before: dict, after: dict) -> str:
 
 
 def evidence(after: dict) -> str:
-    """The in-context-learning checks of issue 12, each with its target, measured on the trained model."""
+    """The in-context-learning checks, each with its target, measured on the trained model."""
     held_in_gain = after["eval/held_in/psnr"] - after["eval/held_in/baseline_psnr"]
     held_out_gain = after["eval/held_out/psnr"] - after["eval/held_out/baseline_psnr"]
     swap_gap = after["eval/held_in/psnr"] - after[SWAPPED_PSNR]
@@ -80,12 +78,12 @@ def evidence(after: dict) -> str:
     )
 
 
-def run_demo(out: Path, overrides: list[str]) -> dict:
+def run_demo(experiment: Path, out: Path, overrides: list[str]) -> dict:
     from pico_lightning.cli import main as pico
     from pico_lightning.config import load_config
     from pico_lightning.files import write_json
-    from pico_lightning.run.evaluation import run_evaluation
-    from pico_lightning.run.train import fit
+    from pico_lightning.training.offline_eval import run_evaluation
+    from pico_lightning.training.train import fit
 
     overrides = [
         f"data.root={out / 'data'}",
@@ -94,9 +92,9 @@ def run_demo(out: Path, overrides: list[str]) -> dict:
         f"model.text_cache_dir={out / 'text_cache'}",
         *overrides,
     ]
-    cfg = load_config(EXPERIMENT, overrides)
+    cfg = load_config(experiment, overrides)
     prepare_data(out / "data", cfg.data.seed)
-    pico(["embed", str(EXPERIMENT), *overrides])
+    pico(["embed", str(experiment), *overrides])
     draw_episodes(cfg, out / "episodes.png")
     print("[demo] evaluating the pretrained base without LoRA (seed scorer on)")
     before = run_evaluation(cfg, None, out / "eval_before")
@@ -133,7 +131,8 @@ def _print_files(out: Path, run_dir: Path, step: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="demo output directory")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of experiments/demo.yaml")
+    parser.add_argument("--experiment", default="experiments/demo.yaml", help="the demo's experiment file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the experiment file")
     args = parser.parse_args(argv)
     from pico_lightning.cli import configure_environment
     from pico_lightning.errors import UserError
@@ -145,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP barriers stall each other (measured: a training step 10x slower).
     torch.set_num_threads(1)
     try:
-        run_demo(Path(args.out), args.overrides)
+        run_demo(Path(args.experiment), Path(args.out), args.overrides)
     except UserError as err:
-        missing_base = "pretrained_dir" in str(err)
-        hint = f"; rebuild the base with: python -m data_prep.tiny_base --out {BASE_DIR}" if missing_base else ""
+        missing_base = "pretrained_dir" in str(err) or "SHA256SUMS" in str(err)
+        hint = "; rebuild the base with: python -m pico_lightning.demo.tiny_base --out DIR" if missing_base else ""
         print(f"demo: error: {err}{hint}", file=sys.stderr)
         return 2
     return 0

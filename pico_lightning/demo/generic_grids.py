@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from data_prep import photos
-from data_prep.scenes import geometry_scene, shape_scene
+from pico_lightning.prep import photos
+from pico_lightning.prep.scenes import geometry_scene, shape_scene
 
 Relation = Callable[[np.ndarray], np.ndarray]
 RELATIONS = ("copy", "shift", "zoom", "channels", "negative", "shift_channels")

@@ -22,10 +22,10 @@ import webdataset as wds
 from scipy import ndimage
 from skimage import draw
 
-from data_prep import photos
-from data_prep.ops_generative import posterize, sepia, watermark_remove
-from data_prep.pixels import grey, grey_rgb
-from data_prep.scenes import KINDS, PALETTE, ShapeScene, geometry_scene, shape_scene
+from pico_lightning.prep import photos
+from pico_lightning.prep.ops_generative import posterize, sepia, watermark_remove
+from pico_lightning.prep.pixels import grey, grey_rgb
+from pico_lightning.prep.scenes import KINDS, PALETTE, ShapeScene, geometry_scene, shape_scene
 from pico_lightning.data.schema import encode_png
 from pico_lightning.data.suites import PANEL_KEYS, Episode, suite_path
 from pico_lightning.files import atomic_path

@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage import draw, segmentation
 
-from data_prep.pixels import grey, grey_rgb, to_float, to_uint8
-from data_prep.scenes import ShapeScene
+from pico_lightning.prep.pixels import grey, grey_rgb, to_float, to_uint8
+from pico_lightning.prep.scenes import ShapeScene
 
 SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])  # rows: out R, G, B
 POSTER_LEVELS = {"levels_2": 2, "levels_4": 4}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.draw import polygon2mask
 
-from data_prep import photos
+from pico_lightning.prep import photos
 
 PALETTE = {"red": (220, 50, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
 KINDS = ("circle", "square", "triangle")

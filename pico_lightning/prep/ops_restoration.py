@@ -9,8 +9,8 @@ from PIL import Image
 from scipy import ndimage
 from skimage import draw, exposure
 
-from data_prep.photos import resize
-from data_prep.pixels import to_float, to_uint8
+from pico_lightning.prep.photos import resize
+from pico_lightning.prep.pixels import to_float, to_uint8
 
 NOISE_SIGMA = {"gaussian_low": 0.05, "gaussian_high": 0.15}  # std in [0, 1] intensity units
 JPEG_QUALITY = {"q10": 10, "q25": 25}

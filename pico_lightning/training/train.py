@@ -8,7 +8,7 @@
 The run directory (run.dir/run.name) receives config.yaml, metrics.jsonl, checkpoints/ (LoRA + optimizer + loop
 state; last, step and best), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless W&B is off.
 Evaluation runs as Lightning validation every eval.every_n_steps and at the last step, inside the fit; the base is
-then dropped before Lightning's teardown would copy it to the host (run/fit_end.py, PicoModule.on_train_end).
+then dropped before Lightning's teardown would copy it to the host (training/fit_end.py, PicoModule.on_train_end).
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from lightning.pytorch.utilities import rank_zero_only
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.evaluation.evaluator import evaluation_plan
 from pico_lightning.panels import Layout
-from pico_lightning.run.artifacts import RunArtifacts, write_summary
-from pico_lightning.run.attention import AttentionBackend
-from pico_lightning.run.checkpoints import AtomicCheckpointIO, StepCheckpoint, resume_checkpoint
-from pico_lightning.run.fit_end import FinalEvaluation
-from pico_lightning.run.lock import RunLock
-from pico_lightning.run.loggers import build_loggers, finish_wandb
-from pico_lightning.run.module import PicoModule
-from pico_lightning.run.progress import StepProgressBar
-from pico_lightning.run.prompts import prompt_table, run_prompts
-from pico_lightning.run.strategy import build_strategy
-from pico_lightning.run.validation import EvalArtifacts
+from pico_lightning.training.artifacts import RunArtifacts, write_summary
+from pico_lightning.training.attention_backend import AttentionBackend
+from pico_lightning.training.checkpoints import AtomicCheckpointIO, StepCheckpoint, resume_checkpoint
+from pico_lightning.training.fit_end import FinalEvaluation
+from pico_lightning.training.lock import RunLock
+from pico_lightning.training.loggers import build_loggers, finish_wandb
+from pico_lightning.training.module import PicoModule
+from pico_lightning.training.progress import StepProgressBar
+from pico_lightning.training.prompts import prompt_table, run_prompts
+from pico_lightning.training.strategy import build_strategy
+from pico_lightning.training.validation import EvalArtifacts
 
 
 class RunInterrupted(KeyboardInterrupt):

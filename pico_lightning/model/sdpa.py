@@ -8,7 +8,7 @@ FLUX.1-Fill DiT (``mha_graph.execute(...).is_good()``, or an illegal memory acce
 The choice is applied through torch's process-wide backend flags, not a context around ``training_step``: the
 backward pass, and the forward that gradient checkpointing recomputes inside it, run after ``training_step`` has
 returned (on CUDA, in the autograd engine's device thread). :func:`attention_backend` sets them around a block;
-run/attention.py does it for a whole fit.
+training/attention_backend.py does it for a whole fit.
 """
 
 from __future__ import annotations

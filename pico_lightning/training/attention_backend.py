@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 from torch.nn.attention import SDPBackend
 
-from pico_lightning.model.attention import sdpa_backends, set_backends
+from pico_lightning.model.sdpa import sdpa_backends, set_backends
 
 
 class AttentionBackend(pl.Callback):

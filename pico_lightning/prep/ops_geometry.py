@@ -5,8 +5,8 @@ both (H, W, 3) uint8. Depth is drawn near = bright over the scene's fixed [0, 1]
 import numpy as np
 from skimage import feature, filters
 
-from data_prep.pixels import grey, grey_rgb, to_uint8
-from data_prep.scenes import GeometryScene
+from pico_lightning.prep.pixels import grey, grey_rgb, to_uint8
+from pico_lightning.prep.scenes import GeometryScene
 
 
 def edges(rng: np.random.Generator, variant: str, image: np.ndarray):

@@ -1,2 +1,0 @@
-"""The run application: the LightningModule, Trainer wiring, evaluation during training, loggers, run
-artifacts, checkpoints and the demo. It builds on the library (model/, data/, inference/, evaluation/) below it."""
