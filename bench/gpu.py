@@ -128,9 +128,9 @@ def measure_flops(module, cfg, setup: BenchSetup) -> dict:
 def measure_encode(module, cfg, setup: BenchSetup) -> dict:
     """Seconds of a training step's two VAE encodes (the grid and the masked grid) at batch 1, under autocast as in
     training: what caching the latents would save per sample."""
-    from pico_lightning.testing import fixed_batch
     from bench.gpu_infer import timed
     from pico_lightning.model.conditioning import fill_condition
+    from pico_lightning.testing import fixed_batch
 
     batch = fixed_batch(cfg.data.panel_size, 1)
     grid, mask = batch["grid"].to(setup.device), batch["mask"].to(setup.device)

@@ -47,8 +47,8 @@ def sampler_vs_diffusers(module, setup: BenchSetup, panel_size: int, text_len: i
     """Our sampler and FluxFillPipeline, each warmed up with 2 steps, then timed once at ``inference_steps``."""
     from diffusers import FluxFillPipeline
 
-    from pico_lightning.testing import sample
     from pico_lightning import panels
+    from pico_lightning.testing import sample
 
     layout, pixels, grid, mask, text = episode(module, setup, panel_size, text_len)
     parts = module.parts

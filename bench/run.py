@@ -55,9 +55,9 @@ def timing_trainer(cfg, steps: int, timer):
 
 def step_overhead(cfg, steps: int) -> dict:
     """A PicoModule step under Lightning vs a bare loop doing the same forward, backward and AdamW step."""
-    from pico_lightning.testing import StepTimer, fixed_batch, fixed_loader
     from pico_lightning import flow
     from pico_lightning.model.conditioning import token_region
+    from pico_lightning.testing import StepTimer, fixed_batch, fixed_loader
     from pico_lightning.training.prompts import embed_prompts
     from pico_lightning.training.train import build_module
 
@@ -106,8 +106,8 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
     The gap between one step's end and the next one's start also holds Lightning's own bookkeeping; the same
     gap with an in-memory batch (``between_steps_fixed``) is subtracted, so what remains is waiting for data.
     """
-    from pico_lightning.testing import StepTimer
     from pico_lightning.data.datamodule import VisRelDataModule
+    from pico_lightning.testing import StepTimer
     from pico_lightning.training.prompts import embed_prompts, run_prompts
     from pico_lightning.training.train import build_module
 
@@ -128,10 +128,10 @@ def loader_wait(cfg, steps: int, between_steps_fixed: float) -> dict:
 
 def sampler_vs_diffusers(tiny_dir: Path, repeats: int, num_steps: int = 28) -> dict:
     """Our 2x2 inference vs the stock FluxFillPipeline, the same grid, prompt embeddings, steps and seed."""
-    from pico_lightning.testing import sample, stock_call
     from pico_lightning.config import ModelConfig
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.panels import Layout, target_mask
+    from pico_lightning.testing import sample, stock_call
 
     layout = Layout(2, 2, 64)
     model = load_inference_model(

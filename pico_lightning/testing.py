@@ -21,8 +21,8 @@ DEMO = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
 
 def bench_config(tmp: Path):
     """experiments/demo.yaml on freshly prepared VisRel-lite data in ``tmp``; W&B and eval off."""
-    from pico_lightning.prep.visrel_lite import build_visrel_lite
     from pico_lightning.config import load_config
+    from pico_lightning.prep.visrel_lite import build_visrel_lite
 
     build_visrel_lite(tmp / "data", seed=0, progress=False)
     return load_config(

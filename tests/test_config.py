@@ -64,6 +64,7 @@ def test_batch_must_divide_world():
 def test_saved_config_round_trips(tmp_path):
     cfg = load_config(None, ["train.max_steps=11", "data.tasks=[denoise,edges]"])
     save_config(cfg, tmp_path / "run" / "config.yaml")
+    cfg.run.dir = str(Path.cwd() / cfg.run.dir)  # saved configs name their paths absolutely
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
 
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import quiet_trainer
 
-from pico_lightning.prep.shards import write_shards
 from pico_lightning.config import DataConfig, EvalConfig
 from pico_lightning.data import stream as stream_module
 from pico_lightning.data.datamodule import VisRelDataModule
@@ -22,6 +21,7 @@ from pico_lightning.data.stream import DecodePairs, SkipCounter, build_train_sta
 from pico_lightning.errors import UserError
 from pico_lightning.evaluation.evaluator import episode_seeds
 from pico_lightning.panels import Layout, split_grid
+from pico_lightning.prep.shards import write_shards
 
 # task: (category, variants, pairs, held out); held-in tasks with >= 6 pairs keep their last 2 for "val"
 TASKS = {

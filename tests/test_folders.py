@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pico_lightning.prep.folders import category_of, convert_folders
 from pico_lightning.data.schema import INDEX_NAME
+from pico_lightning.prep.folders import category_of, convert_folders
 
 
 def _save(path, image):

@@ -8,8 +8,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from pico_lightning.testing import fixed_loader
 from bench.gpu_model import BenchSetup, build_lightning, row_config
+from pico_lightning.testing import fixed_loader
 from pico_lightning.training.attention_backend import AttentionBackend
 
 

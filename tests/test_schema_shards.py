@@ -9,8 +9,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from pico_lightning.prep.shards import write_shards
 from pico_lightning.data.schema import INDEX_NAME, SampleMeta, encode_png, make_key
+from pico_lightning.prep.shards import write_shards
 
 META = {
     "task": "denoise",

@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pico_lightning.testing import sample
 from pico_lightning import panels
 from pico_lightning.config import EvalConfig, ModelConfig
 from pico_lightning.config.presets import PRESETS
@@ -13,6 +12,7 @@ from pico_lightning.inference import routing
 from pico_lightning.inference.loading import load_inference_model
 from pico_lightning.inference.seed_scorer import attention_modules, capture_routing, fill_episode
 from pico_lightning.model.backbone import fill_transformer
+from pico_lightning.testing import sample
 
 LAYOUT = panels.Layout(2, 2, 16)
 

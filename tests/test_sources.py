@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from pico_lightning.prep.shards import write_shards
 from pico_lightning.config import DataConfig
 from pico_lightning.data import sources
 from pico_lightning.data.schema import INDEX_NAME, SampleMeta
 from pico_lightning.errors import UserError
+from pico_lightning.prep.shards import write_shards
 
 
 @pytest.fixture

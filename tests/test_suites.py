@@ -8,7 +8,6 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from pico_lightning.prep.suites import MARKER, USER_TASKS, build_suites, write_suites
 from pico_lightning.data.suites import (
     SUITE_KINDS,
     Episode,
@@ -18,6 +17,7 @@ from pico_lightning.data.suites import (
 )
 from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, fit_panel, to_tensor
+from pico_lightning.prep.suites import MARKER, USER_TASKS, build_suites, write_suites
 
 SIZE = 64
 

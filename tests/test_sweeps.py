@@ -99,21 +99,24 @@ def test_slurm_dry_run_writes_a_job_array(tmp_path, monkeypatch):
     subprocess.run(["bash", "-n", str(out / "sweep.sbatch")], check=True)
     plan = json.loads((out / "sweep.json").read_text())
     assert len(plan["runs"]) == len((out / "runs.txt").read_text().splitlines()) == 12
-    # Run array task 1 with a fake srun: it must train run 1 with its overrides and the allocation's size.
+    # Run array task 1 with a fake srun in a 2 x 4-GPU allocation: it must train run 1 with its overrides after the
+    # shape the allocation gives (so the run's own overrides win).
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
     os.chmod(tmp_path / "bin" / "srun", 0o755)
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "1"}
+    allocation = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4", "SLURM_GPUS_ON_NODE": "4"}
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_ARRAY_TASK_ID": "1", **allocation}
     job = subprocess.run(["bash", str(out / "sweep.sbatch")], env=env, capture_output=True, text=True, check=True)
-    lines = job.stdout.splitlines()
+    lines = job.stdout.splitlines()[1:]  # after the job's opening line
+    assert job.stdout.startswith("[") and "pico train on 2 node(s) x 4 gpu rank(s)" in job.stdout.splitlines()[0]
     train = lines.index("train") - 1  # srun ran twice: the embed step (one task per node), then the training
     embed, argv = lines[:train], lines[train:]
     assert embed == ["--ntasks-per-node=1", "--ntasks=2", "pico", "embed", str(tmp_path / "base.yaml")] + [
         *plan["runs"][1]["overrides"]
     ]
     assert argv[:3] == ["pico", "train", str(tmp_path / "base.yaml")]
-    allocation = ["train.devices=4", "train.num_nodes=2", "run.resume=auto"]
-    assert argv[3:] == [*plan["runs"][1]["overrides"], *allocation]
+    shape = ["train.devices=4", "train.num_nodes=2", "train.accelerator=gpu", "train.strategy=ddp", "run.resume=auto"]
+    assert argv[3:] == [*shape, *plan["runs"][1]["overrides"]]
 
 
 def test_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch, capsys):
@@ -262,11 +265,11 @@ ABLATIONS = sorted((REPO / "experiments" / "ablations").glob("*.yaml"))
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda path: path.name)
 def test_every_ablation_file_parses(path, tmp_path, monkeypatch):
     spec = load_spec(path)
-    runs = expand(spec, tmp_path / "sweep")
+    weights = [f"model.pretrained_dir={tmp_path}"] if "flux" in path.name else []  # stands in for real FLUX weights
+    runs = expand(spec, tmp_path / "sweep", weights)
     assert len(runs) > 1 and len({run.name for run in runs}) == len(runs)
-    monkeypatch.chdir(REPO)
-    if Path(spec.sweep.base).is_file():  # experiments/demo.yaml: every run must load through the schema
-        check_runs(spec, runs, path)
+    monkeypatch.chdir(tmp_path)  # the base is found from the ablation file, wherever the sweep starts
+    check_runs(spec, runs, path)
 
 
 @pytest.mark.parametrize("name", ["slurm.sbatch", "torchrun.sh"])

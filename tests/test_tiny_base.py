@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from pico_lightning.config import ModelConfig
 from pico_lightning.demo import tiny_base
 from pico_lightning.demo.generic_grids import generic_batch
-from pico_lightning.config import ModelConfig
 from pico_lightning.model.autoencoder import PixelShuffleAutoencoder
 from pico_lightning.model.backbone import MANIFEST, ModelDirError, build_parts
 

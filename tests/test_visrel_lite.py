@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pico_lightning.data.schema import CATEGORIES, CATEGORY_PROMPTS, SampleMeta
 from pico_lightning.prep.registry import TASKS
 from pico_lightning.prep.splits import num_val, split_for, variant_for
 from pico_lightning.prep.visrel_lite import build_visrel_lite
-from pico_lightning.data.schema import CATEGORIES, CATEGORY_PROMPTS, SampleMeta
 
 
 def _read_all(out_dir):

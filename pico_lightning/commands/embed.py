@@ -17,6 +17,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Embed; a stop signal (SLURM's time-limit warning) waits for the cache to be written, then exits 128 + it."""
+    from pico_lightning.signals import LATCH
+
+    with LATCH.armed():
+        _embed(args)
+    return 128 + LATCH.received if LATCH.received else 0
+
+
+def _embed(args: argparse.Namespace) -> None:
     from pico_lightning.config import load_config
 
     cfg = load_config(args.experiment, args.overrides)
@@ -26,4 +35,3 @@ def run(args: argparse.Namespace) -> int:
     prompts = run_prompts(VisRelDataModule(cfg.data, cfg.train.batch_size).prompts())
     encoded = embed_prompts(cfg.model, prompts)
     print(f"{len(prompts)} prompts embedded ({encoded} new, {len(prompts) - encoded} already cached)")
-    return 0

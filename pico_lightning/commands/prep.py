@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _folders(args: argparse.Namespace, out: Path, progress: bool) -> int:
+    from pico_lightning.errors import UserError
     from pico_lightning.prep.folders import CATEGORY_WORDS, convert_folders
     from pico_lightning.prep.outdir import build_replacing
-    from pico_lightning.errors import UserError
 
     try:
         summary = build_replacing(out, lambda tmp: convert_folders(args.src, tmp, progress=progress))

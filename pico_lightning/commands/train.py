@@ -1,11 +1,15 @@
 """`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/training/train.py).
 
-Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`.
+Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`. A fit stopped by SIGUSR1 (SLURM's
+warning before the time limit) saves its step, requeues its SLURM job and exits with 138; by SIGTERM, saves and
+exits with 143 (see pico_lightning/training/preemption.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 
 def add_parser(subparsers) -> None:
@@ -16,12 +20,29 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pico_lightning.signals import LATCH
+
+    with LATCH.armed():  # from the first moment: a signal while torch imports is kept for the fit to act on
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from pico_lightning.config import load_config
 
     cfg = load_config(args.experiment, args.overrides)
+    from pico_lightning.training.preemption import Preempted, requeue_slurm_job
     from pico_lightning.training.train import fit
 
-    print(f"run directory: {cfg.run.path()}", flush=True)
-    run_dir = fit(cfg)
-    print(f"finished: {run_dir / 'summary.json'}, LoRA in {run_dir / 'lora'}")
+    say = rank_zero_only(print)  # every line once, however many ranks srun or torchrun started
+    say(f"run directory: {cfg.run.path()}", flush=True)
+    try:
+        run_dir = fit(cfg)
+    except Preempted as stop:
+        requeued = requeue_slurm_job() if rank_zero_only.rank == 0 and stop.signum == signal.SIGUSR1 else None
+        again = f"requeued SLURM job {requeued}" if requeued else "continue with the same command and run.resume=auto"
+        say(f"pico train: {stop}; {again}", file=sys.stderr, flush=True)
+        return stop.exit_code
+    say(f"finished: {run_dir / 'summary.json'}, LoRA in {run_dir / 'lora'}")
     return 0

@@ -9,6 +9,7 @@ No torch import here: ``pico --help`` and config errors stay fast.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,10 @@ class ExperimentConfig:
                 raise ConfigError(f"data.panel_size: {err}") from None
 
 
+PATH_KEYS = ("model.pretrained_dir", "model.text_cache_dir", "data.root", "data.shards", "eval.perseg_dir", "run.dir")
+_REMOTE = re.compile(r"^(pipe:|[a-z][a-z0-9+.-]*://)")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Defaults <- YAML file <- ``key=value`` overrides, validated; errors name the key and the file."""
     source = str(path) if path else "<defaults>"
@@ -56,6 +61,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             layers.append(OmegaConf.load(path))
             if not isinstance(layers[-1], DictConfig):  # a list or a scalar: no section to merge
                 raise ConfigError("expected a mapping of sections (model:, data:, train:, ...)")
+            anchor_paths(layers[-1], Path(path).absolute().parent)
         return OmegaConf.to_object(OmegaConf.merge(*layers, dotlist))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
@@ -67,6 +73,16 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         raise ConfigError(f"{source}: {key}: {message}") from None
     except Exception as err:  # YAML syntax errors
         raise ConfigError(f"{source}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+
+
+def anchor_paths(layer: DictConfig, base: Path) -> None:
+    """Relative paths written in an experiment file start at that file's directory, so a job resolves them the
+    same from any working directory; ``key=value`` overrides keep the shell's meaning (the current directory).
+    URLs and ``pipe:`` commands in data.shards are left as they are."""
+    for key in PATH_KEYS:
+        value = OmegaConf.select(layer, key, default=None)
+        if isinstance(value, str) and value and not os.path.isabs(value) and not _REMOTE.match(value):
+            OmegaConf.update(layer, key, os.path.normpath(base / os.path.expanduser(value)))
 
 
 def _parse_overrides(overrides: list[str]):
@@ -96,5 +112,8 @@ def to_container(cfg: ExperimentConfig) -> dict:
 
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
-    """Write the resolved config atomically."""
-    write_text(path, to_yaml(cfg))
+    """Write the resolved config atomically, its relative paths made absolute (from the current directory): a run's
+    config.yaml reads the same from anywhere, though its own relative paths would start at the file."""
+    layer = OmegaConf.structured(cfg)
+    anchor_paths(layer, Path.cwd())
+    write_text(path, OmegaConf.to_yaml(layer))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -238,6 +239,13 @@ def build_train_stages(
     ]
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM and SIGUSR1: SLURM signals every process of a job, and the training process,
+    which decides when to stop, shuts its workers down itself (a worker killed first is a traceback in the fit)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
 class TrainLoader(wds.WebLoader):
     """The training loader: ``epoch_batches`` long, fresh workers per epoch; a data epoch resumed after ``skip``
     batches yields only the rest, so Lightning's epoch (which counts the restored batches) ends with it.
@@ -247,7 +255,13 @@ class TrainLoader(wds.WebLoader):
     """
 
     def __init__(self, dataset: wds.DataPipeline, state: StreamState, epoch_batches: int, num_workers: int):
-        super().__init__(dataset, batch_size=None, num_workers=num_workers, persistent_workers=False)
+        super().__init__(
+            dataset,
+            batch_size=None,
+            num_workers=num_workers,
+            persistent_workers=False,
+            worker_init_fn=ignore_stop_signals,
+        )
         self.state, self.epoch_batches = state, epoch_batches
 
     def __iter__(self) -> Iterator[dict]:

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pico_lightning.demo.generic_grids import generic_batch
 from pico_lightning import flow
 from pico_lightning.config import ModelConfig
+from pico_lightning.demo.generic_grids import generic_batch
 from pico_lightning.model.backbone import (
     MANIFEST,
     ModelDirError,

@@ -35,9 +35,9 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
 from pico_lightning.prep.shards import shard_maxcount, write_shards
 from pico_lightning.prep.splits import split_for
-from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
 
 LAYOUT = "SRC/<category>/<task>/{input,output}/<id>.<ext>"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

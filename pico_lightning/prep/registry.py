@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from pico_lightning.data.schema import CATEGORIES
 from pico_lightning.prep import ops_generative as gen
 from pico_lightning.prep import ops_geometry as geo
 from pico_lightning.prep import ops_restoration as res
 from pico_lightning.prep import ops_semantic as sem
 from pico_lightning.prep.photos import colour_photo, photo
 from pico_lightning.prep.scenes import geometry_scene, shape_scene
-from pico_lightning.data.schema import CATEGORIES
 
 Operator = Callable[[np.random.Generator, str, Any], tuple[np.ndarray, np.ndarray]]
 

@@ -22,13 +22,13 @@ import webdataset as wds
 from scipy import ndimage
 from skimage import draw
 
+from pico_lightning.data.schema import encode_png
+from pico_lightning.data.suites import PANEL_KEYS, Episode, suite_path
+from pico_lightning.files import atomic_path
 from pico_lightning.prep import photos
 from pico_lightning.prep.ops_generative import posterize, sepia, watermark_remove
 from pico_lightning.prep.pixels import grey, grey_rgb
 from pico_lightning.prep.scenes import KINDS, PALETTE, ShapeScene, geometry_scene, shape_scene
-from pico_lightning.data.schema import encode_png
-from pico_lightning.data.suites import PANEL_KEYS, Episode, suite_path
-from pico_lightning.files import atomic_path
 
 CONCEPTS = ("colour", "shape", "instance")
 USER_TASKS = ("watermark_style", "background_stylise", "contour_edges", "sticker_insert")

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
 from pico_lightning.prep.registry import TASKS, TaskSpec
 from pico_lightning.prep.shards import Sample, shard_maxcount, write_shards
 from pico_lightning.prep.splits import split_for, variant_for
-from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
 
 
 def build_visrel_lite(

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 from tqdm import tqdm
@@ -38,7 +39,12 @@ def launch_sweep(spec_path: str, launcher: str, dry_run: bool, out: str | None, 
     write_plan(spec, runs, sweep_dir)
     if launcher == "local":
         return 1 if run_local(spec.sweep.base, runs, sweep_dir) else 0
-    script = write_slurm_script(spec, runs, sweep_dir)
+    todo = [index for index, run in enumerate(runs) if not is_finished(sweep_dir / "runs" / run.name)]
+    if not todo:
+        print(f"sweep {spec.sweep.name}: all {len(runs)} runs finished; nothing to submit")
+        return 0
+    script = write_slurm_script(spec, runs, todo, sweep_dir)
+    print(f"{len(todo)} of {len(runs)} runs to train ({len(runs) - len(todo)} finished)")
     if dry_run:
         print(f"wrote {script}; submit it with: sbatch {shlex.quote(str(script))}")
     else:
@@ -116,37 +122,65 @@ def progress_line(done: int, total: int, failed: int, elapsed: float) -> str:
     )
 
 
-def slurm_header(slurm: SlurmSection, name: str, num_runs: int, sweep_dir: Path) -> list[str]:
-    """The #SBATCH lines of a job array with one array task per run."""
-    lines = [
-        f"#SBATCH --job-name={name}",
-        f"#SBATCH --array=0-{num_runs - 1}",
-        f"#SBATCH --nodes={slurm.nodes}",
-        f"#SBATCH --ntasks-per-node={slurm.gpus_per_node}",
-        f"#SBATCH --gpus-per-node={slurm.gpus_per_node}",
-        f"#SBATCH --time={slurm.time}",
-    ]
-    lines += [
-        f"#SBATCH --{key}={value}"
-        for key, value in (("partition", slurm.partition), ("account", slurm.account))
-        if value
-    ]
-    # Absolute paths: Slurm neither expands nor creates them, and relative run paths resolve from --chdir.
-    lines += [f"#SBATCH --chdir={Path.cwd()}", f"#SBATCH --output={sweep_dir.resolve() / 'logs'}/%A_%a.out"]
-    return lines
+JOB_BODY = "# ---- the job"  # the line of slurm.sbatch from which a sweep's array script repeats it
 
 
-def write_slurm_script(spec: AblationSpec, runs: list[Run], sweep_dir: Path) -> Path:
-    """Write SWEEP_DIR/sweep.sbatch: array task i trains line i+1 of runs.txt on nodes x gpus_per_node."""
+def slurm_header(slurm: SlurmSection, name: str, indices: list[int], sweep_dir: Path) -> list[str]:
+    """The #SBATCH lines of a job array with one array task per run to train."""
+    throttle = f"%{slurm.throttle}" if slurm.throttle else ""
+    options = {
+        "job-name": name,
+        "array": array_ranges(indices) + throttle,
+        "nodes": slurm.nodes,
+        "ntasks-per-node": slurm.ranks_per_node(),
+        "gpus-per-node": slurm.gpus_per_node or None,
+        "cpus-per-task": slurm.cpus_per_task,
+        "mem": slurm.mem,
+        "time": slurm.time,
+        "signal": f"B:USR1@{slurm.signal_lead}",
+        "partition": slurm.partition,
+        "account": slurm.account,
+        "qos": slurm.qos,
+        "constraint": slurm.constraint,
+        # Absolute paths: Slurm neither expands nor creates them, and relative run paths resolve from --chdir.
+        "chdir": Path.cwd(),
+        "output": f"{sweep_dir.resolve() / 'logs'}/%A_%a.out",
+        "open-mode": "append",
+    }
+    lines = [f"#SBATCH --{key}={value}" for key, value in options.items() if value]
+    return [*lines, "#SBATCH --requeue", *(f"#SBATCH {option}" for option in slurm.extra)]
+
+
+def array_ranges(indices: list[int]) -> str:
+    """Sorted array indices in sbatch's form: ``[0, 1, 2, 5]`` -> ``0-2,5``."""
+    groups: list[list[int]] = []
+    for index in sorted(indices):
+        if groups and index == groups[-1][-1] + 1:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return ",".join(f"{g[0]}-{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
+
+
+def job_body() -> str:
+    """The part of the shipped single-run script (pico_lightning/sweeps/slurm.sbatch) that every job runs: shape
+    from the allocation, prompts embedded, `pico train`, signals passed on and requeue."""
+    text = (resources.files("pico_lightning.sweeps") / "slurm.sbatch").read_text()
+    return text[text.index(JOB_BODY) :]
+
+
+def write_slurm_script(spec: AblationSpec, runs: list[Run], indices: list[int], sweep_dir: Path) -> Path:
+    """Write SWEEP_DIR/sweep.sbatch: array task i trains line i+1 of runs.txt with the shipped job script."""
     slurm, root = spec.slurm, sweep_dir.resolve()
     (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
     body = [
         "#!/bin/bash",
         f"# Sweep {spec.sweep.name}: {len(runs)} runs of `pico train`, one array task each (by pico sweep).",
         f"# Submit with: sbatch {shlex.quote(str(sweep_dir / 'sweep.sbatch'))}",
-        "# Submit again after failures: finished runs exit at once, interrupted ones resume from last.ckpt.",
-        *slurm_header(slurm, spec.sweep.name, len(runs), sweep_dir),
+        "# `pico sweep` again after failures submits the unfinished runs; interrupted ones resume from last.ckpt.",
+        *slurm_header(slurm, spec.sweep.name, indices, sweep_dir),
         "set -euo pipefail",
+        *slurm.setup,
         f"NAMES=({' '.join(run.name for run in runs)})",
         f"RUN_DIR={shlex.quote(str(root / 'runs'))}/${{NAMES[$SLURM_ARRAY_TASK_ID]}}",
         'if grep -qs \'"status": *"finished"\' "$RUN_DIR/summary.json"; then',
@@ -154,14 +188,12 @@ def write_slurm_script(spec: AblationSpec, runs: list[Run], sweep_dir: Path) -> 
         "fi",
         f'LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(root / "runs.txt"))})',
         'eval "OVERRIDES=($LINE)"  # runs.txt lines are shell-quoted by pico sweep',
-        "# training never builds the text encoders: embed the run's prompts first, one task per node",
-        f"srun --ntasks-per-node=1 --ntasks={slurm.nodes} "
-        f'pico embed {shlex.quote(spec.sweep.base)} "${{OVERRIDES[@]}}"',
-        f'srun pico train {shlex.quote(spec.sweep.base)} "${{OVERRIDES[@]}}" '
-        f"train.devices={slurm.gpus_per_node} train.num_nodes={slurm.nodes} run.resume=auto",
+        f'set -- {shlex.quote(spec.sweep.base)} "${{OVERRIDES[@]}}"',
+        "",
+        job_body(),
     ]
     script = sweep_dir / "sweep.sbatch"
-    script.write_text("\n".join(body) + "\n")
+    script.write_text("\n".join(body))
     os.chmod(script, 0o755)
     return script
 

@@ -1,22 +1,23 @@
 """The ablation file: a typed schema, its validation and its expansion into runs of `pico train`.
 
-An ablation file is YAML (paths are relative to the current directory, normally the repo root)::
+An ablation file is YAML (``base`` is relative to the ablation file; the sweep directory to the current one)::
 
     sweep:
       name: task_diversity            # sweep name: SWEEP_DIR default runs/sweeps/<name>, and the W&B group
-      base: experiments/demo.yaml     # experiment every run starts from
+      base: ../demo.yaml              # experiment every run starts from
       grid:                           # cartesian product of config overrides (first key varies slowest)
         data.num_tasks: [4, 8, 12, 15]
         data.shots_per_task: [2, 4, 8]
         train.seed: [0, 1]
       fixed:                          # applied to every run, e.g. the equal step budget
         train.max_steps: 300
-    slurm:                            # only read by --launcher slurm
+    slurm:                            # only read by --launcher slurm; every key is optional (SlurmSection)
       nodes: 1                        # nodes per run
-      gpus_per_node: 8                # GPUs (= tasks) per node
-      time: "04:00:00"                # wall-clock limit per run (quote it: YAML reads 04:00:00 as a number)
-      partition: ""                   # empty = the cluster default
-      account: ""                     # empty = the user default
+      gpus_per_node: 0                # 0: a CPU job of ntasks_per_node ranks; else one rank per GPU
+      cpus_per_task: 2                # per rank: data.num_workers + 1
+      time: "01:00:00"                # per attempt (quote it: YAML reads 01:00:00 as a number); requeued at the limit
+      throttle: 2                     # at most 2 runs at once
+      setup: ["source ~/venvs/pico/bin/activate"]
 
 Every run gets ``run.dir=SWEEP_DIR/runs run.name=<run name> logging.group=<sweep name>``, then ``fixed``,
 its grid point and the command line's extra overrides. Run names join each grid key's last segment with its
@@ -39,6 +40,8 @@ from pico_lightning.errors import UserError
 
 RESERVED_KEYS = ("run.dir", "run.name", "logging.group")  # the sweep sets these per run
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
+_SLURM_MEM = re.compile(r"\d+[KMGT]?")
 
 
 @dataclass
@@ -57,14 +60,36 @@ class SweepSection:
 class SlurmSection:
     nodes: int = 1
     """Nodes per run."""
-    gpus_per_node: int = 8
-    """GPUs per node; one task (rank) per GPU."""
+    gpus_per_node: int = 0
+    """GPUs per node, one rank per GPU; 0 = a CPU job (ranks from ntasks_per_node)."""
+    ntasks_per_node: int = 1
+    """Ranks per node of a CPU job (a GPU job has one per GPU)."""
+    cpus_per_task: int = 1
+    """CPUs per rank: data.num_workers + 1 feeds the loader."""
+    mem: str = ""
+    """Memory per node, e.g. 64G; empty = cluster default."""
     time: str = "04:00:00"
-    """Wall-clock limit per run (Slurm format, e.g. 1-00:00:00)."""
+    """Wall-clock limit per run attempt (Slurm format, e.g. 30, 04:00:00, 1-00:00:00); a run that needs longer is
+    requeued at the limit and continues."""
+    signal_lead: int = 120
+    """Seconds before the time limit that SLURM warns a run (SIGUSR1) to save its step and requeue."""
     partition: str = ""
     """Slurm partition; empty = cluster default."""
     account: str = ""
     """Slurm account; empty = user default."""
+    qos: str = ""
+    """Quality of service; empty = default."""
+    constraint: str = ""
+    """Node features, e.g. h100; empty = any node."""
+    throttle: int = 0
+    """At most this many runs at once (the job array's %K); 0 = no limit."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run before training, e.g. "module load cuda/12.4", "source ~/venvs/pico/bin/activate"."""
+    extra: list[str] = field(default_factory=list)
+    """More #SBATCH options as written on the sbatch line, e.g. "--exclusive", "--mail-type=END"."""
+
+    def ranks_per_node(self) -> int:
+        return self.gpus_per_node or self.ntasks_per_node
 
 
 @dataclass
@@ -95,6 +120,7 @@ def load_spec(path: str | Path) -> AblationSpec:
     except Exception as err:  # YAML syntax
         raise UserError(f"{path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     _check_spec(spec, path)
+    spec.sweep.base = str(Path(path).parent / spec.sweep.base)  # an absolute base stays as it is
     return spec
 
 
@@ -114,11 +140,33 @@ def _check_spec(spec: AblationSpec, path: str | Path) -> None:
             problems.append(f"sweep: {key}: set by the sweep itself, remove it")
     for key in set(sweep.grid) & set(sweep.fixed):
         problems.append(f"sweep.fixed.{key}: also swept in sweep.grid")
-    if slurm.nodes < 1 or slurm.gpus_per_node < 1:
-        got = (slurm.nodes, slurm.gpus_per_node)
-        problems.append(f"slurm: expected nodes and gpus_per_node >= 1, got {got}")
+    problems += slurm_problems(slurm)
     if problems:
         raise UserError(f"{path}: " + "; ".join(problems))
+
+
+def slurm_problems(slurm: SlurmSection) -> list[str]:
+    """What is wrong in a ``slurm:`` section, one phrase per key."""
+    problems = [
+        f"slurm.{key}: expected an integer >= {low}, got {getattr(slurm, key)}"
+        for key, low in (("nodes", 1), ("gpus_per_node", 0), ("ntasks_per_node", 1), ("cpus_per_task", 1))
+        + (("throttle", 0), ("signal_lead", 0))
+        if getattr(slurm, key) < low
+    ]
+    if not _SLURM_TIME.fullmatch(slurm.time):
+        problems.append(f"slurm.time: expected minutes, [D-]HH:MM:SS or D-HH, got {slurm.time!r}")
+    if slurm.mem and not _SLURM_MEM.fullmatch(slurm.mem):
+        problems.append(f"slurm.mem: expected a size like 64G or 16000M, got {slurm.mem!r}")
+    for key in ("partition", "account", "qos", "constraint"):
+        if any(c.isspace() for c in getattr(slurm, key)):
+            problems.append(f"slurm.{key}: expected no spaces, got {getattr(slurm, key)!r}")
+    problems += [f"slurm.setup: expected one shell line each, got {line!r}" for line in slurm.setup if "\n" in line]
+    problems += [
+        f"slurm.extra: expected an sbatch option like --exclusive, got {line!r}"
+        for line in slurm.extra
+        if not line.startswith("--") or "\n" in line
+    ]
+    return problems
 
 
 def _format(value: Any) -> str:
@@ -178,7 +226,7 @@ def check_runs(spec: AblationSpec, runs: list[Run], spec_path: str | Path) -> No
     if not Path(spec.sweep.base).is_file():
         raise UserError(
             f"{spec_path}: sweep.base: experiment file not found: {spec.sweep.base} "
-            "(relative paths start at the current directory)"
+            "(a relative base starts at the ablation file's directory)"
         )
     for run in runs:
         try:

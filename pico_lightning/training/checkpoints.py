@@ -26,6 +26,7 @@ from pico_lightning.files import atomic_path
 
 PREFIX = "transformer."
 LAST = "last.ckpt"
+HPC = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue checkpoints, in the run directory
 log = logging.getLogger(__name__)
 
 
@@ -60,10 +61,11 @@ def is_loadable(path: Path) -> bool:
 
 
 def resume_checkpoint(checkpoint_dir: Path, resume: str) -> Path | None:
-    """The checkpoint to continue from under ``run.resume=auto``: last.ckpt, else the newest loadable step
-    checkpoint (an unreadable one is skipped with a warning). ``never`` refuses a directory that has checkpoints."""
-    found = [checkpoint_dir / LAST] + sorted(checkpoint_dir.glob("step-*.ckpt"), reverse=True)
-    found = [path for path in found if path.is_file()]
+    """The checkpoint to continue from under ``run.resume=auto``: the newest loadable one of last.ckpt, the step
+    checkpoints and Lightning's ``hpc_ckpt_*.ckpt`` beside ``checkpoints/`` (left by an older auto-requeued run);
+    an unreadable one is skipped with a warning. ``never`` refuses a directory that has checkpoints."""
+    candidates = [checkpoint_dir / LAST, *checkpoint_dir.glob("step-*.ckpt"), *checkpoint_dir.parent.glob(HPC)]
+    found = sorted((path for path in candidates if path.is_file()), key=_age_order, reverse=True)
     if resume != "auto":
         if found:
             raise UserError(
@@ -79,6 +81,11 @@ def resume_checkpoint(checkpoint_dir: Path, resume: str) -> Path | None:
     if found:
         raise UserError(f"{found[0]}: unreadable checkpoint and no loadable step checkpoint beside it")
     return None
+
+
+def _age_order(path: Path) -> tuple[float, bool, str]:
+    """Sorted in reverse: newest first; at equal times last.ckpt, then the higher step."""
+    return (path.stat().st_mtime, path.name == LAST, path.name)
 
 
 def read_checkpoint(path: str | Path) -> dict:

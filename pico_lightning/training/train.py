@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.evaluation.evaluator import evaluation_plan
 from pico_lightning.panels import Layout
+from pico_lightning.signals import LATCH
 from pico_lightning.training.artifacts import RunArtifacts, write_summary
 from pico_lightning.training.attention_backend import AttentionBackend
 from pico_lightning.training.checkpoints import AtomicCheckpointIO, StepCheckpoint, resume_checkpoint
@@ -33,6 +34,7 @@ from pico_lightning.training.fit_end import FinalEvaluation
 from pico_lightning.training.lock import RunLock
 from pico_lightning.training.loggers import build_loggers, finish_wandb
 from pico_lightning.training.module import PicoModule
+from pico_lightning.training.preemption import Preemption, cluster_plugins
 from pico_lightning.training.progress import StepProgressBar
 from pico_lightning.training.prompts import prompt_table, run_prompts
 from pico_lightning.training.strategy import build_strategy
@@ -68,6 +70,7 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> lis
         StepProgressBar(),
         AttentionBackend(cfg.train.attention_backend),
         RunArtifacts(cfg, run_dir),
+        Preemption(checkpoints),
         StepCheckpoint(
             dirpath=checkpoints,
             filename="step-{step:06d}",
@@ -112,7 +115,7 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callb
         log_every_n_steps=cfg.logging.log_every_n_steps,
         logger=build_loggers(cfg, run_dir),
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,
         val_check_interval=every * train.accumulate_grad_batches,  # counted in batches, across data epochs
@@ -145,12 +148,14 @@ def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None)
     """Train ``cfg``, evaluate the final step, write summary.json; returns the run directory.
 
     The launching process holds the run directory's lock for the whole fit (a second `pico train` on the same
-    run.name is refused)."""
+    run.name is refused). A fit stopped by SIGUSR1 / SIGTERM raises
+    :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and its loggers are closed."""
     run_dir = cfg.run.path()
     with RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
         module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
         try:
-            _fit(trainer, module, datamodule, ckpt)
+            with LATCH.armed():
+                _fit(trainer, module, datamodule, ckpt)
             if not module.evaluated_at(trainer.global_step):  # a resumed run that was already finished
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             if trainer.is_global_zero:
@@ -185,5 +190,6 @@ def _quiet_known_noise() -> None:
         r".*`isinstance\(treespec, LeafSpec\)` is deprecated",  # lightning's _pytree on torch 2.13
         r"The .(val|train)_dataloader. does not have many workers",  # eval items are in memory
         r"You defined a `validation_step` but have no `val_dataloader`",  # eval.suites is empty
+        r"It is recommended to use `self.log\(.*sync_dist=True\)`",  # evaluation metrics are synced by torchmetrics
     ):
         warnings.filterwarnings("ignore", message=message)

@@ -1,0 +1,50 @@
+"""The process's stop signals: SIGUSR1 (SLURM's warning before a time limit) and SIGTERM, latched, not obeyed at once.
+
+A job's processes get these signals at any moment, also while Python is still importing torch or loading a model.
+`pico train` and `pico embed` arm :data:`LATCH` first thing, so a signal only records itself; the training loop reads
+it after a whole step (training/preemption.py) and `pico embed` after its prompts are cached. No heavy import here.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+
+class StopLatch:
+    """The first stop signal received while armed (``received``, a signal number, or None)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._depth = 0
+
+    def note(self, signum: int, frame=None) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def install(self) -> None:
+        """(Re)install the latch as the handler of every stop signal, e.g. after a library replaced it."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.note)
+
+    @contextmanager
+    def armed(self) -> Iterator[StopLatch]:
+        """The latch handles stop signals inside the block, the previous handlers after it; the outermost block
+        starts with nothing received."""
+        previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        if self._depth == 0:
+            self.received = None
+        self._depth += 1
+        self.install()
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+LATCH = StopLatch()
