@@ -1,13 +1,14 @@
 """Pretrain the demo's tiny FLUX.1-Fill base on generic inpainting grids and save it as FLUX.1-Fill-dev is saved.
 
-    python -m pico_lightning.demo.tiny_base --out assets/tiny-fill-base             # the shipped base (one thread, ~85 min)
+    python -m pico_lightning.demo.tiny_base --out assets/tiny-fill-base     # the shipped base (one thread, ~85 min)
     python -m pico_lightning.demo.tiny_base --out /tmp/base --exemplar-steps 10 --steps 10 --record ""  # a smoke run
-    python -m pico_lightning.demo.tiny_base --out DIR --init assets/tiny-fill-base --exemplar-steps 0 --steps 8000 --seed 2
+    python -m pico_lightning.demo.tiny_base --out DIR --init assets/tiny-fill-base --exemplar-steps 0 --steps 8000
 
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from
 :data:`BASE`: a Fill ``FluxTransformer2DModel`` over the lossless PixelShuffle autoencoder, tiny CLIP and T5), then
 *all* its DiT parameters train with the package's flow-matching maths (logit-normal t with FLUX's resolution shift,
-loss on the masked tokens) on :mod:`pico_lightning.demo.generic_grids`, never on VisRel, in two phases: exemplar grids alone
+loss on the masked tokens) on :mod:`pico_lightning.demo.generic_grids`, never on VisRel, in two phases: exemplar
+grids alone
 (``--exemplar-steps``: copy or negative, told apart only by A -> A', which teaches the base to read its exemplar),
 then the whole generic mix with a share of exemplar grids kept in it (``--steps``, ``--exemplar-share``); why, and
 what each choice measured: bench/RESULTS.md. ``--exemplar-steps 0 --steps 2000 --exemplar-share 0 --seed 0`` is the
@@ -166,7 +167,8 @@ def write_record(record: Path, args: argparse.Namespace, curve: list[dict], seco
         if key != "record" and value is not None
     )
     info = {
-        "command": f"python -m pico_lightning.demo.tiny_base {' '.join(flags)}",  # every flag as parsed, defaults included
+        # every flag as parsed, defaults included
+        "command": f"python -m pico_lightning.demo.tiny_base {' '.join(flags)}",
         "wall_seconds": round(seconds, 1),
         "threads": THREADS,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
