@@ -15,7 +15,6 @@ with :func:`load_perseg`. ``held_in`` / ``held_out`` episodes come from the shar
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from webdataset.tariterators import base_plus_ext
 
 from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, compose_grid, fit_panel, target_mask, to_tensor
@@ -39,7 +39,6 @@ SUITE_KINDS = {
     "held_in": "image",
     "held_out": "image",
 }
-_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: key, then all extensions
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -97,9 +96,9 @@ def load_suite(root: str | Path, name: str) -> list[Episode]:
     try:
         with tarfile.open(path) as tar:
             for member in tar:
-                match = _KEY.match(member.name)
-                if member.isfile() and match:
-                    samples.setdefault(match.group(1), {})[match.group(2)] = tar.extractfile(member).read()
+                key, extension = base_plus_ext(member.name)  # sample key, then all its extensions
+                if member.isfile() and key is not None:
+                    samples.setdefault(key, {})[extension] = tar.extractfile(member).read()
     except tarfile.TarError as err:
         raise UserError(f"{path}: not a readable suite tar ({err}); re-run `pico prep visrel-lite`") from None
     return [_episode_from_sample(path, key, members) for key, members in samples.items()]
