@@ -2,28 +2,23 @@
 
 A layout is ``rows x cols`` square panels of ``panel_size`` pixels, read row by row; the target panel (B', the one
 the model fills in) is the last cell. The classic PICO layout is 2x2: ``A | A'`` over ``B | B'``. Images are
-``(3, H, W)`` float tensors in [-1, 1] (the range the autoencoders take); :func:`to_tensor` accepts PIL (any mode:
-RGB, L, RGBA, P, I;16), numpy (HW or HWC; uint8, uint16, bool or float in [0, 1]) and tensors (CHW or HW).
-Pure functions: no logger, no file I/O except :func:`load_image`.
+``(3, H, W)`` float tensors in [-1, 1] (the range the autoencoders take); :func:`to_tensor` accepts PIL (any mode,
+converted as ``pictures.to_rgb`` converts it), numpy (HW or HWC; uint8, uint16, bool or float in [0, 1]) and
+tensors (CHW or HW). Pure functions: no logger, no file I/O (files are read by ``pictures.read_picture``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from pico_lightning.errors import UserError
 from pico_lightning.packing import check_grid_side
-
-
-class ImageInputError(UserError):
-    """A picture that cannot be read or used; the message names the file and the expectation."""
+from pico_lightning.pictures import ImageInputError, to_rgb
 
 
 @dataclass(frozen=True)
@@ -57,29 +52,6 @@ class Layout:
         return slice(row * size, (row + 1) * size), slice(col * size, (col + 1) * size)
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open a picture fully (so truncated files fail here), naming the file on failure."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except FileNotFoundError:
-        raise ImageInputError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ImageInputError(f"{path}: not a readable image ({err})") from None
-
-
-def _pil_to_array(image: Image.Image) -> np.ndarray:
-    """Any PIL mode -> (H, W, 3) float32 in [0, 1]; alpha is composited over black, 16-bit scaled."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float32)
-        return np.repeat((array / (65535.0 if array.max() > 255 else 255.0))[..., None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-        return rgba[..., :3] * rgba[..., 3:]
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-
-
 def _numpy_to_array(array: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, C in 1/3/4) numpy of bool, uint8, uint16 or float in [0, 1] -> (H, W, 3) float32."""
     if array.dtype == np.uint8:
@@ -110,7 +82,7 @@ def to_tensor(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor:
         if tensor.dtype == torch.uint8:
             tensor = tensor.float() / 255.0 * 2.0 - 1.0
         return tensor.float().expand(3, -1, -1).contiguous()
-    array = _pil_to_array(image) if isinstance(image, Image.Image) else _numpy_to_array(np.asarray(image))
+    array = _numpy_to_array(to_rgb(image) if isinstance(image, Image.Image) else np.asarray(image))
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1) * 2.0 - 1.0
 
 

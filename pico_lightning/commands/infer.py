@@ -15,8 +15,6 @@ from pathlib import Path
 
 from pico_lightning.commands.model_args import add_model_arguments, resolve_model
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, lora = resolve_model(args)
     layout, steps, guidance = check_sampling(args, cfg)
     out = check_out(args)
-    pictures = [panels.load_image(p) for p in (*args.exemplar, args.query)]
+    pictures = read_inputs(args)
     start = time.perf_counter()
     model = load_inference_model(cfg.model, lora)
     grid = panels.compose_grid([*pictures, None], layout, cfg.data.resize)[None].to(model.device)
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     target = panels.split_grid(image[0].cpu(), layout)[-1]
     rows, cols = layout.cell(layout.num_panels - 1)
     result[:, rows, cols] = target
-    width, height = pictures[2].size  # B' at the query's own size, as the user gave it
+    height, width = pictures[2].shape[:2]  # B' at the query's own size, as the user gave it
     panels.to_pil(panels.unfit_panel(target, height, width, cfg.data.resize)).save(out)
     panels.to_pil(result).save(out.with_suffix(".grid.png"))
     seconds = round(time.perf_counter() - start, 3)
@@ -70,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
     grid_file, json_file = out.with_suffix(".grid.png"), out.with_suffix(".json")
     print(f"wrote {out} ({width}x{height}: the query's size; panels {layout.panel_size} px), {grid_file}, {json_file}")
     return 0
+
+
+def read_inputs(args: argparse.Namespace) -> list:
+    """The --exemplar pair and the --query as (H, W, 3) uint8 pictures (``pictures.read_picture``)."""
+    from pico_lightning.pictures import read_picture
+
+    return [read_picture(path) for path in (*args.exemplar, args.query)]
 
 
 def check_sampling(args: argparse.Namespace, cfg):
@@ -103,10 +108,11 @@ def check_out(args: argparse.Namespace) -> Path:
     """--out as a writable picture path whose three files overwrite no input; UserError naming the problem."""
     from pico_lightning.commands.outputs import writable_dir
     from pico_lightning.errors import UserError
+    from pico_lightning.pictures import PICTURE_SUFFIXES
 
     out = Path(args.out)
-    if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UserError(f"--out {out}: expected a picture file name ending in one of {', '.join(IMAGE_SUFFIXES)}")
+    if out.suffix.lower() not in PICTURE_SUFFIXES:
+        raise UserError(f"--out {out}: expected a picture file name ending in one of {', '.join(PICTURE_SUFFIXES)}")
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory; give a file name such as {out / 'b_out.png'}")
     inputs = [

@@ -6,7 +6,7 @@ It runs in each DataLoader worker of each rank (``build_train_stages``; ``TrainL
               (seeded by data.seed, epoch, rank, worker)
     read      tar members -> samples (webdataset; a bad shard or member is counted by the SkipCounter)
     decode    json meta -> keep the train pairs of the selected tasks (and shots); PNGs checked (chunk CRCs)
-              but decoded to uint8 (3, S, S) only when an episode first uses them
+              but decoded (``pictures.read_picture``) to uint8 (3, S, S) only when an episode first uses them
     episodes  pools by (task, variant) -> EpisodeSampler -> make_episode, 2 episodes per pair read once warm
     batch     per-device batch -> {"grid", "mask", "prompt", "task", "category", "skipped"}; "skipped" counts
               the samples and shards this worker skipped so far this epoch (logged as data/skipped)
@@ -18,7 +18,6 @@ run, at any worker count.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import signal
@@ -29,19 +28,19 @@ from itertools import islice
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 
 from pico_lightning.config import DataConfig
 from pico_lightning.data import episodes as ep
 from pico_lightning.data.schema import SampleMeta
 from pico_lightning.data.sources import MEMBERS
 from pico_lightning.panels import Layout, fit_panel, to_tensor
+from pico_lightning.pictures import check_picture, read_picture
 
 log = logging.getLogger(__name__)
 POOL_SIZE = 16  # pairs kept per (task, variant) in a worker: 16 * 2 * 3 * S^2 bytes (S=512: 25 MB)
 WARMUP_PAIRS = 64  # pairs read (at most the worker's own) before the first episode, so pools are mixed
 EPISODES_PER_PAIR = 2  # episodes drawn per pair read once warm: each decoded pair serves ~4 episodes
-DECODE_ERRORS = (KeyError, ValueError, OSError, SyntaxError, EOFError, Image.DecompressionBombError)
+DECODE_ERRORS = (KeyError, ValueError)  # a missing member; bad json, meta or picture (ImageInputError)
 
 
 @dataclass
@@ -111,11 +110,10 @@ class RankShards(torch.utils.data.IterableDataset):
 
 def decode_panel(data: bytes, size: int, mode: str) -> torch.Tensor:
     """PNG bytes -> (3, size, size) uint8 panel (exact when the picture is already size x size)."""
-    with Image.open(io.BytesIO(data)) as image:
-        image = image.convert("RGB")  # decodes fully: a truncated PNG raises here
-    if image.size == (size, size):
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
-    panel = fit_panel(to_tensor(image), size, mode)
+    picture = read_picture(data, "shard picture")  # decodes fully: a truncated PNG raises here
+    if picture.shape[:2] == (size, size):
+        return torch.from_numpy(np.array(picture)).permute(2, 0, 1).contiguous()
+    panel = fit_panel(to_tensor(picture), size, mode)
     return ((panel + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
@@ -123,8 +121,7 @@ class LazyPanel:
     """A panel's image bytes, decoded on first use (then kept): skipped episodes never decode their pairs."""
 
     def __init__(self, data: bytes, size: int, mode: str):
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # chunk CRCs and truncation, without inflating the pixels
+        check_picture(data, "shard picture")  # chunk CRCs and truncation, without inflating the pixels
         self.data, self.size, self.mode = data, size, mode
         self.panel: torch.Tensor | None = None
 

@@ -14,9 +14,7 @@ with :func:`load_perseg`. ``held_in`` / ``held_out`` episodes come from the shar
 
 from __future__ import annotations
 
-import io
 import json
-import re
 import tarfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -26,18 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from webdataset.tariterators import base_plus_ext
 
 from pico_lightning.errors import UserError
-from pico_lightning.panels import (
-    ImageInputError,
-    Layout,
-    compose_grid,
-    fit_panel,
-    load_image,
-    target_mask,
-    to_tensor,
-)
+from pico_lightning.panels import Layout, compose_grid, fit_panel, target_mask, to_tensor
+from pico_lightning.pictures import PICTURE_SUFFIXES, ImageInputError, read_mask, read_picture
 
 KINDS = ("mask", "image")
 PANEL_KEYS = ("a.png", "a_out.png", "b.png", "b_out.png")  # tar members in panel order A, A', B, B'
@@ -48,8 +39,6 @@ SUITE_KINDS = {
     "held_in": "image",
     "held_out": "image",
 }
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext: key, then all extensions
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -107,9 +96,9 @@ def load_suite(root: str | Path, name: str) -> list[Episode]:
     try:
         with tarfile.open(path) as tar:
             for member in tar:
-                match = _KEY.match(member.name)
-                if member.isfile() and match:
-                    samples.setdefault(match.group(1), {})[match.group(2)] = tar.extractfile(member).read()
+                key, extension = base_plus_ext(member.name)  # sample key, then all its extensions
+                if member.isfile() and key is not None:
+                    samples.setdefault(key, {})[extension] = tar.extractfile(member).read()
     except tarfile.TarError as err:
         raise UserError(f"{path}: not a readable suite tar ({err}); re-run `pico prep visrel-lite`") from None
     return [_episode_from_sample(path, key, members) for key, members in samples.items()]
@@ -122,9 +111,9 @@ def _episode_from_sample(path: Path, key: str, members: Mapping[str, bytes]) -> 
         raise UserError(f"{path}: sample {key!r} lacks {missing}; re-run `pico prep visrel-lite`")
     try:
         meta = json.loads(members["json"])
-        panels = [np.asarray(Image.open(io.BytesIO(members[name])).convert("RGB")) for name in PANEL_KEYS]
+        panels = [read_picture(members[name], name) for name in PANEL_KEYS]
         return Episode(meta["suite"], meta["task"], meta["episode_id"], panels, meta["kind"], meta["prompt"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError) as err:  # bad json, meta or picture (ImageInputError)
         raise UserError(f"{path}: sample {key!r} is corrupt ({err!r}); re-run `pico prep visrel-lite`") from None
 
 
@@ -161,12 +150,12 @@ def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None
 def _perseg_shots(image_dir: Path, mask_dir: Path, skipped: list[str]) -> list[tuple[str, Pair]]:
     """Usable (stem, (image (H, W, 3) uint8, mask (H, W) bool)) of one object; appends skip reasons."""
     shots = []
-    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES):
         mask_path = mask_dir / f"{path.stem}.png"
         try:
-            image = np.asarray(load_image(path).convert("RGB"))
+            image = read_picture(path)
             # PerSAM reads masks as "any channel > 0": white, (128, 0, 0) palette and 0/1 label maps all work.
-            mask = np.asarray(load_image(mask_path).convert("RGB")).max(axis=2) > 0
+            mask = read_mask(mask_path)
         except ImageInputError as err:
             skipped.append(str(err))
             continue

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection, SumMetric
 from torchmetrics.classification import BinaryJaccardIndex
 from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import StructuralSimilarityIndexMeasure
@@ -48,40 +48,29 @@ def episode_psnr(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return peak_signal_noise_ratio(preds, target, data_range=1.0, dim=(1, 2, 3), reduction="none")
 
 
-class EpisodeMean(Metric):
-    """Mean over episodes of a per-episode score ``score_fn(preds, target) -> (N,)``; sum states only."""
+class EpisodeMean(MeanMetric):
+    """Mean over episodes of a per-episode score ``score_fn(preds, target) -> (N,)``, summed in float64.
 
-    full_state_update = False
+    NaN scores are kept (a NaN output gives a NaN mean, not a silently shorter one); no episode gives NaN.
+    """
 
     def __init__(self, score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
+        super().__init__(nan_strategy="disable")
+        self.set_dtype(torch.float64)
         self.score_fn = score_fn
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        scores = self.score_fn(preds, target)
-        self.total += scores.double().sum()
-        self.count += scores.numel()
+        super().update(self.score_fn(preds, target))
 
     def compute(self) -> torch.Tensor:
-        return (self.total / self.count).float()
+        return super().compute().float()
 
 
-class EpisodeCount(Metric):
+class EpisodeCount(SumMetric):
     """Number of episodes (first dimension of ``preds``) seen over all ranks."""
 
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
-
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.count += preds.shape[0]
-
-    def compute(self) -> torch.Tensor:
-        return self.count
+        super().update(preds.shape[0])
 
 
 def build_metrics(kind: str) -> dict[str, Metric]:

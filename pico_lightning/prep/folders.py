@@ -11,9 +11,9 @@ Layout::
 ``<category>`` names one family by its words (``CATEGORY_WORDS``): restoration, estimation, perception,
 manipulation, VisRel's long names (restoration_enhancement, physical_geometric_estimation, semantic_perception,
 generative_manipulation) or others such as manipulation_editing; case, ``-`` and spaces are ignored. ``<ext>``
-is png, jpg, jpeg, bmp, tif, tiff or webp. Every image becomes RGB uint8 at its own size: grey and palette are
-expanded, 16-bit grey (modes I;16 and I) is scaled by 1/257, transparency is composited over black, EXIF
-rotation is applied. Task names must be unique across categories;
+is png, jpg, jpeg, bmp, tif, tiff or webp (``PICTURE_SUFFIXES``). Every image becomes RGB uint8 at its own size,
+read by ``pictures.read_picture`` (EXIF orientation applied, 16-bit / 257, transparency over black), as the
+training stream and ``pico infer`` read it. Task names must be unique across categories;
 every pair gets variant "default". Per task, pairs sorted by id: the last ~1/6 (at least 2) are split "val",
 the rest "train" (``splits.py``); nothing is held out.
 
@@ -31,16 +31,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
+from pico_lightning.pictures import PICTURE_SUFFIXES, ImageInputError, read_picture
 from pico_lightning.prep.shards import shard_maxcount, write_shards
 from pico_lightning.prep.splits import split_for
 
 LAYOUT = "SRC/<category>/<task>/{input,output}/<id>.<ext>"
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # A category folder is named by words; each word below names one family (VisRel's long names are made of them).
 CATEGORY_WORDS = {
     "restoration": ("restoration", "restore", "enhancement", "enhance"),
@@ -144,7 +142,7 @@ def _images(folder: Path, root: Path, skipped: dict[str, list[str]]) -> dict[str
     """Image files of ``folder`` by stem; other entries and repeated stems go to ``skipped``."""
     found: dict[str, Path] = {}
     for entry in _visible(folder):
-        if entry.is_file() and entry.suffix.lower() in EXTENSIONS and entry.stem not in found:
+        if entry.is_file() and entry.suffix.lower() in PICTURE_SUFFIXES and entry.stem not in found:
             found[entry.stem] = entry
         else:
             skipped["unexpected"].append(_relative(entry, root))
@@ -159,26 +157,13 @@ def _samples(root: Path, tasks: list[TaskFolder]):
         stem, input_path, output_path = task.pairs[position]
         split = split_for(position, len(task.pairs), held_out=False)
         meta = SampleMeta(task.name, task.category, "default", stem, _relative(input_path, root), split, task.prompt)
-        yield load_rgb(input_path), load_rgb(output_path), meta
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """Decode any image file to RGB (H, W, 3) uint8 (16-bit grey / 257, alpha over black, EXIF rotation)."""
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)
-    if image.mode == "I" or image.mode.startswith("I;16"):
-        grey = np.clip(np.asarray(image, np.float64) / 257, 0, 255).round().astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return np.asarray(image.convert("RGB"))
+        yield read_picture(input_path), read_picture(output_path), meta
 
 
 def _readable(path: Path, root: Path, skipped: dict[str, list[str]]) -> bool:
     try:
-        load_rgb(path)
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError, ... for corrupt files: report, skip
+        read_picture(path)
+    except ImageInputError:  # corrupt or not a picture: report, skip
         skipped["unreadable"].append(_relative(path, root))
         return False
     return True

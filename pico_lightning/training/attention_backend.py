@@ -1,11 +1,12 @@
-"""``train.attention_backend`` for a whole fit, as a callback (the kernels themselves: model/attention.py)."""
+"""``train.attention_backend`` for a whole fit, as a callback (the kernels themselves: model/sdpa.py)."""
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
-from torch.nn.attention import SDPBackend
+from contextlib import ExitStack
 
-from pico_lightning.model.sdpa import sdpa_backends, set_backends
+import lightning.pytorch as pl
+
+from pico_lightning.model.sdpa import attention_backend, sdpa_backends
 
 
 class AttentionBackend(pl.Callback):
@@ -13,12 +14,13 @@ class AttentionBackend(pl.Callback):
     the in-loop evaluation; the flags are restored when the fit ends or fails."""
 
     def __init__(self, name: str):
-        self.backends = sdpa_backends(name)
-        self._previous: tuple[SDPBackend, ...] | None = None
+        self.name, self.backends = name, sdpa_backends(name)
+        self._held: ExitStack | None = None  # the open attention_backend context, from setup to teardown
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._previous is None:
-            self._previous = set_backends(self.backends)
+        if self._held is None:
+            self._held = ExitStack()
+            self._held.enter_context(attention_backend(self.name))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()
@@ -27,6 +29,6 @@ class AttentionBackend(pl.Callback):
         self._restore()  # Lightning does not call Callback.teardown after an exception
 
     def _restore(self) -> None:
-        if self._previous is not None:
-            set_backends(self._previous)
-            self._previous = None
+        if self._held is not None:
+            self._held.close()
+            self._held = None
