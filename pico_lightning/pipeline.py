@@ -20,9 +20,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pico_lightning.config import ConfigError, ExperimentConfig, load_config
 from pico_lightning.errors import UserError
+
+if TYPE_CHECKING:  # torch-free at import: `pico --help` and `import pico_lightning` stay fast
+    from PIL.Image import Image
+
+    from pico_lightning.panels import Layout
 
 # How the sampling checks name the arguments: the Python keywords here, the CLI passes its flags
 KEYWORDS = {"seeds": "seeds", "steps": "steps", "guidance": "guidance", "panel_size": "panel_size"}
@@ -32,8 +38,8 @@ KEYWORDS = {"seeds": "seeds", "steps": "steps", "guidance": "guidance", "panel_s
 class PicoResult:
     """One filled episode."""
 
-    image: object  # PIL.Image: B' at the query's own size
-    grid: object  # PIL.Image: A | A' over B | B' at the panel size, B' generated
+    image: Image  # B' at the query's own size
+    grid: Image  # A | A' over B | B' at the panel size, B' generated
     report: dict  # seeds, scores, chosen_seed, steps, model_evaluations, prompt, panel_size, output_size, seconds
 
 
@@ -44,7 +50,7 @@ class Sampling:
     seeds: list[int]
     steps: int
     guidance: float
-    layout: object  # panels.Layout (2 x 2)
+    layout: Layout  # 2 x 2
 
 
 def check_sampling(cfg: ExperimentConfig, seeds, seed, steps, guidance, panel_size, names=KEYWORDS) -> Sampling:
