@@ -44,6 +44,8 @@ def test_train_export_eval(visrel_tiny, tmp_path):
     exported = load_file(tmp_path / "exported" / "pytorch_lora_weights.safetensors")
     final = load_file(run_dir / "lora" / "pytorch_lora_weights.safetensors")  # written at the end of fit
     assert exported.keys() == final.keys() and all(torch.equal(exported[k], final[k]) for k in final)
+    for card in (tmp_path / "exported" / "README.md", run_dir / "lora" / "README.md"):  # model cards, both final
+        assert "## Final evaluation (step 4)" in card.read_text() and "load_lora_weights" in card.read_text()
     assert (
         cli.main(["eval", str(run_dir), "--suite", "segmentation", "--seeds", "2", "--out", str(tmp_path / "ev")]) == 0
     )

@@ -29,9 +29,7 @@ def _embed(args: argparse.Namespace) -> None:
     from pico_lightning.config import load_config
 
     cfg = load_config(args.experiment, args.overrides)
-    from pico_lightning.data.datamodule import VisRelDataModule
-    from pico_lightning.training.prompts import embed_prompts, run_prompts
+    from pico_lightning.training.prompts import embed_run_prompts
 
-    prompts = run_prompts(VisRelDataModule(cfg.data, cfg.train.batch_size).prompts())
-    encoded = embed_prompts(cfg.model, prompts)
-    print(f"{len(prompts)} prompts embedded ({encoded} new, {len(prompts) - encoded} already cached)")
+    prompts, encoded = embed_run_prompts(cfg.model, cfg.data, cfg.train.batch_size)
+    print(f"{prompts} prompts embedded ({encoded} new, {prompts - encoded} already cached)")

@@ -1,4 +1,5 @@
-"""`pico export RUN_DIR --out DIR`: the run's LoRA in diffusers format (pytorch_lora_weights.safetensors).
+"""`pico export RUN_DIR --out DIR`: the run's LoRA in diffusers format (pytorch_lora_weights.safetensors), with a
+README.md model card (base, protocol, training, final evaluation, a stock-diffusers snippet).
 
 Reads RUN_DIR/checkpoints/last.ckpt (or --checkpoint), so it works for unfinished runs too; stock diffusers loads
 the result with ``FluxFillPipeline.load_lora_weights(DIR)``.
@@ -26,11 +27,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pico_lightning.commands.outputs import not_a_file
+    from pico_lightning.config import load_config
+    from pico_lightning.model.lora_card import read_summary, write_lora_card
     from pico_lightning.training.checkpoints import export_checkpoint
 
     not_a_file(Path(args.out), "--out")
     run_dir = Path(args.run_dir)
     ckpt = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "last.ckpt"
     path = export_checkpoint(run_dir / "config.yaml", ckpt, args.out)
-    print(f"wrote {path}")
+    summary = None if args.checkpoint else read_summary(run_dir)  # the final evaluation describes last.ckpt
+    card = write_lora_card(args.out, load_config(run_dir / "config.yaml"), summary)
+    print(f"wrote {path} and {card}")
     return 0

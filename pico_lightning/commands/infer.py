@@ -9,7 +9,6 @@ an input.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
@@ -40,33 +39,31 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from pico_lightning import panels
-    from pico_lightning.inference.loading import load_inference_model
-    from pico_lightning.inference.seed_scorer import fill_episode
+    from pico_lightning.pipeline import PicoPipeline
 
     cfg, lora = resolve_model(args)
-    layout, steps, guidance = check_sampling(args, cfg)
+    check_sampling(args, cfg)
     out = check_out(args)
     pictures = read_inputs(args)
-    start = time.perf_counter()
-    model = load_inference_model(cfg.model, lora)
-    grid = panels.compose_grid([*pictures, None], layout, cfg.data.resize)[None].to(model.device)
-    mask = panels.target_mask(layout)[None].to(model.device)
-    seeds = list(range(args.seed, args.seed + args.seeds))
-    scorer = cfg.eval if args.seeds > 1 else None
-    image, report = fill_episode(model, grid, mask, model.text(args.prompt), steps, guidance, seeds, layout, scorer)
-    result = grid[0].cpu().clone()
-    target = panels.split_grid(image[0].cpu(), layout)[-1]
-    rows, cols = layout.cell(layout.num_panels - 1)
-    result[:, rows, cols] = target
-    height, width = pictures[2].shape[:2]  # B' at the query's own size, as the user gave it
-    panels.to_pil(panels.unfit_panel(target, height, width, cfg.data.resize)).save(out)
-    panels.to_pil(result).save(out.with_suffix(".grid.png"))
-    seconds = round(time.perf_counter() - start, 3)
-    report.update(steps=steps, prompt=args.prompt, panel_size=layout.panel_size, output_size=[width, height])
-    out.with_suffix(".json").write_text(json.dumps({**report, "seconds": seconds}, indent=2))
+    start = time.perf_counter()  # OUT.json's seconds include loading the model
+    pipe = PicoPipeline(cfg, lora)
+    result = pipe(
+        exemplar=pictures[:2],
+        query=pictures[2],
+        seeds=args.seeds,
+        steps=args.steps,
+        seed=args.seed,
+        guidance=args.guidance,
+        prompt=args.prompt,
+        panel_size=args.panel_size,
+    )
+    result.image.save(out)
+    result.grid.save(out.with_suffix(".grid.png"))
+    report = {**result.report, "seconds": round(time.perf_counter() - start, 3)}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
     grid_file, json_file = out.with_suffix(".grid.png"), out.with_suffix(".json")
-    print(f"wrote {out} ({width}x{height}: the query's size; panels {layout.panel_size} px), {grid_file}, {json_file}")
+    (width, height), size = result.image.size, report["panel_size"]
+    print(f"wrote {out} ({width}x{height}: the query's size; panels {size} px), {grid_file}, {json_file}")
     return 0
 
 
@@ -78,30 +75,11 @@ def read_inputs(args: argparse.Namespace) -> list:
 
 
 def check_sampling(args: argparse.Namespace, cfg):
-    """(layout, steps, guidance) from the flags and the config; UserError naming the flag that cannot work."""
-    from pico_lightning import panels
-    from pico_lightning.errors import UserError
+    """The flags' sampling settings (PicoPipeline's checks, naming the flags), before any model loads."""
+    from pico_lightning.pipeline import check_sampling as check
 
-    if args.seeds < 1:
-        raise UserError(f"--seeds: {args.seeds}; expected an integer >= 1")
-    steps = cfg.eval.num_steps if args.steps is None else args.steps
-    if steps < 1:
-        raise UserError(f"--steps: {steps}; expected an integer >= 1")
-    if args.seeds > 1 and steps <= cfg.eval.scorer_steps:
-        raise UserError(
-            f"--steps: {steps} must exceed eval.scorer_steps={cfg.eval.scorer_steps} when --seeds > 1 "
-            "(the scorer runs that many steps of every seed first); raise --steps or use --seeds 1"
-        )
-    guidance = cfg.model.guidance if args.guidance is None else args.guidance
-    if not math.isfinite(guidance):
-        raise UserError(f"--guidance: {guidance}; expected a finite number (FLUX.1-Fill's default is 30)")
-    size = cfg.data.panel_size if args.panel_size is None else args.panel_size
-    if size < 1:
-        raise UserError(f"--panel-size: {size}; expected a positive side in pixels, e.g. {cfg.data.panel_size}")
-    try:
-        return panels.Layout(2, 2, size), steps, guidance
-    except UserError as err:
-        raise UserError(f"--panel-size: {err}") from None
+    flags = {"seeds": "--seeds", "steps": "--steps", "guidance": "--guidance", "panel_size": "--panel-size"}
+    return check(cfg, args.seeds, args.seed, args.steps, args.guidance, args.panel_size, flags)
 
 
 def check_out(args: argparse.Namespace) -> Path:

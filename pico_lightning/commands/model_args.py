@@ -25,32 +25,9 @@ def resolve_model(args: argparse.Namespace):
     """-> (ExperimentConfig, LoRA path or None) for the chosen source; a run directory brings its own LoRA.
 
     UserError when no source is given (no silent random model) or a run has no LoRA to use."""
-    from pico_lightning.config import ConfigError, load_config
+    from pico_lightning.pipeline import resolve_source
 
-    lora = args.lora
     if args.run_dir and "=" in args.run_dir and not Path(args.run_dir).exists():
         # `pico eval --config X key=value`: argparse gave the optional RUN_DIR positional the first override
         args.overrides, args.run_dir = [args.run_dir, *args.overrides], None
-    if lora and not Path(lora).exists():  # before any model loads (a real base takes minutes)
-        raise ConfigError(f"--lora {lora}: not found; expected a LoRA directory or its .safetensors file")
-    if not (args.run_dir or args.model_dir or args.config):
-        raise ConfigError(
-            "no model: pass a run (RUN_DIR, or --run RUN_DIR for infer), --model-dir FLUX_FILL_DIR [--lora PATH], "
-            "or --config EXPERIMENT.yaml for its base model alone (e.g. experiments/demo.yaml)"
-        )
-    if args.run_dir:
-        run = Path(args.run_dir)
-        if not (run / "config.yaml").is_file():
-            raise ConfigError(f"{run}: not a run directory (expected {run / 'config.yaml'})")
-        cfg = load_config(run / "config.yaml", args.overrides)
-        if not lora and not (run / "lora").is_dir():
-            raise ConfigError(
-                f"{run}: no lora/ (the run has not finished); write it with `pico export {run} --out {run / 'lora'}` "
-                "(from its last checkpoint), or pass --lora PATH"
-            )
-        lora = lora or str(run / "lora")
-    elif args.model_dir:
-        cfg = load_config(args.config, [f"model.pretrained_dir={args.model_dir}", *args.overrides])
-    else:
-        cfg = load_config(args.config, args.overrides)
-    return cfg, lora
+    return resolve_source(args.run_dir, args.model_dir, args.config, args.lora, args.overrides)

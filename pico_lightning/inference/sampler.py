@@ -48,6 +48,15 @@ class FillState:
             self.model_evaluations,
         )
 
+    @staticmethod
+    def concat(states: Sequence[FillState]) -> FillState:
+        """Several episodes of one size as one batch (their rows in order), to denoise in one pass."""
+        first = states[0]
+        latents = torch.cat([s.latents for s in states])
+        condition = torch.cat([s.condition for s in states])
+        evaluations = sum(s.model_evaluations for s in states)
+        return FillState(latents, condition, first.image_ids, first.latent_size, evaluations)
+
 
 @dataclass
 class TextInputs:

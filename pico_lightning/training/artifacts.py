@@ -1,4 +1,5 @@
-"""What a run leaves on disk besides checkpoints and evaluations: config.yaml, lora/ and summary.json.
+"""What a run leaves on disk besides checkpoints and evaluations: config.yaml, lora/ (weights + README.md model
+card) and summary.json.
 
 Every rank enters these hooks (the LoRA gather under FSDP is a collective; none hides in rank-zero code); only
 global rank zero writes.
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from pico_lightning.config import ExperimentConfig, save_config, to_container
+from pico_lightning.config import ExperimentConfig, load_config, save_config, to_container
 from pico_lightning.files import write_json
-from pico_lightning.model.lora import export_lora
+from pico_lightning.model.lora import WEIGHTS_NAME, export_lora
+from pico_lightning.model.lora_card import write_lora_card
 from pico_lightning.training.loggers import JsonlLogger
 
 
@@ -43,17 +45,19 @@ class RunArtifacts(pl.Callback):
         if trainer.is_global_zero:
             own = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
             export_lora(pl_module.transformer, self.run_dir / "lora", own)
+            write_lora_card(self.run_dir / "lora", self.cfg)  # completed with the evaluation by write_summary
 
 
 def write_summary(run_dir: Path, step: int, metrics: dict[str, float]) -> None:
-    """summary.json: the run finished, its final step and final evaluation, where its LoRA and checkpoint are."""
-    write_json(
-        run_dir / "summary.json",
-        {
-            "status": "finished",
-            "step": step,
-            "eval": {k: float(v) for k, v in metrics.items()},
-            "lora": str(run_dir / "lora"),
-            "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
-        },
-    )
+    """summary.json: the run finished, its final step and final evaluation, where its LoRA and checkpoint are;
+    lora/README.md gains the final evaluation."""
+    summary = {
+        "status": "finished",
+        "step": step,
+        "eval": {k: float(v) for k, v in metrics.items()},
+        "lora": str(run_dir / "lora"),
+        "checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+    }
+    write_json(run_dir / "summary.json", summary)
+    if (run_dir / "lora" / WEIGHTS_NAME).is_file():
+        write_lora_card(run_dir / "lora", load_config(run_dir / "config.yaml"), summary)

@@ -9,7 +9,7 @@ and ``pico train`` reads it, stopping with one line that names the command to ru
 
 from __future__ import annotations
 
-from pico_lightning.config import ModelConfig
+from pico_lightning.config import DataConfig, ModelConfig
 from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.errors import UserError
 from pico_lightning.model.backbone import TextEncoders, build_text_encoders, model_identity
@@ -28,6 +28,15 @@ def embed_prompts(cfg: ModelConfig, prompts: list[str]) -> int:
     missing = cache.missing(prompts)
     cache.get(missing, lambda: build_text_encoders(cfg))
     return len(missing)
+
+
+def embed_run_prompts(model: ModelConfig, data: DataConfig, batch_size: int) -> tuple[int, int]:
+    """`pico embed`'s step for an experiment: every prompt its data and suites can produce, embedded if missing;
+    returns (prompts, newly encoded)."""
+    from pico_lightning.data.datamodule import VisRelDataModule
+
+    prompts = run_prompts(VisRelDataModule(data, batch_size).prompts())
+    return len(prompts), embed_prompts(model, prompts)
 
 
 def prompt_table(cfg: ModelConfig, prompts: list[str]) -> dict[str, PromptEmbedding]:
