@@ -6,7 +6,7 @@ STAMP := .make/install.stamp
 DEMO_DIR ?= outputs/demo
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: help install demo test test-full lint bench bench-gpu clean
+.PHONY: help install demo test test-full test-cluster lint bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,11 +21,16 @@ $(STAMP): setup.cfg pyproject.toml
 demo: install  ## the main job, offline on CPU: data, tiny training, seed-scored evaluation
 	$(PYTHON) -m pico_lightning.demo --experiment experiments/demo.yaml --out $(DEMO_DIR)
 
-test: install  ## the fast suite (skips `slow` and `gpu`)
-	$(PYTEST) -m "not slow and not gpu"
+test: install  ## the fast suite (skips `slow`, `gpu` and `slurm`)
+	$(PYTEST) -m "not slow and not gpu and not slurm"
 
-test-full: install  ## everything but `gpu`, the multi-process and long tests included
-	$(PYTEST) -m "not gpu"
+test-full: install  ## everything but `gpu` and `slurm`, the multi-process and long tests included
+	$(PYTEST) -m "not gpu and not slurm"
+
+# as root: installs slurm-wlm + munge if absent, starts a one-node SLURM, runs tests/cluster, stops what it started
+test-cluster: install  ## the cluster tests against a real one-node SLURM on this host
+	bash tests/cluster/slurm.sh up
+	$(PYTEST) -m slurm tests/cluster; status=$$?; bash tests/cluster/slurm.sh down; exit $$status
 
 lint: install  ## ruff check + format check
 	$(PYTHON) -m ruff check .

@@ -1,0 +1,221 @@
+"""Cluster life on a real one-node SLURM (`make test-cluster` brings it up): the shipped job script and `pico sweep
+--launcher slurm` as shipped, a run cut by its time limit and a run signalled by hand, each finishing unattended with
+the loss trace of an uninterrupted run, and a throttled sweep with one requeue."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "experiments" / "launch" / "slurm.sbatch"
+DEMO = REPO / "experiments" / "demo.yaml"
+FINAL = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+if shutil.which("sbatch") is None:
+    pytest.skip("no SLURM here: run `make test-cluster`", allow_module_level=True)
+
+
+def tiny_run(data: Path, out: Path, name: str, steps: int, wandb: str = "disabled") -> list[str]:
+    """`pico train experiments/demo.yaml` overrides for a tiny CPU run (in-process model, 16 px panels)."""
+    return [
+        f"data.root={data}",
+        "model.pretrained_dir=''",
+        "data.panel_size=16",
+        "data.num_workers=1",
+        "data.epoch_batches=20",
+        "train.batch_size=4",
+        f"train.max_steps={steps}",
+        "train.checkpoint_every=1000",
+        "eval.every_n_steps=0",
+        "eval.suites=[held_in]",
+        "eval.episodes_per_suite=2",
+        "eval.num_steps=2",
+        "eval.num_seeds=2",
+        "eval.scorer_steps=1",
+        f"logging.wandb_mode={wandb}",
+        "logging.log_every_n_steps=1",
+        f"model.text_cache_dir={out / 'text'}",
+        f"run.dir={out / 'runs'}",
+        f"run.name={name}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from pico_lightning.prep.suites import build_suites, write_suites
+    from pico_lightning.prep.visrel_lite import build_visrel_lite
+
+    root = tmp_path_factory.mktemp("cluster_data")
+    build_visrel_lite(root, seed=0, samples_per_task=6, size=32, progress=False)
+    write_suites(root, build_suites(seed=0, episodes_per_suite=4, size=32))
+    return root
+
+
+def sbatch(*args: str, cwd: Path) -> str:
+    """Submit with sbatch from ``cwd``; the job id."""
+    done = subprocess.run(["sbatch", "--parsable", *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip().split(";")[0]
+
+
+def job_states(job: str) -> dict[str, tuple[str, str]]:
+    """{job id: (state, reason)} of a job or of every task of an array, finished ones included."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+    states = {}
+    for line in out.splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        task = fields.get("ArrayTaskId")
+        name = f"{fields['ArrayJobId']}_{task}" if task and "-" not in task and "," not in task else fields["JobId"]
+        states[name] = (fields["JobState"], fields.get("Reason", ""))
+    return states
+
+
+def wait_for(job: str, timeout: float, until=None) -> dict[str, tuple[str, str]]:
+    """Poll until every task of ``job`` is final (or ``until()`` holds); a requeued task waiting for its BeginTime
+    (SLURM's delay before a requeued job may start again) is released at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = job_states(job)
+        for name, (state, reason) in states.items():
+            if state == "PENDING" and reason == "BeginTime":
+                subprocess.run(["scontrol", "update", f"JobId={name}", "StartTime=now"], capture_output=True)
+        if until is not None and until():
+            return states
+        if states and all(state in FINAL for state, _ in states.values()):
+            return states
+        time.sleep(2)
+    subprocess.run(["scancel", job])
+    raise AssertionError(f"job {job} not done in {timeout:.0f} s: {job_states(job)}")
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows if "train/loss" in row]
+    assert len(steps) == len(set(steps)), f"a step logged twice: {sorted(steps)}"
+    return {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}
+
+
+def clean_log(log: Path) -> str:
+    text = log.read_text()
+    assert "Traceback" not in text and "sync_dist" not in text, text[-3000:]
+    return text
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> dict[int, float]:
+    """The loss trace of an uninterrupted 1-rank run of STEPS steps (no SLURM)."""
+    out = tmp_path_factory.mktemp("reference")
+    overrides = tiny_run(data, out, "reference", STEPS)
+    pico = [sys.executable, "-m", "pico_lightning.cli"]
+    for command in ("embed", "train"):
+        subprocess.run([*pico, command, str(DEMO), *overrides], check=True, capture_output=True, cwd=out)
+    return losses(out / "runs" / "reference")
+
+
+STEPS = 240  # long enough that a 3-minute limit with a 90 s warning cuts the run at least once on 2 cores
+
+
+def test_the_shipped_script_runs_two_cpu_ranks_as_shipped(data, tmp_path):
+    job = sbatch(
+        "--ntasks-per-node=2", "--time=10", str(SCRIPT), str(DEMO), *tiny_run(data, tmp_path, "two", 6), cwd=tmp_path
+    )
+    states = wait_for(job, 600)
+    assert states[job][0] == "COMPLETED", states
+    log = clean_log(tmp_path / f"pico-train-{job}.out")
+    assert "on 1 node(s) x 2 cpu rank(s)" in log
+    assert log.count("run directory:") == 1 and log.count("finished:") == 1  # every line once, not once per rank
+    summary = json.loads((tmp_path / "runs" / "two" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["step"] == 6
+
+
+def test_a_run_cut_by_its_time_limit_finishes_unattended_with_the_same_losses(data, reference, tmp_path):
+    job = sbatch(
+        "--ntasks-per-node=1",
+        "--time=3",
+        "--signal=B:USR1@90",
+        str(SCRIPT),
+        str(DEMO),
+        *tiny_run(data, tmp_path, "limited", STEPS, wandb="offline"),
+        cwd=tmp_path,
+    )
+    states = wait_for(job, 1200)
+    assert states[job][0] == "COMPLETED", states
+    log = clean_log(tmp_path / f"pico-train-{job}.out")
+    assert "(restart 1)" in log and "stopped by SIGUSR1" in log, log[-3000:]
+    run_dir = tmp_path / "runs" / "limited"
+    assert losses(run_dir) == reference
+    assert not list(run_dir.glob("hpc_ckpt_*"))
+
+
+def test_a_run_signalled_by_hand_saves_its_step_requeues_and_recomputes_nothing(data, reference, tmp_path):
+    run_dir = tmp_path / "runs" / "signalled"
+    job = sbatch(
+        "--ntasks-per-node=1",
+        "--time=20",
+        str(SCRIPT),
+        str(DEMO),
+        *tiny_run(data, tmp_path, "signalled", STEPS),
+        cwd=tmp_path,
+    )
+    metrics = run_dir / "metrics.jsonl"
+    wait_for(job, 600, until=lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 20)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    log = tmp_path / f"pico-train-{job}.out"
+    wait_for(job, 300, until=lambda: "stopped by SIGUSR1" in log.read_text())
+    saved = int(log.read_text().split("stopped by SIGUSR1 at step ")[1].split(";")[0])
+    logged = len(losses(run_dir))  # before the requeued job starts: what the first attempt logged
+    states = wait_for(job, 900)
+    assert states[job][0] == "COMPLETED", states
+    assert logged == saved  # every step it logged is in the checkpoint: nothing to compute again
+    assert losses(run_dir) == reference
+    assert "(restart 1)" in clean_log(log)
+
+
+def test_a_throttled_sweep_survives_a_requeue_and_is_not_submitted_twice(data, tmp_path):
+    fixed = "\n".join(
+        f"    {key}: {value}"
+        for key, value in (item.split("=", 1) for item in tiny_run(data, tmp_path, "x", 30))
+        if not key.startswith("run.")
+    )
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        f"sweep:\n  name: cluster\n  base: {DEMO}\n  grid:\n    train.seed: [0, 1, 2, 3]\n  fixed:\n{fixed}\n"
+        'slurm:\n  gpus_per_node: 0\n  ntasks_per_node: 1\n  cpus_per_task: 1\n  time: "10"\n  throttle: 2\n'
+    )
+    out = tmp_path / "sweep"
+    pico = [sys.executable, "-m", "pico_lightning.cli"]
+    submitted = subprocess.run(
+        [*pico, "sweep", str(spec), "--launcher", "slurm", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job = submitted.stdout.strip().splitlines()[-1].split()[-1]
+    first = out / "runs" / "seed0" / "metrics.jsonl"
+    wait_for(job, 600, until=lambda: first.is_file() and len(first.read_text().splitlines()) >= 5)
+    assert sum(state == "RUNNING" for state, _ in job_states(job).values()) <= 2  # the throttle
+    subprocess.run(["scancel", "--signal=USR1", f"{job}_0"], check=True)
+    states = wait_for(job, 1200)
+    assert all(state == "COMPLETED" for state, _ in states.values()) and len(states) == 4, states
+    logs = {path.name: path.read_text() for path in (out / "logs").glob("*.out")}
+    assert any("(restart 1)" in text for text in logs.values()), logs
+    again = subprocess.run(
+        [*pico, "sweep", str(spec), "--launcher", "slurm", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "nothing to submit" in again.stdout
+    report = subprocess.run([*pico, "report", str(out)], cwd=tmp_path, capture_output=True, text=True)
+    assert report.returncode == 0 and "seed" in report.stdout, report.stdout + report.stderr
+    assert os.path.isfile(out / "runs" / "seed3" / "summary.json")
