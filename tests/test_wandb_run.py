@@ -97,6 +97,7 @@ def test_resume_after_a_crash_logs_every_step_once(tiny_cfg, capsys):
     wandb_id = (run_dir / ID_FILE).read_text().strip()
     assert [run.run_id for run in logged.runs] == [wandb_id, wandb_id]  # the resume continued the same W&B run
     assert {run.job_type for run in logged.runs} == {"train"}
+    assert logged.exit_codes == [1, 0]  # the crashed start shows as failed on the dashboard, the resume as finished
 
     out = capsys.readouterr().out.splitlines()
     lines = [line[line.index("W&B") :] for line in out if "W&B" in line]  # after a crash: behind the progress bar

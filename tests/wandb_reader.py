@@ -75,6 +75,7 @@ class OfflineRun:
     rows: list[dict] = field(default_factory=list)  # history rows as dicts, in order
     summary: dict = field(default_factory=dict)  # the last summary value of each key
     artifacts: list = field(default_factory=list)  # ArtifactRecord
+    exit_codes: list[int] = field(default_factory=list)  # per file that was finished: 0, or 1 for a failed run
 
 
 def read_run_dir(run_dir: str | Path) -> OfflineRun:
@@ -91,4 +92,6 @@ def read_run_dir(run_dir: str | Path) -> OfflineRun:
                 out.summary.update(_items(record.summary.update))
             elif kind == "artifact":
                 out.artifacts.append(record.artifact)
+            elif kind == "exit":
+                out.exit_codes.append(record.exit.exit_code)
     return out

@@ -86,12 +86,13 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
 def finish_wandb(loggers: list[Logger]) -> None:
     """Close this process's W&B run after a fit, so a later fit in the same process (a sweep, the demo, tests)
     starts its own run instead of silently reusing this one, and stop W&B's writer process: ``finish`` alone can
-    return before the offline run file holds the last records, so a reader right after the fit saw a partial run."""
+    return before the offline run file holds the last records, so a reader right after the fit saw a partial run.
+    A fit that Lightning saw fail (an exception, Ctrl-C) leaves its W&B run marked failed, not finished."""
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
-        for logger in loggers:
-            if isinstance(logger, PicoWandbLogger):
-                logger.print_where()
-        wandb.finish()
+        ours = [logger for logger in loggers if isinstance(logger, PicoWandbLogger)]
+        for logger in ours:
+            logger.print_where()
+        wandb.finish(exit_code=1 if any(logger.failed for logger in ours) else None)
         wandb.teardown()

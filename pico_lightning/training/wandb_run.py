@@ -94,6 +94,7 @@ class PicoWandbLogger(WandbLogger):
         # every run; it has no effect, so it is dropped before wandb.init sees it.
         self._wandb_init.pop("anonymous", None)
         self._logged = LoggedSteps(Path(run_dir) / STEPS_FILE)
+        self.failed = False
 
     @property
     def experiment(self):
@@ -108,6 +109,12 @@ class PicoWandbLogger(WandbLogger):
         """Print where the run lives, once it has started (global rank zero only: no other rank starts it)."""
         if self._experiment is not None:
             print(where(self._experiment), flush=True)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Lightning says how the fit ended; 'failed' (an exception, Ctrl-C) marks the W&B run failed at finish."""
+        super().finalize(status)
+        self.failed = status == "failed"
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
