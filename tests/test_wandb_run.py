@@ -2,12 +2,16 @@
 artifact, project and entity from the environment."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import FixedDataModule, FixedEpisodes
+from conftest import FixedDataModule, FixedEpisodes, tiny_train_overrides
 from wandb_reader import read_run_dir
 
 from pico_lightning.training.wandb_run import ID_FILE, LoggedSteps, run_id
@@ -109,3 +113,26 @@ def test_resume_after_a_crash_logs_every_step_once(tiny_cfg, capsys):
     metadata = json.loads(artifact.metadata)
     assert metadata["step"] == 8 and metadata["config"]["train"]["max_steps"] == 8 and metadata["eval"] == {}
     assert "pytorch_lora_weights.safetensors" in {entry.path for entry in artifact.manifest.contents}
+
+
+@pytest.mark.slow  # two processes: ~70 s on a busy 2-core machine
+def test_two_process_ddp_has_one_wandb_run(visrel_tiny, tmp_path):
+    """Under DDP only global rank zero creates the id and the W&B run, prints its two lines, logs and uploads."""
+    overrides = [
+        *tiny_train_overrides(visrel_tiny, tmp_path, "ddp"),
+        *("train.devices=2", "train.strategy=ddp", "train.max_steps=2", "logging.wandb_mode=offline"),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_MODE", None)
+    command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml", *overrides]
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "ddp"
+    logged = read_run_dir(run_dir)
+    assert [run.run_id for run in logged.runs] == [(run_dir / ID_FILE).read_text().strip()]
+    assert [line for line in result.stdout.splitlines() if "W&B" in line] == [
+        f"W&B offline run; upload it with: wandb sync {path}" for path in (run_dir / "wandb").glob("offline-run-*")
+    ] * 2
+    assert [row["trainer/global_step"] for row in logged.rows if "eval/score" in row] == [2]
+    assert [artifact.type for artifact in logged.artifacts].count("model") == 1
