@@ -29,6 +29,14 @@ def test_run_id_is_kept_in_the_run_dir(tmp_path):
     assert run_id(moved, create=True) != first  # an rm -rf'd and restarted run gets a fresh one
 
 
+def test_run_id_of_a_run_trained_before_the_id_file(tmp_path):
+    """A run directory from before ``wandb_id`` (its id was a hash of its path) continues the W&B run it holds."""
+    (tmp_path / "a" / "wandb" / "offline-run-20261101_100000-0123456789ab").mkdir(parents=True)
+    (tmp_path / "a" / "wandb" / "run-20261102_100000-ba9876543210").mkdir()  # the newest, an online start
+    assert run_id(tmp_path / "a", create=True) == "ba9876543210"
+    assert (tmp_path / "a" / ID_FILE).read_text().strip() == "ba9876543210"
+
+
 def test_logged_steps_drop_what_wandb_holds(tmp_path):
     steps = LoggedSteps(tmp_path / "steps.json")
     for step in range(3):

@@ -36,17 +36,24 @@ def wandb_project(logging: LoggingConfig) -> str:
 
 
 def run_id(run_dir: Path, create: bool) -> str | None:
-    """The W&B run id kept in ``run_dir/wandb_id``; with ``create``, a new one is generated and written when there
-    is none. Only one process may create it (global rank zero): two writers could leave an id that the W&B run
-    does not have."""
+    """The W&B run id kept in ``run_dir/wandb_id``; with ``create``, one is written when there is none: the id of
+    the W&B run the directory already holds, else a new one. Only one process may create it (global rank zero):
+    two writers could leave an id that the W&B run does not have."""
     path = Path(run_dir) / ID_FILE
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
     if not create:
         return None
-    new = uuid.uuid4().hex[:12]  # wandb 0.31 keeps its own generator private (wandb.sdk.lib.runid)
+    new = _id_in_wandb_dir(run_dir) or uuid.uuid4().hex[:12]  # wandb 0.31 keeps its generator private
     write_text(path, new + "\n")
     return new
+
+
+def _id_in_wandb_dir(run_dir: Path) -> str | None:
+    """The id of the newest W&B run already in ``run_dir/wandb`` (``[offline-]run-<time>-<id>``), so a directory
+    trained before ``wandb_id`` existed (its id was a hash of its path) keeps continuing its W&B run."""
+    found = sorted(Path(run_dir).glob("wandb/*run-*-*"), key=lambda path: path.name.split("run-", 1)[1])
+    return found[-1].name.rsplit("-", 1)[1] if found else None
 
 
 class LoggedSteps:
