@@ -8,7 +8,8 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.pop("WANDB_MODE", None)  # each test's config decides (logging.wandb_mode), never a caller's shell
+for _name in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY"):
+    os.environ.pop(_name, None)  # each test's config decides (logging.*), never a caller's shell
 os.environ.setdefault("WANDB_SILENT", "true")
 
 

@@ -95,11 +95,27 @@ def test_infer_with_seed_scorer_writes_report(tmp_path):
 
 
 def test_train_logs_eval_table_to_wandb_offline(visrel_tiny, tmp_path):
-    """The evaluation callback's scalars and its four-panel table reach the offline W&B run, logged once."""
+    """The evaluation callback's scalars and its four-panel table reach the offline W&B run, logged once; the LoRA
+    artifact carries the final evaluation; `pico eval RUN` puts its results in the same W&B run."""
+    from wandb_reader import read_run_dir
+
     overrides = [*tiny_train_overrides(visrel_tiny, tmp_path, "wb"), "logging.wandb_mode=offline", "train.max_steps=2"]
     assert cli.main(["train", "experiments/demo.yaml", *overrides]) == 0
-    records = [f.read_bytes() for f in (tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/*.wandb")]
-    assert len(records) == 1
-    assert b"eval/segmentation/miou" in records[0] and b"eval/gallery" in records[0]
-    tables = list((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/files/media/table/eval/gallery_*.json"))
+    run_dir = tmp_path / "runs" / "wb"
+    trained = read_run_dir(run_dir)
+    assert len(trained.runs) == 1 and trained.runs[0].job_type == "train"
+    assert [row["trainer/global_step"] for row in trained.rows if "eval/segmentation/miou" in row] == [2]
+    assert any(isinstance(row.get("eval/gallery"), dict) for row in trained.rows)
+    tables = list((run_dir / "wandb").glob("offline-run-*/files/media/table/eval/gallery_*.json"))
     assert len(tables) == 1  # one evaluation (at step 2), one table
+    (lora,) = [artifact for artifact in trained.artifacts if artifact.type == "model"]  # beside the table's own
+    assert "eval/segmentation/miou" in json.loads(lora.metadata)["eval"]
+
+    assert (
+        cli.main(["eval", str(run_dir), "--suite", "segmentation", "--seeds", "2", "--out", str(tmp_path / "ev")]) == 0
+    )
+    evaluated = read_run_dir(run_dir)
+    assert [run.job_type for run in evaluated.runs] == ["train", "eval"]
+    assert len({run.run_id for run in evaluated.runs}) == 1  # the run's own W&B run, resumed
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert evaluated.summary["eval/segmentation/miou"] == metrics["eval/segmentation/miou"]

@@ -96,8 +96,13 @@ def test_wandb_offline_run_with_no_network(tiny_cfg):
     """W&B through Lightning's WandbLogger, offline: the run, its config and metrics land in <run dir>/wandb."""
     from dataclasses import replace
 
+    from wandb_reader import read_run_dir
+
     cfg = replace(tiny_cfg, logging=replace(tiny_cfg.logging, wandb_mode="offline", group="g", tags=["t"]))
     run_dir = fit(cfg, FixedDataModule(panel_size=16))
-    records = [f.read_bytes() for f in (run_dir / "wandb").glob("offline-run-*/*.wandb")]
-    assert len(records) == 1  # one offline run, synced later with `wandb sync`
-    assert b"max_steps" in records[0] and b"train/loss" in records[0]  # the config and the metrics are in it
+    assert len(list((run_dir / "wandb").glob("offline-run-*/*.wandb"))) == 1  # synced later with `wandb sync`
+    logged = read_run_dir(run_dir)
+    (run,) = logged.runs
+    assert (run.run_group, list(run.tags), run.project) == ("g", ["t"], "pico")
+    assert b"max_steps" in run.config.SerializeToString()  # the resolved config
+    assert [row["trainer/global_step"] for row in logged.rows if "train/loss" in row] == list(range(6))

@@ -44,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from pico_lightning.training.offline_eval import run_evaluation
 
     metrics = run_evaluation(cfg, lora, out)
+    if args.run_dir:  # into the run's own W&B run (its id is in the run directory)
+        from pico_lightning.training.loggers import wandb_mode
+        from pico_lightning.training.wandb_run import log_evaluation
+
+        log_evaluation(Path(args.run_dir), cfg.logging, wandb_mode(cfg), metrics)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.count("/") <= 2}, indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'gallery.png'}")
     return 0

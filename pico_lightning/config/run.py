@@ -13,8 +13,10 @@ from pico_lightning.config.checks import check
 class LoggingConfig:
     wandb_mode: Literal["offline", "online", "disabled"] = "offline"
     """W&B mode; the WANDB_MODE environment variable wins when set."""
-    project: str = "pico"
-    """W&B project."""
+    project: str = ""
+    """W&B project; empty: the WANDB_PROJECT environment variable if set, else 'pico'."""
+    entity: str = ""
+    """W&B entity (user or team); empty: the WANDB_ENTITY environment variable if set, else your default entity."""
     group: str = ""
     """W&B group (sweeps set one per sweep)."""
     tags: list[str] = field(default_factory=list)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -14,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig, to_container
 from pico_lightning.files import write_text
+from pico_lightning.training.wandb_run import PicoWandbLogger, build_wandb_logger
 
 
 class JsonlLogger(Logger):
@@ -73,41 +73,26 @@ def wandb_mode(cfg: ExperimentConfig) -> str:
 
 
 def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
-    """metrics.jsonl always; W&B unless its mode is 'disabled' (name, group, tags and config from the experiment)."""
+    """metrics.jsonl always; W&B unless its mode is 'disabled' (name, group, tags and config from the experiment;
+    its id, step bookkeeping and links in training/wandb_run.py)."""
     loggers: list[Logger] = [JsonlLogger(run_dir / "metrics.jsonl")]
     mode = wandb_mode(cfg)
     if mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
-        wandb_logger = WandbLogger(
-            name=cfg.run.name,
-            project=cfg.logging.project,
-            group=cfg.logging.group or None,
-            tags=list(cfg.logging.tags) or None,
-            save_dir=str(run_dir),
-            offline=mode == "offline",
-            mode=mode,
-            config=to_container(cfg),
-            id=_wandb_id(run_dir),
-            resume="allow",
-        )
-        # Lightning 2.6 always passes wandb's deprecated `anonymous` setting, which wandb 0.31 warns about on
-        # every run; it has no effect, so it is dropped before wandb.init sees it.
-        wandb_logger._wandb_init.pop("anonymous", None)
-        loggers.append(wandb_logger)
+        loggers.append(build_wandb_logger(cfg.logging, mode, run_dir, cfg.run.name, to_container(cfg)))
     return loggers
 
 
 def finish_wandb(loggers: list[Logger]) -> None:
     """Close this process's W&B run after a fit, so a later fit in the same process (a sweep, the demo, tests)
     starts its own run instead of silently reusing this one, and stop W&B's writer process: ``finish`` alone can
-    return before the offline run file holds the last records, so a reader right after the fit saw a partial run."""
+    return before the offline run file holds the last records, so a reader right after the fit saw a partial run.
+    A fit that Lightning saw fail (an exception, Ctrl-C) leaves its W&B run marked failed, not finished."""
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
-        wandb.finish()
+        ours = [logger for logger in loggers if isinstance(logger, PicoWandbLogger)]
+        for logger in ours:
+            logger.print_where()
+        wandb.finish(exit_code=1 if any(logger.failed for logger in ours) else None)
         wandb.teardown()
-
-
-def _wandb_id(run_dir: Path) -> str:
-    """A stable W&B run id per run directory, so a resumed run continues the same W&B run."""
-    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]

@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from pico_lightning.config import ExperimentConfig
+from pico_lightning.config import ExperimentConfig, to_container
 from pico_lightning.evaluation.evaluator import evaluation_plan
 from pico_lightning.panels import Layout
 from pico_lightning.signals import LATCH
@@ -39,6 +39,7 @@ from pico_lightning.training.progress import StepProgressBar
 from pico_lightning.training.prompts import prompt_table, run_prompts
 from pico_lightning.training.strategy import build_strategy
 from pico_lightning.training.validation import EvalArtifacts
+from pico_lightning.training.wandb_run import log_lora
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -160,6 +161,8 @@ def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None)
                 trainer.validate(module, datamodule=datamodule, verbose=False)
             if trainer.is_global_zero:
                 write_summary(run_dir, trainer.global_step, module.val_results)
+                # W&B: the exported LoRA as a model artifact (config + final evaluation as metadata)
+                log_lora(trainer.loggers, run_dir / "lora", to_container(cfg), module.val_results, trainer.global_step)
         finally:
             finish_wandb(trainer.loggers)
     return run_dir

@@ -1,0 +1,206 @@
+"""The W&B run of a run directory: one id kept in the directory, no step logged twice, links, the LoRA as artifact.
+
+- ``<run dir>/wandb_id`` holds the W&B run id, generated when the directory is first trained. It travels with the
+  directory: a moved run keeps its W&B run, a resumed one continues it (``resume="allow"``), and `pico eval RUN`
+  logs into it; an ``rm -rf``'d and restarted run gets a fresh id.
+- ``<run dir>/wandb_steps.json`` holds, per metric key, the highest step already sent to W&B, so the steps that a
+  run resumed from an earlier checkpoint trains again are not logged twice (:class:`PicoWandbLogger`).
+- At the start and end of a fit, rank zero prints one line: the run's URL (online) or the exact ``wandb sync``
+  command of its offline directory.
+- At the end of a fit, the exported ``lora/`` is logged as a ``model`` artifact whose metadata holds the resolved
+  config and the final evaluation (:func:`log_lora`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from pico_lightning.config import LoggingConfig
+from pico_lightning.files import write_json, write_text
+
+ID_FILE = "wandb_id"
+STEPS_FILE = "wandb_steps.json"
+BOOKKEEPING = frozenset({"epoch"})  # added by Lightning to every row: never a reason to keep or drop one
+
+
+def wandb_project(logging: LoggingConfig) -> str:
+    """logging.project, else the WANDB_PROJECT environment variable, else 'pico'."""
+    return logging.project or os.environ.get("WANDB_PROJECT") or "pico"
+
+
+def run_id(run_dir: Path, create: bool) -> str | None:
+    """The W&B run id kept in ``run_dir/wandb_id``; with ``create``, one is written when there is none: the id of
+    the W&B run the directory already holds, else a new one. Only one process may create it (global rank zero):
+    two writers could leave an id that the W&B run does not have."""
+    path = Path(run_dir) / ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    if not create:
+        return None
+    new = _id_in_wandb_dir(run_dir) or uuid.uuid4().hex[:12]  # wandb 0.31 keeps its generator private
+    write_text(path, new + "\n")
+    return new
+
+
+def _id_in_wandb_dir(run_dir: Path) -> str | None:
+    """The id of the newest W&B run already in ``run_dir/wandb`` (``[offline-]run-<time>-<id>``), so a directory
+    trained before ``wandb_id`` existed (its id was a hash of its path) keeps continuing its W&B run."""
+    found = sorted(Path(run_dir).glob("wandb/*run-*-*"), key=lambda path: path.name.split("run-", 1)[1])
+    return found[-1].name.rsplit("-", 1)[1] if found else None
+
+
+class LoggedSteps:
+    """The highest step each metric key has reached in W&B, kept in a JSON file of the run directory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._marks: dict[str, float] | None = None
+
+    @property
+    def marks(self) -> dict[str, float]:
+        if self._marks is None:
+            self._marks = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        return self._marks
+
+    def unseen(self, metrics: Mapping[str, object], step: float) -> dict[str, object]:
+        """The part of ``metrics`` not yet logged at ``step`` or later; empty when only bookkeeping is left."""
+        fresh = {k: v for k, v in metrics.items() if k not in BOOKKEEPING and step > self.marks.get(k, -1)}
+        if fresh:
+            fresh.update({k: v for k, v in metrics.items() if k in BOOKKEEPING})
+        return fresh
+
+    def record(self, keys, step: float) -> None:
+        """Note that ``keys`` reached W&B at ``step`` (written before the next row is logged)."""
+        self.marks.update({k: step for k in keys if k not in BOOKKEEPING})
+        write_json(self.path, self.marks)
+
+
+class PicoWandbLogger(WandbLogger):
+    """Lightning's WandbLogger that never sends a metric twice for one step, and prints where its run lives.
+
+    A run resumed from a checkpoint at step S trains steps S.. again, while its W&B run may already hold rows up to
+    a later step S+k (the dead process logged past its last checkpoint). wandb can rewind a run instead
+    (``wandb.init(resume_from="<id>?_step=N")``, in wandb 0.31 a beta feature), but only online, only when the server
+    enables it, and counted in wandb's own ``_step``, which is not the trainer step that Lightning logs as
+    ``trainer/global_step``. Dropping what W&B already has works in every mode instead: before a row is sent, each
+    key at or below its high-water mark in ``wandb_steps.json`` is removed (resume is exact, so the dropped values
+    equal those W&B holds). The mark is written after every row, so a process killed before wandb wrote its last
+    rows leaves those steps missing from W&B, never doubled; metrics.jsonl holds them all.
+    """
+
+    def __init__(self, run_dir: Path, **kwargs):
+        super().__init__(**kwargs)
+        # Lightning 2.6 always passes wandb's deprecated `anonymous` setting, which wandb 0.31 warns about on
+        # every run; it has no effect, so it is dropped before wandb.init sees it.
+        self._wandb_init.pop("anonymous", None)
+        self._logged = LoggedSteps(Path(run_dir) / STEPS_FILE)
+        self.failed = False
+
+    @property
+    def experiment(self):
+        """The W&B run (created on first use, at fit start on global rank zero, which prints where it lives)."""
+        starting = self._experiment is None and rank_zero_only.rank == 0
+        run = super().experiment
+        if starting:
+            print(where(run), flush=True)
+        return run
+
+    def print_where(self) -> None:
+        """Print where the run lives, once it has started (global rank zero only: no other rank starts it)."""
+        if self._experiment is not None:
+            print(where(self._experiment), flush=True)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Lightning says how the fit ended; 'failed' (an exception, Ctrl-C) marks the W&B run failed at finish."""
+        super().finalize(status)
+        self.failed = status == "failed"
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is not None:
+            metrics = self._logged.unseen(metrics, step)
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
+        if step is not None:
+            self._logged.record(metrics, step)
+
+
+def build_wandb_logger(logging: LoggingConfig, mode: str, run_dir: Path, name: str, config: dict) -> PicoWandbLogger:
+    """The fit's W&B logger: project and entity from the config, else WANDB_PROJECT / WANDB_ENTITY (wandb reads
+    the latter itself), job type 'train', the run id of ``run_dir``."""
+    extra = {"entity": logging.entity} if logging.entity else {}
+    return PicoWandbLogger(
+        run_dir,
+        name=name,
+        project=wandb_project(logging),
+        group=logging.group or None,
+        tags=list(logging.tags) or None,
+        save_dir=str(run_dir),
+        mode=mode,  # not Lightning's `offline`, which sets WANDB_MODE for the whole process
+        config=config,
+        id=run_id(run_dir, create=rank_zero_only.rank == 0),
+        resume="allow",
+        job_type="train",
+        **extra,
+    )
+
+
+def where(run) -> str:
+    """One line saying where a W&B run lives: its URL, or the command that uploads its offline directory."""
+    if run.offline:
+        return f"W&B offline run; upload it with: wandb sync {run.settings.sync_dir}"
+    return f"W&B run: {run.url}"
+
+
+def log_lora(loggers, lora_dir: Path, config: dict, metrics: Mapping[str, float], step: int) -> None:
+    """Log ``lora_dir`` as a 'model' artifact of the fit's W&B run, with the resolved config and the final
+    evaluation as metadata (global rank zero, after the LoRA export)."""
+    runs = [logger.experiment for logger in loggers if isinstance(logger, WandbLogger)]
+    if not runs or not Path(lora_dir).is_dir():
+        return
+    import wandb
+
+    artifact = wandb.Artifact(
+        f"lora-{runs[0].id}",
+        type="model",
+        description=f"LoRA (diffusers format) at step {step}",
+        metadata={"step": step, "config": config, "eval": {k: float(v) for k, v in metrics.items()}},
+    )
+    artifact.add_dir(str(lora_dir))
+    runs[0].log_artifact(artifact, aliases=["latest", f"step-{step}"])
+
+
+def log_evaluation(run_dir: Path, logging: LoggingConfig, mode: str, metrics: Mapping[str, float]) -> None:
+    """`pico eval RUN`: put ``metrics`` (eval/... keys) in the summary of the run's own W&B run, resumed with job
+    type 'eval'. Summary, not history: the evaluation belongs to the finished run, not to a training step, and the
+    training's history stays one row per step; a key the training also logged shows this latest value."""
+    if mode == "disabled":
+        return
+    import wandb
+
+    extra = {"entity": logging.entity} if logging.entity else {}
+    run = wandb.init(
+        dir=str(run_dir),
+        id=run_id(run_dir, create=True),
+        resume="allow",
+        job_type="eval",
+        project=wandb_project(logging),
+        group=logging.group or None,
+        mode=mode,
+        **extra,
+    )
+    try:
+        run.summary.update({k: float(v) for k, v in metrics.items()})
+        print(where(run), flush=True)
+    finally:
+        run.finish()
+        wandb.teardown()
