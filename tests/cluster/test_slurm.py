@@ -96,6 +96,15 @@ def wait_for(job: str, timeout: float, until=None) -> dict[str, tuple[str, str]]
     raise AssertionError(f"job {job} not done in {timeout:.0f} s: {job_states(job)}")
 
 
+def signal_task(job: str) -> None:
+    """``scancel --signal=USR1`` a running job's steps, as a user does; SLURM may ask to try again a moment later."""
+    for _ in range(10):
+        if subprocess.run(["scancel", "--signal=USR1", job], capture_output=True).returncode == 0:
+            return
+        time.sleep(1)
+    raise AssertionError(f"scancel --signal=USR1 {job} kept failing: {job_states(job)}")
+
+
 def losses(run_dir: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [row["step"] for row in rows if "train/loss" in row]
@@ -167,7 +176,7 @@ def test_a_run_signalled_by_hand_saves_its_step_requeues_and_recomputes_nothing(
     )
     metrics = run_dir / "metrics.jsonl"
     wait_for(job, 600, until=lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 20)
-    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    signal_task(job)
     log = tmp_path / f"pico-train-{job}.out"
     wait_for(job, 300, until=lambda: "stopped by SIGUSR1" in log.read_text())
     saved = int(log.read_text().split("stopped by SIGUSR1 at step ")[1].split(";")[0])
@@ -182,7 +191,7 @@ def test_a_run_signalled_by_hand_saves_its_step_requeues_and_recomputes_nothing(
 def test_a_throttled_sweep_survives_a_requeue_and_is_not_submitted_twice(data, tmp_path):
     fixed = "\n".join(
         f"    {key}: {value}"
-        for key, value in (item.split("=", 1) for item in tiny_run(data, tmp_path, "x", 30))
+        for key, value in (item.split("=", 1) for item in tiny_run(data, tmp_path, "x", 150))
         if not key.startswith("run.")
     )
     spec = tmp_path / "sweep.yaml"
@@ -203,7 +212,7 @@ def test_a_throttled_sweep_survives_a_requeue_and_is_not_submitted_twice(data, t
     first = out / "runs" / "seed0" / "metrics.jsonl"
     wait_for(job, 600, until=lambda: first.is_file() and len(first.read_text().splitlines()) >= 5)
     assert sum(state == "RUNNING" for state, _ in job_states(job).values()) <= 2  # the throttle
-    subprocess.run(["scancel", "--signal=USR1", f"{job}_0"], check=True)
+    signal_task(f"{job}_0")
     states = wait_for(job, 1200)
     assert all(state == "COMPLETED" for state, _ in states.values()) and len(states) == 4, states
     logs = {path.name: path.read_text() for path in (out / "logs").glob("*.out")}
