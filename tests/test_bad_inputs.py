@@ -294,3 +294,36 @@ def test_an_experiment_that_is_not_a_mapping_and_a_missing_lora(capsys, tmp_path
 def test_report_on_a_garbage_sweep_plan(capsys, tmp_path, plan):
     (tmp_path / "sweep.json").write_text(plan)
     fails(capsys, ["report", str(tmp_path)], "sweep.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("train:\n\tmax_steps: 5\n", ["line 2, column 1", "found character '\\t' that cannot start any token"]),
+        ("train:\n  max_steps: 5\n  max_steps: 6\n", ["line 3, column 3", "duplicate key 'max_steps'"]),
+        ("train: [unclosed\n", ["line 2, column 1", "expected ',' or ']'"]),
+    ],
+)
+def test_yaml_syntax_errors_name_file_line_column_and_cause(capsys, tmp_path, text, needles):
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(text)
+    fails(capsys, ["train", str(experiment), "--print-config"], "exp.yaml: line", *needles)
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text(text.replace("train", "sweep"))
+    fails(capsys, ["sweep", str(ablation), "--dry-run"], "ablation.yaml: line", needles[0])
+
+
+def test_an_empty_sweep_grid_is_refused(capsys, tmp_path):
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text("sweep:\n  name: x\n  base: experiments/demo.yaml\n  grid: {}\n")
+    fails(capsys, ["sweep", str(ablation), "--dry-run"], "ablation.yaml", "sweep.grid: expected at least one key")
+
+
+def test_export_and_eval_of_something_that_is_not_a_run_directory(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nocfg" / "checkpoints").mkdir(parents=True)
+    for name, needle in [("missing", "no such directory"), ("empty", "no config.yaml"), ("nocfg", "no config.yaml")]:
+        run = str(tmp_path / name)
+        fails(capsys, ["export", run, "--out", str(tmp_path / "x")], f"{run}: ", needle, "`pico train` writes")
+        fails(capsys, ["eval", run], f"{run}: ", needle, "`pico train` writes")
+    assert not (tmp_path / "x").exists()

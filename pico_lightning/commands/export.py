@@ -25,11 +25,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pico_lightning.commands.model_args import run_directory
     from pico_lightning.commands.outputs import not_a_file
     from pico_lightning.training.checkpoints import export_checkpoint
 
     not_a_file(Path(args.out), "--out")
-    run_dir = Path(args.run_dir)
+    run_dir = run_directory(args.run_dir)
     ckpt = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "last.ckpt"
     path = export_checkpoint(run_dir / "config.yaml", ckpt, args.out)
     print(f"wrote {path}")

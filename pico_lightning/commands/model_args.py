@@ -16,7 +16,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, run_positional: bool = 
     source.add_argument(
         "--model-dir", help="a diffusers-format FLUX.1-Fill directory (FluxFillPipeline.save_pretrained)"
     )
-    source.add_argument("--config", help="an experiment YAML whose base model to build, e.g. experiments/demo.yaml")
+    source.add_argument(
+        "--config",
+        action="append",
+        help="an experiment YAML whose base model to build, e.g. experiments/demo.yaml (repeat to merge several)",
+    )
     parser.add_argument("--lora", help="LoRA weights: a directory or a pytorch_lora_weights.safetensors file")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
 
@@ -39,9 +43,7 @@ def resolve_model(args: argparse.Namespace):
             "or --config EXPERIMENT.yaml for its base model alone (e.g. experiments/demo.yaml)"
         )
     if args.run_dir:
-        run = Path(args.run_dir)
-        if not (run / "config.yaml").is_file():
-            raise ConfigError(f"{run}: not a run directory (expected {run / 'config.yaml'})")
+        run = run_directory(args.run_dir)
         cfg = load_config(run / "config.yaml", args.overrides)
         if not lora and not (run / "lora").is_dir():
             raise ConfigError(
@@ -54,3 +56,15 @@ def resolve_model(args: argparse.Namespace):
     else:
         cfg = load_config(args.config, args.overrides)
     return cfg, lora
+
+
+def run_directory(path: str) -> Path:
+    """``path`` as a run directory (one holding config.yaml); a one-line UserError for anything else."""
+    from pico_lightning.errors import UserError
+
+    run = Path(path)
+    if not run.is_dir():
+        raise UserError(f"{run}: not a run directory (no such directory; expected the directory `pico train` writes)")
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run}: not a run directory (no config.yaml; expected the directory `pico train` writes)")
+    return run
