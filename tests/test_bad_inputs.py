@@ -327,3 +327,21 @@ def test_export_and_eval_of_something_that_is_not_a_run_directory(capsys, tmp_pa
         fails(capsys, ["export", run, "--out", str(tmp_path / "x")], f"{run}: ", needle, "`pico train` writes")
         fails(capsys, ["eval", run], f"{run}: ", needle, "`pico train` writes")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_prompt_longer_than_the_token_length_warns_once_with_the_tokens_kept(caplog):
+    from pico_lightning.config import ModelConfig
+    from pico_lightning.model.backbone import build_text_encoders
+    from pico_lightning.model.text import encode_prompts
+
+    encoders = build_text_encoders(ModelConfig())
+    long = " ".join(["edit the image"] * 40)  # > 77 CLIP and > 32 T5 tokens
+    with caplog.at_level("WARNING", logger="pico_lightning.model.text"):
+        encode_prompts(encoders, ["short", long, long + " again"], max_sequence_length=32)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages  # one per encoder, not one per prompt
+    assert "2 prompt(s) longer than CLIP's 77 tokens: only the first 77 tokens are kept" in messages[0]
+    assert "T5's 32 tokens (model.max_sequence_length): only the first 32 tokens are kept" in messages[1]
+    caplog.clear()
+    encode_prompts(encoders, ["short"], max_sequence_length=32)
+    assert not caplog.records
