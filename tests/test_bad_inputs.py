@@ -345,3 +345,17 @@ def test_a_prompt_longer_than_the_token_length_warns_once_with_the_tokens_kept(c
     caplog.clear()
     encode_prompts(encoders, ["short"], max_sequence_length=32)
     assert not caplog.records
+
+
+def test_a_refused_train_leaves_no_run_directory_behind(capsys, tmp_path):
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a dataset")
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(f"data:\n  root: {a_file}\nrun:\n  dir: {tmp_path / 'runs' / 'mine'}\n  name: r\n")
+    argv = ["train", str(experiment), "logging.wandb_mode=disabled", "eval.suites=[]"]
+    fails(capsys, argv, "data.root")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt", "exp.yaml"]  # runs/mine/r made, then removed
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "other").mkdir()
+    fails(capsys, argv, "data.root")
+    assert [p.name for p in (tmp_path / "runs" / "mine").iterdir()] == ["other"]  # what existed stays
