@@ -1,6 +1,7 @@
 """Bad input for every command: one clear line naming the thing, exit 2, no traceback, nothing written lost."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -359,3 +360,26 @@ def test_a_refused_train_leaves_no_run_directory_behind(capsys, tmp_path):
     (tmp_path / "runs" / "mine" / "other").mkdir()
     fails(capsys, argv, "data.root")
     assert [p.name for p in (tmp_path / "runs" / "mine").iterdir()] == ["other"]  # what existed stays
+
+
+def test_a_panel_size_past_the_schedulers_shift_is_refused_naming_the_limit(capsys, tmp_path, pictures):
+    base = Path(__file__).resolve().parents[1] / "assets" / "tiny-fill-base"  # the demo's base: scale-2 autoencoder
+    (tmp_path / "demo.yaml").write_text(f"model:\n  pretrained_dir: {base}\n")
+    demo = ["--config", str(tmp_path / "demo.yaml")]
+    fails(
+        capsys, infer_args(pictures, tmp_path, *demo, "--panel-size", "4096"), "--panel-size: 4096", "at most 1440 px"
+    )
+    import torch  # diffusers after the command: its import reads the verbosity the command sets
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from pico_lightning.inference.sampler import largest_panel_size, make_scheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler")
+    largest = largest_panel_size(2, 2, 2, scheduler.config)
+    assert largest == 1440
+    edge = make_scheduler(scheduler, 2, (largest, largest), torch.device("cpu"))  # latent side 2P/2 = P
+    assert torch.isfinite(edge.sigmas).all()
+    past = make_scheduler(scheduler, 2, (largest + 8, largest + 8), torch.device("cpu"))  # the next packable size
+    assert not torch.isfinite(past.sigmas).all()  # NaN sigmas: a silent garbage image, without the check
+    with pytest.raises(OverflowError):  # the demo's 4096 px: math.exp itself overflows
+        make_scheduler(scheduler, 2, (4096, 4096), torch.device("cpu"))

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     pictures = [panels.load_image(p) for p in (*args.exemplar, args.query)]
     start = time.perf_counter()
     model = load_inference_model(cfg.model, lora)
+    check_panel_fits(layout, model.parts)
     grid = panels.compose_grid([*pictures, None], layout, cfg.data.resize)[None].to(model.device)
     mask = panels.target_mask(layout)[None].to(model.device)
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -97,6 +98,20 @@ def check_sampling(args: argparse.Namespace, cfg):
         return panels.Layout(2, 2, size), steps, guidance
     except UserError as err:
         raise UserError(f"--panel-size: {err}") from None
+
+
+def check_panel_fits(layout, parts) -> None:
+    """UserError naming --panel-size and the limit when the grid is past what the model's sampler can run: FLUX's
+    resolution shift exp(mu) overflows past a token count set by the scheduler (NaN sigmas, then OverflowError)."""
+    from pico_lightning.errors import UserError
+    from pico_lightning.inference.sampler import largest_panel_size
+
+    largest = largest_panel_size(layout.rows, layout.cols, parts.autoencoder.scale_factor, parts.scheduler.config)
+    if largest is not None and layout.panel_size > largest:
+        raise UserError(
+            f"--panel-size: {layout.panel_size} is too large for this model; at most {largest} px "
+            "(past it, the scheduler's resolution shift exp(mu) overflows float32)"
+        )
 
 
 def check_out(args: argparse.Namespace) -> Path:
