@@ -103,7 +103,7 @@ def one_line(err: BaseException) -> str:
         return str(err)
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:  # a full disk: where, not a traceback
         where = f"{err.filename}: " if err.filename is not None else ""
-        return f"{where}no space left on device; free some space there or write elsewhere"
+        return f"{where}No space left on device; free some space there or write elsewhere"
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or type(err).__name__} (run with --debug for the traceback)"
     text = (str(err).strip().splitlines() or [""])[0]

@@ -128,7 +128,7 @@ def test_a_full_disk_is_one_line_naming_the_directory_and_keeps_the_last_checkpo
     checkpoints_dir = small_tmpfs / "full" / "checkpoints"
     assert code == 2 and "Traceback" not in err, err[-3000:]
     assert errors == [
-        f"pico train: error: {checkpoints_dir}: no space left on device; free some space there or write elsewhere"
+        f"pico train: error: {checkpoints_dir}: No space left on device; free some space there or write elsewhere"
     ], err[-3000:]
     assert read_checkpoint(checkpoints_dir / "last.ckpt")["global_step"] == 2  # the step-2 save, whole
     assert sorted(p.name for p in checkpoints_dir.iterdir()) == ["last.ckpt", "step-000002.ckpt"]  # no partial file
