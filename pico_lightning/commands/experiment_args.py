@@ -13,11 +13,12 @@ from pathlib import Path
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.usage = f"{parser.prog} [-h] [--print-config] EXPERIMENT.yaml [MORE.yaml ...] [key=value ...]"
     parser.add_argument(
         "experiment",
         nargs="+",
-        metavar="EXPERIMENT.yaml [EXPERIMENT2.yaml ...] [key=value ...]",
-        help=f"experiment files, merged in order (later wins), then config overrides; e.g. {example}",
+        metavar="EXPERIMENT.yaml",
+        help=f"experiment files, merged in order (later wins), then key=value config overrides; e.g. {example}",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     parser.set_defaults(overrides=[])  # key=value given after an option land here (cli.main)
