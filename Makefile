@@ -11,11 +11,11 @@ PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## install torch (CPU wheel, pinned) first, then pico_lightning with [dev]
+install: $(STAMP)  ## install torch (CPU wheel, pinned) first, then pico_lightning with [dev] at the versions of constraints.txt
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[dev]" $(TORCH)
+	$(PIP) install -q -e ".[dev]" -c constraints.txt
 	@mkdir -p $(@D) && touch $@
 
 demo: install  ## the main job, offline on CPU: data, tiny training, seed-scored evaluation

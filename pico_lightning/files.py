@@ -2,13 +2,16 @@
 
 Everything is written to a temporary file in the destination's own directory (so the final ``os.replace`` is a
 rename on one filesystem, atomic on POSIX), flushed to disk, then renamed over the destination. A failure (a full
-disk, a kill) leaves the previous file untouched and removes the temporary one.
+disk, a kill) leaves the previous file untouched and removes the temporary one; a full disk is an
+``OSError(ENOSPC)`` naming the destination's directory, whatever the writer raised.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +28,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise disk_full(path.parent) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def disk_full(directory: Path) -> OSError:
+    """The error of a write that found no space left in ``directory`` (one line at the command line)."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+
+def failed_write(err: Exception, directory: Path) -> Exception:
+    """``err`` as :func:`disk_full` when ``directory``'s filesystem is full, else ``err`` itself: for writers that
+    do not raise OSError, such as torch.save, whose zip writer reports a full disk as a RuntimeError
+    ("unexpected pos ..."). Call it while the partial file still holds the space."""
+    return disk_full(directory) if shutil.disk_usage(directory).free < 1 << 20 else err
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

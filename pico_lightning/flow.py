@@ -56,6 +56,20 @@ def shift_mu(image_seq_len: int, scheduler_config: Mapping) -> float:
     )
 
 
+def max_shift_tokens(scheduler_config: Mapping) -> int | None:
+    """The most packed tokens whose shift stays finite, or None when mu does not grow with the token count.
+
+    mu grows linearly with the token count and the shift takes ``exp(mu)`` against float32 sigmas (the scheduler's
+    and ours): past log(float32 max) ~ 88.7 the sigmas are NaN, and past ~709.8 ``math.exp`` itself overflows."""
+    slope = shift_mu(1, scheduler_config) - shift_mu(0, scheduler_config)
+    if slope <= 0:
+        return None
+    tokens = int((math.log(torch.finfo(torch.float32).max) - shift_mu(0, scheduler_config)) / slope)
+    while not torch.isfinite(torch.tensor(math.exp(shift_mu(tokens, scheduler_config)), dtype=torch.float32)):
+        tokens -= 1  # float rounding at the edge
+    return tokens
+
+
 def resolution_shift(t: torch.Tensor, mu: float) -> torch.Tensor:
     """FLUX's time shift (exponential, sigma = 1): more steps at high noise for larger images."""
     return math.exp(mu) / (math.exp(mu) + (1.0 / t - 1.0))

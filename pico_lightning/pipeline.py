@@ -98,9 +98,7 @@ def resolve_source(run_dir=None, model_dir=None, config=None, lora=None, overrid
             "or --config EXPERIMENT.yaml for its base model alone (e.g. experiments/demo.yaml)"
         )
     if run_dir:
-        run = Path(run_dir)
-        if not (run / "config.yaml").is_file():
-            raise ConfigError(f"{run}: not a run directory (expected {run / 'config.yaml'})")
+        run = run_directory(run_dir)
         cfg = load_config(run / "config.yaml", overrides)
         if not lora and not (run / "lora").is_dir():
             raise ConfigError(
@@ -111,6 +109,29 @@ def resolve_source(run_dir=None, model_dir=None, config=None, lora=None, overrid
     if model_dir:
         return load_config(config, [f"model.pretrained_dir={model_dir}", *overrides]), lora
     return load_config(config, overrides), lora
+
+
+def run_directory(path: str | Path) -> Path:
+    """``path`` as a run directory (one holding config.yaml); a one-line UserError for anything else."""
+    run = Path(path)
+    if not run.is_dir():
+        raise UserError(f"{run}: not a run directory (no such directory; expected the directory `pico train` writes)")
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run}: not a run directory (no config.yaml; expected the directory `pico train` writes)")
+    return run
+
+
+def check_panel_fits(layout, parts, name: str = "panel_size") -> None:
+    """UserError naming ``name`` and the limit when the grid is past what the model's sampler can run: FLUX's
+    resolution shift exp(mu) grows with the token count until the scheduler's float32 sigmas turn NaN."""
+    from pico_lightning.inference.sampler import largest_panel_size
+
+    largest = largest_panel_size(layout.rows, layout.cols, parts.autoencoder.scale_factor, parts.scheduler.config)
+    if largest is not None and layout.panel_size > largest:
+        raise UserError(
+            f"{name}: {layout.panel_size} is too large for this model; at most {largest} px "
+            "(past it, the scheduler's resolution shift exp(mu) overflows float32)"
+        )
 
 
 def evaluation_items(cfg: ExperimentConfig) -> dict:
@@ -173,6 +194,7 @@ class PicoPipeline:
         from pico_lightning import panels
 
         sampling = check_sampling(self.cfg, seeds, seed, steps, guidance, panel_size)
+        check_panel_fits(sampling.layout, self.model.parts)
         single = not isinstance(query, (list, tuple))
         queries = [_picture(q) for q in ([query] if single else query)]
         if len(exemplar) != 2:

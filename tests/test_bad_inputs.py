@@ -1,6 +1,7 @@
 """Bad input for every command: one clear line naming the thing, exit 2, no traceback, nothing written lost."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,3 +295,91 @@ def test_an_experiment_that_is_not_a_mapping_and_a_missing_lora(capsys, tmp_path
 def test_report_on_a_garbage_sweep_plan(capsys, tmp_path, plan):
     (tmp_path / "sweep.json").write_text(plan)
     fails(capsys, ["report", str(tmp_path)], "sweep.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ("train:\n\tmax_steps: 5\n", ["line 2, column 1", "found character '\\t' that cannot start any token"]),
+        ("train:\n  max_steps: 5\n  max_steps: 6\n", ["line 3, column 3", "duplicate key 'max_steps'"]),
+        ("train: [unclosed\n", ["line 2, column 1", "expected ',' or ']'"]),
+    ],
+)
+def test_yaml_syntax_errors_name_file_line_column_and_cause(capsys, tmp_path, text, needles):
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(text)
+    fails(capsys, ["train", str(experiment), "--print-config"], "exp.yaml: line", *needles)
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text(text.replace("train", "sweep"))
+    fails(capsys, ["sweep", str(ablation), "--dry-run"], "ablation.yaml: line", needles[0])
+
+
+def test_an_empty_sweep_grid_is_refused(capsys, tmp_path):
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text("sweep:\n  name: x\n  base: experiments/demo.yaml\n  grid: {}\n")
+    fails(capsys, ["sweep", str(ablation), "--dry-run"], "ablation.yaml", "sweep.grid: expected at least one key")
+
+
+def test_export_and_eval_of_something_that_is_not_a_run_directory(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nocfg" / "checkpoints").mkdir(parents=True)
+    for name, needle in [("missing", "no such directory"), ("empty", "no config.yaml"), ("nocfg", "no config.yaml")]:
+        run = str(tmp_path / name)
+        fails(capsys, ["export", run, "--out", str(tmp_path / "x")], f"{run}: ", needle, "`pico train` writes")
+        fails(capsys, ["eval", run], f"{run}: ", needle, "`pico train` writes")
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_prompt_longer_than_the_token_length_warns_once_with_the_tokens_kept(caplog):
+    from pico_lightning.config import ModelConfig
+    from pico_lightning.model.backbone import build_text_encoders
+    from pico_lightning.model.text import encode_prompts
+
+    encoders = build_text_encoders(ModelConfig())
+    long = " ".join(["edit the image"] * 40)  # > 77 CLIP and > 32 T5 tokens
+    with caplog.at_level("WARNING", logger="pico_lightning.model.text"):
+        encode_prompts(encoders, ["short", long, long + " again"], max_sequence_length=32)
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages  # one per encoder, not one per prompt
+    assert "2 prompt(s) longer than CLIP's 77 tokens: only the first 77 tokens are kept" in messages[0]
+    assert "T5's 32 tokens (model.max_sequence_length): only the first 32 tokens are kept" in messages[1]
+    caplog.clear()
+    encode_prompts(encoders, ["short"], max_sequence_length=32)
+    assert not caplog.records
+
+
+def test_a_refused_train_leaves_no_run_directory_behind(capsys, tmp_path):
+    a_file = tmp_path / "data.txt"
+    a_file.write_text("not a dataset")
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(f"data:\n  root: {a_file}\nrun:\n  dir: {tmp_path / 'runs' / 'mine'}\n  name: r\n")
+    argv = ["train", str(experiment), "logging.wandb_mode=disabled", "eval.suites=[]"]
+    fails(capsys, argv, "data.root")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.txt", "exp.yaml"]  # runs/mine/r made, then removed
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "other").mkdir()
+    fails(capsys, argv, "data.root")
+    assert [p.name for p in (tmp_path / "runs" / "mine").iterdir()] == ["other"]  # what existed stays
+
+
+def test_a_panel_size_past_the_schedulers_shift_is_refused_naming_the_limit(capsys, tmp_path, pictures):
+    base = Path(__file__).resolve().parents[1] / "assets" / "tiny-fill-base"  # the demo's base: scale-2 autoencoder
+    (tmp_path / "demo.yaml").write_text(f"model:\n  pretrained_dir: {base}\n")
+    demo = ["--config", str(tmp_path / "demo.yaml")]
+    fails(
+        capsys, infer_args(pictures, tmp_path, *demo, "--panel-size", "4096"), "--panel-size: 4096", "at most 1440 px"
+    )
+    import torch  # diffusers after the command: its import reads the verbosity the command sets
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from pico_lightning.inference.sampler import largest_panel_size, make_scheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler")
+    largest = largest_panel_size(2, 2, 2, scheduler.config)
+    assert largest == 1440
+    edge = make_scheduler(scheduler, 2, (largest, largest), torch.device("cpu"))  # latent side 2P/2 = P
+    assert torch.isfinite(edge.sigmas).all()
+    past = make_scheduler(scheduler, 2, (largest + 8, largest + 8), torch.device("cpu"))  # the next packable size
+    assert not torch.isfinite(past.sigmas).all()  # NaN sigmas: a silent garbage image, without the check
+    with pytest.raises(OverflowError):  # the demo's 4096 px: math.exp itself overflows
+        make_scheduler(scheduler, 2, (4096, 4096), torch.device("cpu"))

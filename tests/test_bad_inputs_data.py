@@ -108,3 +108,18 @@ def test_a_garbage_index_is_one_line_in_train_and_eval(capsys, tmp_path):
     argv = ["eval", "--config", str(experiment), "--suite", "held_in", "--out", str(tmp_path / "ev"), *overrides]
     fails(capsys, argv, "index.json", "unreadable index")
     json.loads((data / "index.json").read_text() + '{}}, "shards": []}')  # the file itself was left as it was
+
+
+def test_fewer_eval_episodes_than_asked_warn_once_per_suite_with_the_counts(capsys, caplog, tmp_path):
+    from pico_lightning.config import EvalConfig
+
+    assert cli.main([*LITE, "--out", str(tmp_path / "d")]) == 0  # one episode per image suite
+    evaluation = EvalConfig(suites=["segmentation", "user_tasks"], episodes_per_suite=8)
+    module = VisRelDataModule(DataConfig(root=str(tmp_path / "d"), panel_size=16), 4, evaluation)
+    with caplog.at_level("WARNING", logger="pico_lightning.data.eval_items"):
+        module.eval_items()
+        module.eval_items()  # read once: no second warning
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    for suite, message in zip(("segmentation", "user_tasks"), messages):
+        assert f"eval suite '{suite}' has 1 episodes, fewer than eval.episodes_per_suite=8" in message

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_train_overrides
 from PIL import Image
@@ -119,3 +120,42 @@ def test_train_logs_eval_table_to_wandb_offline(visrel_tiny, tmp_path):
     assert len({run.run_id for run in evaluated.runs}) == 1  # the run's own W&B run, resumed
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert evaluated.summary["eval/segmentation/miou"] == metrics["eval/segmentation/miou"]
+
+
+def test_print_config_merges_files_and_creates_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("train:\n  max_steps: 7\nlora:\n  rank: 4\n")
+    (tmp_path / "b.yaml").write_text("train:\n  max_steps: 9\n")
+    argv = ["train", "a.yaml", "b.yaml", "train.lr=0.5", "--print-config", "run.name=x"]
+    assert cli.main(argv) == 0
+    from omegaconf import OmegaConf
+
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert (printed.train.max_steps, printed.lora.rank, printed.train.lr, printed.run.name) == (9, 4, 0.5, "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b.yaml"]
+    assert cli.main(["embed", "a.yaml", "--print-config"]) == 0
+    assert "max_steps: 7" in capsys.readouterr().out
+
+
+def test_version_config_keys_and_log_level(capsys, monkeypatch):
+    import logging
+    import os
+
+    from pico_lightning import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0 and __version__ in capsys.readouterr().out
+    assert cli.main(["config", "keys", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "train.max_steps: int = 200\n    Optimizer steps.\n" in out and "lora." not in out
+    assert cli.main(["config", "keys", "nosuch"]) == 2
+    assert "sections are data, eval" in capsys.readouterr().err
+    for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(logging.getLogger("torchao"), "level", logging.NOTSET)
+    assert cli.main(["-v", "config", "keys", "run.name"]) == 0
+    assert os.environ["DIFFUSERS_VERBOSITY"] == "info" and logging.getLogger("torchao").level == logging.NOTSET
+    monkeypatch.setenv("PICO_LOG_LEVEL", "loud")
+    assert cli.main(["config", "keys"]) == 2
+    assert "PICO_LOG_LEVEL: expected one of DEBUG, INFO" in capsys.readouterr().err

@@ -73,3 +73,24 @@ def test_config_suite_names_match_the_suite_registry():
     from pico_lightning.data.suites import SUITE_KINDS
 
     assert set(SUITES) == set(SUITE_KINDS)  # config.py cannot import the registry (no torch there): keep in step
+
+
+def test_several_files_merge_in_order(tmp_path):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("train:\n  max_steps: 7\nlora:\n  rank: 4\n")
+    second.write_text("train:\n  max_steps: 9\n")
+    cfg = load_config([first, second], ["train.lr=0.5"])
+    assert (cfg.train.max_steps, cfg.lora.rank, cfg.train.lr) == (9, 4, 0.5)
+    second.write_text("train:\n  max_stepz: 9\n")
+    with pytest.raises(ConfigError, match="b.yaml: train.max_stepz"):  # the file that holds the bad key
+        load_config([first, second])
+
+
+def test_every_key_has_a_type_default_and_docstring():
+    from pico_lightning.config.keys import config_keys
+
+    keys = {key.name: key for key in config_keys()}
+    assert keys["train.max_steps"].type == "int" and keys["train.max_steps"].default == 200
+    assert keys["train.max_steps"].doc == "Optimizer steps."
+    assert {name.split(".")[0] for name in keys} == {"model", "lora", "data", "train", "eval", "logging", "run"}
+    assert [name for name, key in keys.items() if not key.doc] == []

@@ -101,3 +101,34 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(visrel_tiny, tmp_path):
     tail = stderr[-2000:]  # what the process printed last, in the failure report
     assert message.startswith("pico train: interrupted: stopped at step") and "run.resume=auto" in message, tail
     assert str(last) in message and "Traceback" not in stderr, tail
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1 MB filesystem (tmpfs): room for one tiny run's first checkpoints, not its next ones."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=False)  # lazy: a file a failed run left open
+
+
+def test_a_full_disk_is_one_line_naming_the_directory_and_keeps_the_last_checkpoint(
+    visrel_tiny, tmp_path, small_tmpfs, capsys
+):
+    from pico_lightning import cli
+
+    overrides = tiny_train_overrides(visrel_tiny, tmp_path, "full")
+    capsys.readouterr()
+    code = cli.main(["train", "experiments/demo.yaml", *overrides, "eval.suites=[]", f"run.dir={small_tmpfs}"])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("pico train: error:")]
+    checkpoints_dir = small_tmpfs / "full" / "checkpoints"
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    assert errors == [
+        f"pico train: error: {checkpoints_dir}: No space left on device; free some space there or write elsewhere"
+    ], err[-3000:]
+    assert read_checkpoint(checkpoints_dir / "last.ckpt")["global_step"] == 2  # the step-2 save, whole
+    assert sorted(p.name for p in checkpoints_dir.iterdir()) == ["last.ckpt", "step-000002.ckpt"]  # no partial file

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+from pico_lightning.commands.experiment_args import add_experiment_arguments, load_experiment
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("embed", help="embed the run's prompts into the text cache (before pico train)")
-    parser.add_argument("experiment", help="experiment YAML, e.g. experiments/flux_fill.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="the same overrides as for pico train")
+    add_experiment_arguments(parser, "experiments/flux_fill.yaml (the same files and overrides as for pico train)")
     parser.set_defaults(run=run)
 
 
@@ -26,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from pico_lightning.config import load_config
-
-    cfg = load_config(args.experiment, args.overrides)
+    cfg = load_experiment(args)
+    if cfg is None:  # --print-config
+        return
     from pico_lightning.training.prompts import embed_run_prompts
 
     prompts, encoded = embed_run_prompts(cfg.model, cfg.data, cfg.train.batch_size)

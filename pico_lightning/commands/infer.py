@@ -39,14 +39,15 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from pico_lightning.pipeline import PicoPipeline
+    from pico_lightning.pipeline import PicoPipeline, check_panel_fits
 
     cfg, lora = resolve_model(args)
-    check_sampling(args, cfg)
+    sampling = check_sampling(args, cfg)
     out = check_out(args)
     pictures = read_inputs(args)
     start = time.perf_counter()  # OUT.json's seconds include loading the model
     pipe = PicoPipeline(cfg, lora)
+    check_panel_fits(sampling.layout, pipe.model.parts, "--panel-size")
     result = pipe(
         exemplar=pictures[:2],
         query=pictures[2],

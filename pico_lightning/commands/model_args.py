@@ -16,7 +16,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, run_positional: bool = 
     source.add_argument(
         "--model-dir", help="a diffusers-format FLUX.1-Fill directory (FluxFillPipeline.save_pretrained)"
     )
-    source.add_argument("--config", help="an experiment YAML whose base model to build, e.g. experiments/demo.yaml")
+    source.add_argument(
+        "--config",
+        action="append",
+        help="an experiment YAML whose base model to build, e.g. experiments/demo.yaml (repeat to merge several)",
+    )
     parser.add_argument("--lora", help="LoRA weights: a directory or a pytorch_lora_weights.safetensors file")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="config overrides")
 

@@ -1,8 +1,8 @@
-"""`pico train EXPERIMENT.yaml [key=value ...]`: fit and write a run directory (see pico_lightning/training/train.py).
+"""`pico train EXPERIMENT.yaml [MORE.yaml ...] [key=value ...]`: fit and write a run directory (training/train.py).
 
-Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`. A fit stopped by SIGUSR1 (SLURM's
-warning before the time limit) saves its step, requeues its SLURM job and exits with 138; by SIGTERM, saves and
-exits with 143 (see pico_lightning/training/preemption.py).
+Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`. `--print-config` prints the
+resolved config and stops. A fit stopped by SIGUSR1 (SLURM's warning before the time limit) saves its step, requeues
+its SLURM job and exits with 138; by SIGTERM, saves and exits with 143 (see pico_lightning/training/preemption.py).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import argparse
 import signal
 import sys
 
+from pico_lightning.commands.experiment_args import add_experiment_arguments, load_experiment
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train PICO's LoRA; writes a run directory")
-    parser.add_argument("experiment", help="experiment YAML, e.g. experiments/demo.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=50")
+    add_experiment_arguments(parser, "experiments/demo.yaml train.max_steps=50")
     parser.set_defaults(run=run)
 
 
@@ -29,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
-    from pico_lightning.config import load_config
-
-    cfg = load_config(args.experiment, args.overrides)
+    cfg = load_experiment(args)
+    if cfg is None:  # --print-config
+        return 0
     from pico_lightning.training.preemption import Preempted, requeue_slurm_job
     from pico_lightning.training.train import fit
 

@@ -1,8 +1,9 @@
 """The experiment schema: one typed dataclass per concern, loaded and validated in one place.
 
-``load_config(path, overrides)`` merges ``OmegaConf.structured(ExperimentConfig)`` with the YAML file and the
-command line's ``key=value`` overrides, then ``to_object`` runs every ``__post_init__``. Unknown keys, wrong types
-and invalid values raise :class:`ConfigError` with one line naming the key, the file and what was expected.
+``load_config(paths, overrides)`` merges ``OmegaConf.structured(ExperimentConfig)`` with the YAML files, in order
+(later wins), and the command line's ``key=value`` overrides, then ``to_object`` runs every ``__post_init__``.
+Unknown keys, wrong types, YAML syntax errors and invalid values raise :class:`ConfigError` with one line naming
+the key, the file and what was expected.
 No torch import here: ``pico --help`` and config errors stay fast.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from pico_lightning.config.evaluation import EvalConfig
 from pico_lightning.config.model import LoraConfig, ModelConfig
 from pico_lightning.config.run import LoggingConfig, RunConfig
 from pico_lightning.config.train import TrainConfig
+from pico_lightning.config.yaml_file import read_yaml
 from pico_lightning.errors import UserError
 from pico_lightning.files import write_text
 from pico_lightning.packing import check_grid_side
@@ -49,30 +52,51 @@ PATH_KEYS = ("model.pretrained_dir", "model.text_cache_dir", "data.root", "data.
 _REMOTE = re.compile(r"^(pipe:|[a-z][a-z0-9+.-]*://)")
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Defaults <- YAML file <- ``key=value`` overrides, validated; errors name the key and the file."""
-    source = str(path) if path else "<defaults>"
-    if path is not None and not Path(path).is_file():
-        raise ConfigError(f"{source}: experiment file not found")
-    dotlist = _parse_overrides(list(overrides))
+def load_config(
+    path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> ExperimentConfig:
+    """Defaults <- YAML file(s), in order (later wins) <- ``key=value`` overrides, validated; errors name the key and
+    the file."""
+    paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    source = " + ".join(map(str, paths)) or "<defaults>"
+    merged = OmegaConf.structured(ExperimentConfig)
+    for file in paths:  # one file at a time, so a bad key or type names the file that holds it
+        merged = _merge(merged, _read_layer(file), str(file))
+    merged = _merge(merged, _parse_overrides(list(overrides)), source)
     try:
-        layers = [OmegaConf.structured(ExperimentConfig)]
-        if path is not None:
-            layers.append(OmegaConf.load(path))
-            if not isinstance(layers[-1], DictConfig):  # a list or a scalar: no section to merge
-                raise ConfigError("expected a mapping of sections (model:, data:, train:, ...)")
-            anchor_paths(layers[-1], Path(path).absolute().parent)
-        return OmegaConf.to_object(OmegaConf.merge(*layers, dotlist))
+        return OmegaConf.to_object(merged)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        message = str(getattr(err, "msg", None) or err).splitlines()[0]
-        if "is not a ListConfig" in message:  # a scalar where a list goes: say how to write one
-            message = f"expected a list like [{getattr(err, 'value', None) or 'a, b'}]"
-        raise ConfigError(f"{source}: {key}: {message}") from None
-    except Exception as err:  # YAML syntax errors
-        raise ConfigError(f"{source}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+
+
+def _read_layer(path: str | os.PathLike) -> DictConfig:
+    """One experiment file as a DictConfig; ConfigError when missing, unparseable or not a mapping."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: experiment file not found")
+    layer = read_yaml(path)
+    if not isinstance(layer, DictConfig):  # a list or a scalar: no section to merge
+        raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, train:, ...)")
+    anchor_paths(layer, Path(path).absolute().parent)
+    return layer
+
+
+def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    """``key: message`` of an OmegaConf error, in one line."""
+    key = getattr(err, "full_key", None) or "?"
+    message = str(getattr(err, "msg", None) or err).splitlines()[0]
+    if "is not a ListConfig" in message:  # a scalar where a list goes: say how to write one
+        message = f"expected a list like [{getattr(err, 'value', None) or 'a, b'}]"
+    return f"{key}: {message}"
 
 
 def anchor_paths(layer: DictConfig, base: Path) -> None:

@@ -10,6 +10,7 @@ exemplar must beat a swapped one by a wide margin; if it only learned a prior ov
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ SHARD_SUITES = {"held_in": "val", "held_out": "test"}  # suite -> the shards' sp
 SWAPPED = "_swapped"  # suite-name suffix of exemplar-swapped items, reported as eval/<suite>/swapped_<metric>
 
 EpisodesFor = Callable[[str, int], list[dict]]  # (split, episodes per task) -> DataModule episode dicts
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,7 +76,8 @@ def collect_items(
     """Episodes of every requested suite, in a fixed order, at most ``episodes_per_suite`` each; with
     ``exemplar_swap``, also the held-in items with another task's exemplar (suite ``held_in_swapped``).
 
-    A suite that yields no episode is an error naming it, so a run learns of missing suites before its first step.
+    A suite that yields no episode is an error naming it, so a run learns of missing suites before its first step;
+    one with fewer than ``episodes_per_suite`` is evaluated on what it has, with a warning giving both counts.
     """
     items: dict[str, list[EvalItem]] = {}
     for suite in suites:
@@ -88,6 +91,14 @@ def collect_items(
             chosen = [item_from_episode(e, layout, resize, prompt_mode) for e in load_named_suite(suite, source)]
         if not chosen:
             raise UserError(f"eval.suites: {suite!r} has no episodes in {root or perseg_dir or 'the data'}")
+        if len(chosen) < episodes_per_suite:
+            log.warning(
+                "eval suite %r has %d episodes, fewer than eval.episodes_per_suite=%d: it is evaluated on %d",
+                suite,
+                len(chosen),
+                episodes_per_suite,
+                len(chosen),
+            )
         items[suite] = [replace(item, episode=k) for k, item in enumerate(_spread(chosen, episodes_per_suite))]
     if exemplar_swap and "held_in" in items:
         items["held_in" + SWAPPED] = [

@@ -9,6 +9,7 @@ Sampling integrates the flow from t = 1 (noise) to t = 0 (data); see flow.py for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from pico_lightning.flow import shift_mu
+from pico_lightning.flow import max_shift_tokens, shift_mu
 from pico_lightning.model.autoencoder import Autoencoder
 from pico_lightning.model.conditioning import (
     fill_condition,
@@ -26,6 +27,7 @@ from pico_lightning.model.conditioning import (
     predict_velocity,
     unpack_latents,
 )
+from pico_lightning.packing import PACK
 
 
 @dataclass
@@ -89,6 +91,24 @@ def init_state(
         conditions.append(fill_condition(autoencoder, grid.to(dtype), mask.to(dtype), generator).to(dtype))
     latents = pack_latents(torch.cat(noises))
     return FillState(latents, torch.cat(conditions), latent_image_ids(height, width, device, dtype), (height, width))
+
+
+def packed_tokens(grid_height: int, grid_width: int, scale_factor: int) -> int:
+    """Packed latent tokens of a grid: (H/s/2) * (W/s/2) for an autoencoder of scale s and 2x2 packing."""
+    return (grid_height // scale_factor // 2) * (grid_width // scale_factor // 2)
+
+
+def largest_panel_size(rows: int, cols: int, scale_factor: int, scheduler_config) -> int | None:
+    """The largest panel side whose rows x cols grid packs and keeps the resolution shift finite (None: no limit)."""
+    limit = max_shift_tokens(scheduler_config)
+    if limit is None:
+        return None
+    size = int(2 * scale_factor * math.sqrt(limit / (rows * cols)))
+    while size > 0 and (
+        packed_tokens(rows * size, cols * size, scale_factor) > limit or (rows * size) % PACK or (cols * size) % PACK
+    ):
+        size -= 1
+    return size
 
 
 def make_scheduler(

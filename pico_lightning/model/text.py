@@ -7,6 +7,7 @@ every prompt the data can produce from the cache, so the text encoders are built
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,6 +21,7 @@ from pico_lightning.files import atomic_path
 from pico_lightning.model.backbone import DTYPES, TextEncoders
 
 PromptEmbedding = tuple[torch.Tensor, torch.Tensor]  # (L, D) sequence embeddings, (D,) pooled
+log = logging.getLogger(__name__)
 
 
 def encode_prompts(encoders: TextEncoders, prompts: list[str], max_sequence_length: int) -> list[PromptEmbedding]:
@@ -33,12 +35,36 @@ def encode_prompts(encoders: TextEncoders, prompts: list[str], max_sequence_leng
         text_encoder_2=encoders.text_encoder_2,
         tokenizer_2=encoders.tokenizer_2,
     )
+    warn_truncated(encoders, prompts, max_sequence_length)
     device = encoders.text_encoder_2.device
     with torch.no_grad():
         embeds, pooled, _ = pipe.encode_prompt(
             prompts, prompt_2=None, device=device, max_sequence_length=max_sequence_length
         )
     return [(embeds[i].cpu(), pooled[i].cpu()) for i in range(len(prompts))]
+
+
+def warn_truncated(encoders: TextEncoders, prompts: list[str], max_sequence_length: int) -> None:
+    """One warning per encoder for the prompts longer than it reads: the pipeline's tokenizers cut them silently."""
+    limits = (("CLIP", encoders.tokenizer, encoders.tokenizer.model_max_length), ("T5", encoders.tokenizer_2, None))
+    for name, tokenizer, limit in limits:
+        limit = limit or max_sequence_length
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True).input_ids]
+        long = [(n, p) for n, p in zip(lengths, prompts) if n > limit]
+        if long:
+            tokens, prompt = max(long)
+            key = " (model.max_sequence_length)" if name == "T5" else ""
+            log.warning(
+                "%d prompt(s) longer than %s's %d tokens%s: only the first %d tokens are kept "
+                "(the longest has %d: %.60r)",
+                len(long),
+                name,
+                limit,
+                key,
+                limit,
+                tokens,
+                prompt,
+            )
 
 
 class TextCache:

@@ -36,6 +36,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pico_lightning.config.yaml_file import read_yaml
 from pico_lightning.errors import UserError
 
 RESERVED_KEYS = ("run.dir", "run.name", "logging.group")  # the sweep sets these per run
@@ -111,14 +112,12 @@ def load_spec(path: str | Path) -> AblationSpec:
     """Read and validate an ablation file; every error is one line naming the file and the key."""
     if not Path(path).is_file():
         raise UserError(f"{path}: ablation file not found")
+    layer = read_yaml(path)  # syntax errors name the line and column
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(AblationSpec), OmegaConf.load(path))
-        spec = OmegaConf.to_object(merged)
+        spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AblationSpec), layer))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         raise UserError(f"{path}: {key}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from None
-    except Exception as err:  # YAML syntax
-        raise UserError(f"{path}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     _check_spec(spec, path)
     spec.sweep.base = str(Path(path).parent / spec.sweep.base)  # an absolute base stays as it is
     return spec
@@ -130,6 +129,8 @@ def _check_spec(spec: AblationSpec, path: str | Path) -> None:
     problems = []
     if not sweep.name or _UNSAFE.search(sweep.name):
         problems.append(f"sweep.name: expected letters, digits, '_', '-' or '.', got {sweep.name!r}")
+    if not sweep.grid:
+        problems.append("sweep.grid: expected at least one key with a list of values (an empty grid sweeps nothing)")
     for key, values in sweep.grid.items():
         if not values:
             problems.append(f"sweep.grid.{key}: expected a non-empty list of values")

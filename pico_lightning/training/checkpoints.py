@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from pico_lightning.errors import UserError
-from pico_lightning.files import atomic_path
+from pico_lightning.files import atomic_path, failed_write
 
 PREFIX = "transformer."
 LAST = "last.ckpt"
@@ -37,7 +37,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+            try:
+                torch.save(checkpoint, tmp)
+            except RuntimeError as err:  # torch's zip writer: a full disk is "unexpected pos ...", not an OSError
+                raise failed_write(err, tmp.parent) from err
 
 
 class StepCheckpoint(ModelCheckpoint):
