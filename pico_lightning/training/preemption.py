@@ -30,7 +30,7 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
 from pico_lightning.signals import LATCH
-from pico_lightning.training.checkpoints import LAST
+from pico_lightning.training.checkpoints import HPC, LAST
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Preemption(pl.Callback):
         an older run are stale."""
         LATCH.install()
         if trainer.is_global_zero:
-            for stale in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"):
+            for stale in Path(trainer.default_root_dir).glob(HPC):
                 stale.unlink(missing_ok=True)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -71,9 +71,8 @@ class Preemption(pl.Callback):
         if not signum:
             return
         path = self.checkpoint_dir / LAST
-        trainer.save_checkpoint(
-            path, weights_only=False
-        )  # with the optimizer and loops; every rank calls it (a collective under FSDP); rank 0 writes
+        # with the optimizer and the loops; every rank calls it (a collective under FSDP), rank 0 writes
+        trainer.save_checkpoint(path, weights_only=False)
         self.saved = Preempted(signum, trainer.global_step, path)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
