@@ -29,7 +29,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute the DiT's activations in the backward pass (saves memory at ~30% more compute)."""
     attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
-    """torch SDPA kernels the whole fit may use (model/attention.py); auto = flash, memory-efficient or math, never
+    """torch SDPA kernels the whole fit may use (model/sdpa.py); auto = flash, memory-efficient or math, never
     cuDNN's fused attention, whose backward fails on Hopper with torch 2.11."""
     compile: bool = False
     """Regional torch.compile of the DiT's repeated blocks (diffusers' compile_repeated_blocks); the first steps

@@ -17,6 +17,10 @@ install_packages() {
 
 write_conf() {
     local host cpus mem
+    if [ -f "$CONF" ] && ! head -1 "$CONF" | grep -q "tests/cluster/slurm.sh"; then
+        echo "slurm.sh: $CONF exists and is not ours; start your SLURM yourself, then run: make test-cluster" >&2
+        exit 2
+    fi
     host=$(hostname -s)
     cpus=$(nproc)
     mem=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024))
