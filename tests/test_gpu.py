@@ -1,6 +1,6 @@
 """One full-size FLUX.1-Fill training step (random init) with experiments/flux_fill.yaml's defaults on a CUDA GPU:
-bf16-mixed, gradient clipping at 1.0, gradient checkpointing, the default attention backend. Both step-1 crashes
-of issue 11 (cuDNN attention backward, clipping a fused AdamW) fail here."""
+bf16-mixed, gradient clipping at 1.0, gradient checkpointing, the default attention backend. The two step-1 crashes
+once seen there (cuDNN attention backward, clipping a fused AdamW) fail here."""
 
 import math
 

@@ -1,7 +1,8 @@
 """peft LoRA on the Fill DiT: attach, read/write our state, and export/import in diffusers format.
 
 Targets are module-name suffixes matched only inside ``transformer_blocks`` and ``single_transformer_blocks`` and
-expanded to full names, so the embedders and the final ``proj_out`` stay frozen. Export writes
+expanded to full names, so the embedders and the final ``proj_out`` stay frozen unless ``lora.extra_modules`` names
+them (the demo adapts ``x_embedder`` and ``proj_out``). Export writes
 ``pytorch_lora_weights.safetensors`` with the adapter metadata, so alpha != rank survives a stock
 ``FluxFillPipeline.load_lora_weights``.
 """
