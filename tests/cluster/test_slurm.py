@@ -200,31 +200,25 @@ def test_a_throttled_sweep_survives_a_requeue_and_is_not_submitted_twice(data, t
         'slurm:\n  gpus_per_node: 0\n  ntasks_per_node: 1\n  cpus_per_task: 1\n  time: "10"\n  throttle: 2\n'
     )
     out = tmp_path / "sweep"
-    pico = [sys.executable, "-m", "pico_lightning.cli"]
-    submitted = subprocess.run(
-        [*pico, "sweep", str(spec), "--launcher", "slurm", "--out", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+
+    def pico(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pico_lightning.cli", *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+
+    submitted = pico("sweep", str(spec), "--launcher", "slurm", "--out", str(out))
+    assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip().splitlines()[-1].split()[-1]
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "ArrayTaskThrottle=2" in shown  # SLURM enforces the sweep's throttle
     first = out / "runs" / "seed0" / "metrics.jsonl"
     wait_for(job, 600, until=lambda: first.is_file() and len(first.read_text().splitlines()) >= 5)
-    assert sum(state == "RUNNING" for state, _ in job_states(job).values()) <= 2  # the throttle
     signal_task(f"{job}_0")
     states = wait_for(job, 1200)
     assert all(state == "COMPLETED" for state, _ in states.values()) and len(states) == 4, states
     logs = {path.name: path.read_text() for path in (out / "logs").glob("*.out")}
     assert any("(restart 1)" in text for text in logs.values()), logs
-    again = subprocess.run(
-        [*pico, "sweep", str(spec), "--launcher", "slurm", "--out", str(out)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "nothing to submit" in again.stdout
-    report = subprocess.run([*pico, "report", str(out)], cwd=tmp_path, capture_output=True, text=True)
+    again = pico("sweep", str(spec), "--launcher", "slurm", "--out", str(out))
+    assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout + again.stderr
+    report = pico("report", str(out))
     assert report.returncode == 0 and "seed" in report.stdout, report.stdout + report.stderr
     assert os.path.isfile(out / "runs" / "seed3" / "summary.json")
