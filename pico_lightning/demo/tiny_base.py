@@ -7,19 +7,18 @@
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from
 :data:`BASE`: a Fill ``FluxTransformer2DModel`` over the lossless PixelShuffle autoencoder, tiny CLIP and T5), then
 *all* its DiT parameters train, through the same PicoModule and Lightning Trainer as a LoRA fit
-(``train.full_finetune``) and so the package's one objective (:func:`pico_lightning.objective.fill_loss`:
+(``train.full_finetune``) and so with the package's one objective (:func:`pico_lightning.objective.fill_loss`:
 logit-normal t with FLUX's resolution shift, loss on the masked tokens), on :mod:`pico_lightning.demo.generic_grids`,
-never on VisRel, in two phases: exemplar grids alone (``--exemplar-steps``: copy or negative, told apart only by A -> A', which teaches the base to read its exemplar),
-then the whole generic mix with a share of exemplar grids kept in it (``--steps``, ``--exemplar-share``); why, and
-what each choice measured: bench/RESULTS.md. ``--exemplar-steps 0 --steps 2000 --exemplar-share 0 --seed 0`` is the
-earlier mix-only base. The result is written with
-``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
+never on VisRel, in two phases: exemplar grids alone (``--exemplar-steps``: copy or negative, told apart only by
+A -> A', which teaches the base to read its exemplar), then the whole generic mix with a share of exemplar grids
+kept in it (``--steps``, ``--exemplar-share``); why, and what each choice measured: bench/RESULTS.md.
+``--exemplar-steps 0 --steps 2000 --exemplar-share 0 --seed 0`` is the earlier mix-only base. The result is written
+with ``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
 single-process: the same command on the same torch build and thread count writes the same bytes, and the recipe
-reproduces the shipped base (built by an earlier hand-written loop; tests/test_tiny_base.py checks that this path
-matches that loop bit for bit over two short phases). The wall time and
-the loss curve go to ``--record`` (JSON + PNG, default ``docs/tiny_base_pretraining``). ``--init`` goes on from a
-saved base (the third line: 8000 more steps of the mix from the shipped base, with fresh data and noise from seed 2;
-what that and 16000 gave: bench/RESULTS.md).
+reproduces the shipped base (built by an earlier hand-written loop; tests/test_tiny_base.py checks this path against
+that loop bit for bit over two short phases). The wall time and the loss curve go to ``--record`` (JSON + PNG,
+default ``docs/tiny_base_pretraining``). ``--init`` goes on from a saved base (the third line: 8000 more steps of
+the mix from the shipped base, with fresh data and noise from seed 2; what that and 16000 gave: bench/RESULTS.md).
 """
 
 from __future__ import annotations
