@@ -107,6 +107,7 @@ def pretrain(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*does not have many workers")  # one thread on purpose
             warnings.filterwarnings("ignore", message=r".*no `val_dataloader`")  # pretraining does not evaluate
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # the weight-free autoencoder
             trainer.fit(module, DataLoader(_GenericGrids(rng, batch, phase), batch_size=None))
         curve.done += phase.steps
     module.transformer.eval().requires_grad_(False)
