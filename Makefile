@@ -36,8 +36,8 @@ lint: install  ## ruff check + format check
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-bench: install  ## benchmarks: prints a table, writes bench/results.json
-	$(PYTHON) -m bench.run
+bench: install  ## the benchmark harness on the CPU, tiny model: prints a table, writes bench/results.json
+	$(PYTHON) -m bench.gpu --tiny --out bench/results.json
 
 # bench-gpu does not run `install`: that pins the CPU wheel of torch, and a GPU machine keeps its own CUDA torch
 bench-gpu:  ## one CUDA GPU, full-size FLUX.1-Fill: step, memory, MFU, inference -> bench/gpu_results.json

@@ -1,7 +1,8 @@
-"""`make bench-gpu`: real-scale training and inference speed, side by side in one run; prints a table, writes JSON.
+"""The one benchmark harness: training and inference speed, side by side in one run; prints a table, writes JSON.
 
-    python -m bench.gpu [--out bench/gpu_results.json]      # one CUDA GPU, full-size FLUX.1-Fill (random init, bf16)
-    python -m bench.gpu --tiny                              # the same code on the CPU with the demo's sizes
+    python -m bench.gpu [--out bench/gpu_results.json]      # `make bench-gpu`: one CUDA GPU, full-size FLUX.1-Fill
+    python -m bench.gpu --tiny --out bench/results.json     # `make bench`: the same code on the CPU, demo sizes
+    python -m bench.gpu --tiny --only text_cache            # one section (or row), e.g. a smoke run
 
 Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, plus levers at batch 1
 with checkpointing (``variant``: int8 = ``model.base_quantization=int8``, where torchao is installed; lora-no-cast =
@@ -10,7 +11,8 @@ Lightning vs a bare loop on the same module, batch, optimizer and clipping (medi
 with peak memory (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs
 x batch / step / the card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also:
 the seconds of a step's two VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of
-one shipped step, our sampler vs the stock FluxFillPipeline, and the seed scorer at |S| = 4 and 8. The JSON is
+one shipped step, our sampler vs the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt
+embedding vs encoding it. After the table come the ratios with their goals (``GOALS``). The JSON is
 rewritten atomically after every finished measurement, so a crash or a time limit still leaves everything
 finished; an error in one row (e.g. out of memory) is recorded in that row.
 """
@@ -41,6 +43,13 @@ from bench.gpu_model import (
 )
 from pico_lightning.files import write_json
 
+GOALS = {  # ratio -> the most it should be (the tiny model's goals; bench/RESULTS.md)
+    "overhead_ratio": 1.03,
+    "loader_wait_fraction": 0.02,
+    "sampler_vs_diffusers_ratio": 1.02,
+    "seed_scorer_8_evaluations_ratio": 1.6,
+    "seed_scorer_8_seconds_ratio": 1.6,
+}
 ROW_KEYS = (
     "variant",
     "batch",
@@ -108,7 +117,9 @@ def reference_sections(setup: BenchSetup, tmp: Path, data_root: Path, results: d
 
     cfg = row_config(setup, tmp, 1, True, False, data_root)
     module, _ = build_lightning(cfg, setup, ["", "Edit"], [], tmp / "runs" / "reference")
-    sections = {"vae_encode": measure_encode, "inference": inference, "profile": step_profile}
+    from bench.gpu_infer import text_cache
+
+    sections = {"vae_encode": measure_encode, "inference": inference, "text_cache": text_cache, "profile": step_profile}
     for name, measure in [("flops", measure_flops)] + [(n, f) for n, f in sections.items() if wanted(setup, n)]:
         results[name] = guarded(measure, module, cfg, setup)
         write_json(out, results)
@@ -225,6 +236,30 @@ def print_table(results: dict) -> None:
         print(" | ".join(text) + (f"  ERROR {row['error']}" if "error" in row else ""))
     print(f"loader_wait_fraction: {results.get('loader_wait_fraction')}")
     print(f"inference: {json.dumps(results.get('inference'))}")
+    print(f"text_cache: {json.dumps(results.get('text_cache'))}")
+    print_goals(results)
+
+
+def headline(results: dict) -> dict[str, float | None]:
+    """The ratios worth a goal, from the first shipped row and the sections (None where not measured)."""
+    row = next((r for r in results["rows"] if r["variant"] == "shipped" and not r["compile"]), {})
+    inference = results.get("inference") or {}
+    scorer = (inference.get("seed_scorer") or {}).get("8", {})
+    return {
+        "overhead_ratio": row.get("overhead_ratio"),
+        "loader_wait_fraction": results.get("loader_wait_fraction"),
+        "sampler_vs_diffusers_ratio": inference.get("sampler_vs_diffusers_ratio"),
+        "seed_scorer_8_evaluations_ratio": scorer.get("evaluations_ratio"),
+        "seed_scorer_8_seconds_ratio": scorer.get("seconds_ratio"),
+        "text_cache_speedup": (results.get("text_cache") or {}).get("text_cache_speedup"),
+    }
+
+
+def print_goals(results: dict) -> None:
+    print(f"{'measure':34s} {'value':>10s} {'goal':>8s}")
+    for key, value in headline(results).items():
+        goal = f"<= {GOALS[key]:.2f}" if key in GOALS else ""
+        print(f"{key:34s} {'-' if value is None else f'{value:10.3f}':>10s} {goal:>8s}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """bench.gpu's inference measures on one built module: our sampler vs the stock FluxFillPipeline over the same
 parts, grid, mask, prompt embeddings, steps and seed (seconds, max and mean pixel difference of B'), and the seed
-scorer at |S| = 4 and 8 against one seed (seconds ratio and transformer evaluations)."""
+scorer at |S| = 4 and 8 against one seed (seconds ratio and transformer evaluations), and a cached prompt embedding
+against encoding it."""
 
 from __future__ import annotations
 
@@ -117,3 +118,24 @@ def seed_scorer(module, setup: BenchSetup, panel_size: int, text_len: int) -> di
                 "seconds": seconds,
             }
     return {"single_seed_s": single_s, **results}
+
+
+def text_cache(module, cfg, setup: BenchSetup) -> dict:
+    """A cached prompt embedding (a safetensors read) vs encoding the prompt with the run's text encoders (file-less
+    ones at the bench's widths), each the median of 20 calls; the module is not used."""
+    import statistics
+    from pathlib import Path
+
+    from pico_lightning.model.backbone import build_text_encoders
+    from pico_lightning.model.text import TextCache, encode_prompts
+
+    encoders, length = build_text_encoders(cfg.model), cfg.model.sequence_length()
+    cache = TextCache(Path(cfg.model.text_cache_dir), "bench", length, torch.float32)
+    cache.get(["Segment"], lambda: encoders)
+
+    def median_s(fn) -> float:
+        return statistics.median(timed(setup, fn)[1] for _ in range(20))
+
+    encode_s = median_s(lambda: encode_prompts(encoders, ["Segment"], length))
+    cached_s = median_s(lambda: cache.get(["Segment"], lambda: encoders))
+    return {"encode_s": encode_s, "cached_s": cached_s, "text_cache_speedup": encode_s / cached_s}

@@ -56,7 +56,7 @@ def default_setup(tiny: bool) -> BenchSetup:
     return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"), variants=variants)
 
 
-SECTIONS = ("vae_encode", "inference", "loader", "profile")
+SECTIONS = ("vae_encode", "inference", "text_cache", "loader", "profile")
 
 
 def row_name(batch: int, checkpointing: bool, compile_: bool, variant: str = "") -> str:

@@ -2,7 +2,9 @@
 
     python -m bench.seed_scorer_study --run outputs/demo/runs/demo [--seeds 8] [--steps 8] [--scorer-steps 2]
 
-Every episode is filled with all |S| seeds finished (``finish_all``), so each seed's final quality is known. For
+Every episode is filled with all |S| seeds finished, so each seed's final quality is known: the study runs the
+seed scorer's public pieces itself (``capture_routing`` over the first k resumable sampler steps, every score of
+``inference.routing``, then the remaining steps for every seed), where ``fill_episode`` would finish only the best. For
 |S| in {1, 4, 8} (the first |S| seeds) it reports the mean metric of: the scorer's choice for each of the four
 scores, a random seed (the expected value: mean over the seeds), and the oracle best of S (the upper bound). It
 also reports, per score, the Spearman rank correlation between score and final quality over the seeds of an
@@ -40,13 +42,33 @@ def episode_quality(item, predictions: torch.Tensor) -> torch.Tensor:
     return (episode_iou if item.kind == "mask" else episode_psnr)(outputs, truth).float()
 
 
+@torch.no_grad()
+def finish_every_seed(model, item, text, guidance: float, seeds: list[int], layout, scorer) -> tuple:
+    """((S, 3, H, W) images, {score name: (S,) scores}): the seed scorer's first k steps and routing scores, then
+    every seed finished rather than the best one alone."""
+    from pico_lightning.inference.routing import SCORES, mean_routing, score_routing
+    from pico_lightning.inference.sampler import decode, denoise, init_state, make_scheduler
+    from pico_lightning.inference.seed_scorer import capture_routing
+
+    parts, grid, mask = model.parts, item.grid[None], item.mask[None]
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    state = init_state(parts.autoencoder, grid, mask, generators, text.prompt_embeds.dtype)
+    scheduler = make_scheduler(parts.scheduler, scorer.num_steps, state.latent_size, grid.device)
+    text_len, k = text.prompt_embeds.shape[1], scorer.scorer_steps
+    with capture_routing(parts.transformer, scorer.score_blocks, layout, parts.autoencoder.scale_factor, text_len) as c:
+        state = denoise(parts.transformer, scheduler, state, text, guidance, range(k))
+    routing = mean_routing(c) if k > 0 else None
+    scores = {name: score_routing(*routing, name) if routing else torch.zeros(len(seeds)) for name in SCORES}
+    state = denoise(parts.transformer, scheduler, state, text, guidance, range(k, scorer.num_steps))
+    return decode(parts.autoencoder, state), scores
+
+
 def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     from pico_lightning.config import EvalConfig, load_config
     from pico_lightning.data.datamodule import VisRelDataModule
     from pico_lightning.evaluation.evaluator import episode_seeds
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.inference.routing import SCORES
-    from pico_lightning.inference.seed_scorer import fill_episode
     from pico_lightning.panels import Layout, split_grid
 
     cfg = load_config(run_dir / "config.yaml")
@@ -57,26 +79,11 @@ def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     rows = []
     for suite, suite_items in items.items():
         for item in suite_items:
-            images, report = fill_episode(
-                model,
-                item.grid[None],
-                item.mask[None],
-                model.text(item.prompt),
-                steps,
-                cfg.model.guidance,
-                episode_seeds(cfg.eval.seed, item.episode, seeds),
-                layout,
-                scorer,
-                finish_all=True,
-            )
+            seed_list = episode_seeds(cfg.eval.seed, item.episode, seeds)
+            text = model.text(item.prompt)
+            images, scores = finish_every_seed(model, item, text, cfg.model.guidance, seed_list, layout, scorer)
             quality = episode_quality(item, torch.stack([split_grid(i, layout)[-1].clamp(-1, 1) for i in images]))
-            rows.append(
-                {
-                    "suite": suite,
-                    "quality": quality,
-                    "scores": {n: torch.tensor(report["all_scores"][n]) for n in SCORES},
-                }
-            )
+            rows.append({"suite": suite, "quality": quality, "scores": scores})
     return summarise(rows, SCORES, seeds, steps, scorer_steps)
 
 

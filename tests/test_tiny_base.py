@@ -1,15 +1,26 @@
 """The demo's tiny pretrained base: a 2-step pretraining writes a directory the loader reads like FLUX.1-Fill-dev,
 and the loader refuses it once a file changes or goes missing."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
+from pico_lightning import flow
 from pico_lightning.config import ModelConfig
 from pico_lightning.demo import tiny_base
 from pico_lightning.demo.generic_grids import generic_batch
 from pico_lightning.model.autoencoder import PixelShuffleAutoencoder
-from pico_lightning.model.backbone import MANIFEST, ModelDirError, build_parts
+from pico_lightning.model.backbone import MANIFEST, ModelDirError, build_parts, build_text_encoders
+from pico_lightning.model.conditioning import (
+    fill_condition,
+    latent_image_ids,
+    pack_latents,
+    predict_velocity,
+    token_region,
+)
+from pico_lightning.model.text import encode_prompts
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +105,51 @@ def test_an_exemplar_share_mixes_exemplar_grids_into_the_batch():
 
     assert b_prime_only(1.0) == 64
     assert b_prime_only(0.0) < b_prime_only(0.5) < 64
+
+
+def _hand_loop(phases, batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """The loop the shipped base was pretrained with (its own AdamW, schedule, clipping and loss), kept as the
+    reference the Trainer path is checked against."""
+    parts, text = build_parts(tiny_base.BASE), build_text_encoders(tiny_base.BASE)
+    transformer = parts.transformer.train().requires_grad_(True)
+    embeds, pooled = encode_prompts(text, [""], tiny_base.BASE.sequence_length())[0]
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    side = 2 * tiny_base.PANEL // parts.autoencoder.scale_factor
+    ids = latent_image_ids(side, side, torch.device("cpu"), torch.float32)
+    for phase in phases:
+        optimizer = torch.optim.AdamW(transformer.parameters(), lr=phase.lr, weight_decay=0.01)
+        warmup = max(1, phase.steps // 20)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s, w=warmup, n=phase.steps: (
+                min(1.0, (s + 1) / w) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, s / n)))
+            ),
+        )
+        for _ in range(phase.steps):
+            grid, mask = (torch.from_numpy(a) for a in generic_batch(rng, batch, tiny_base.PANEL, phase.exemplar))
+            x0 = pack_latents(parts.autoencoder.encode(grid))
+            condition = fill_condition(parts.autoencoder, grid, mask)
+            noise = torch.randn(x0.shape, generator=generator)
+            t = flow.sample_timesteps(batch, "logit_normal", generator)
+            t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], parts.scheduler.config))
+            guidance = torch.full((batch,), tiny_base.BASE.guidance)
+            shared = (embeds.expand(batch, -1, -1), pooled.expand(batch, -1), ids)
+            pred = predict_velocity(transformer, flow.interpolate(x0, noise, t), condition, t, guidance, *shared)
+            region = token_region(mask, parts.autoencoder.scale_factor)
+            loss = flow.flow_matching_loss(pred, flow.velocity_target(x0, noise), region).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+    return transformer.state_dict()
+
+
+def test_the_trainer_recipe_reproduces_the_hand_loop_the_shipped_base_was_built_with():
+    phases = [tiny_base.Phase(3, 3e-3, 1.0), tiny_base.Phase(2, 1e-3, 0.5)]
+    reference = _hand_loop(phases, batch=2, seed=1)
+    built, curve = tiny_base.pretrain(phases, batch=2, seed=1, log_every=1)
+    trained = built["parts"].transformer.state_dict()
+    differences = {k: (trained[k] - v).abs().max().item() for k, v in reference.items()}
+    assert [c["step"] for c in curve] == [1, 2, 3, 4, 5]
+    assert all(d == 0 for d in differences.values()), max(differences.values())

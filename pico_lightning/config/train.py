@@ -17,15 +17,19 @@ class TrainConfig:
     accumulate_grad_batches: int = 1
     """Gradient accumulation through the Trainer."""
     lr: float = 1e-4
-    """AdamW learning rate."""
+    """AdamW (peak) learning rate."""
     weight_decay: float = 1e-2
     """AdamW weight decay."""
     warmup_steps: int = 0
     """Linear warm-up steps."""
-    schedule: Literal["constant", "cosine"] = "constant"
-    """Learning-rate schedule after warm-up."""
+    schedule: Literal["constant", "cosine", "cosine_to_tenth"] = "constant"
+    """Learning-rate schedule after warm-up: constant, cosine down to 0, or cosine down to 0.1x the peak (the
+    demo base's pretraining)."""
     gradient_clip_val: float = 1.0
     """Gradient-norm clipping (0 disables)."""
+    full_finetune: bool = False
+    """Train every DiT parameter instead of a LoRA (the demo base's pretraining): needs a module built without a
+    LoRA; `pico train` always attaches one, so it refuses this."""
     gradient_checkpointing: bool = False
     """Recompute the DiT's activations in the backward pass (saves memory at ~30% more compute)."""
     attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
@@ -72,7 +76,7 @@ class TrainConfig:
         ):
             value = getattr(self, key)
             check(value >= 1, f"train.{key}", "an integer >= 1", value)
-        check(self.lr > 0, "train.lr", "a number > 0", self.lr)
+        check(self.lr >= 0, "train.lr", "a number >= 0", self.lr)  # 0: the weights stay as loaded
         check(self.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0", self.warmup_steps)
         check(self.gradient_clip_val >= 0, "train.gradient_clip_val", "a number >= 0", self.gradient_clip_val)
         self.per_device_batch()

@@ -6,18 +6,19 @@
 
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from
 :data:`BASE`: a Fill ``FluxTransformer2DModel`` over the lossless PixelShuffle autoencoder, tiny CLIP and T5), then
-*all* its DiT parameters train with the package's flow-matching maths (logit-normal t with FLUX's resolution shift,
-loss on the masked tokens) on :mod:`pico_lightning.demo.generic_grids`, never on VisRel, in two phases: exemplar
-grids alone
-(``--exemplar-steps``: copy or negative, told apart only by A -> A', which teaches the base to read its exemplar),
-then the whole generic mix with a share of exemplar grids kept in it (``--steps``, ``--exemplar-share``); why, and
-what each choice measured: bench/RESULTS.md. ``--exemplar-steps 0 --steps 2000 --exemplar-share 0 --seed 0`` is the
-earlier mix-only base. The result is written with
-``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
-single-process: the same command on the same torch build and thread count writes the same bytes. The wall time and
-the loss curve go to ``--record`` (JSON + PNG, default ``docs/tiny_base_pretraining``). ``--init`` goes on from a
-saved base (the third line: 8000 more steps of the mix from the shipped base, with fresh data and noise from seed 2;
-what that and 16000 gave: bench/RESULTS.md).
+*all* its DiT parameters train, through the same PicoModule and Lightning Trainer as a LoRA fit
+(``train.full_finetune``) and so with the package's one objective (:func:`pico_lightning.objective.fill_loss`:
+logit-normal t with FLUX's resolution shift, loss on the masked tokens), on :mod:`pico_lightning.demo.generic_grids`,
+never on VisRel, in two phases: exemplar grids alone (``--exemplar-steps``: copy or negative, told apart only by
+A -> A', which teaches the base to read its exemplar), then the whole generic mix with a share of exemplar grids
+kept in it (``--steps``, ``--exemplar-share``); why, and what each choice measured: bench/RESULTS.md.
+``--exemplar-steps 0 --steps 2000 --exemplar-share 0 --seed 0`` is the earlier mix-only base. The result is written
+with ``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
+single-process: the same command on the same torch build and thread count writes the same bytes, and the recipe
+reproduces the shipped base (built by an earlier hand-written loop; tests/test_tiny_base.py checks this path against
+that loop bit for bit over two short phases). The wall time and the loss curve go to ``--record`` (JSON + PNG,
+default ``docs/tiny_base_pretraining``). ``--init`` goes on from a saved base (the third line: 8000 more steps of
+the mix from the shipped base, with fresh data and noise from seed 2; what that and 16000 gave: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -25,35 +26,30 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset
 
 from pico_lightning import flow
-from pico_lightning.config import ModelConfig
+from pico_lightning.config import ModelConfig, TrainConfig
 from pico_lightning.demo.generic_grids import generic_batch
 from pico_lightning.model.backbone import (
     MANIFEST,
     ModelDirError,
-    build_parts,
     build_text_encoders,
     check_model_dir,
     save_pipeline,
 )
-from pico_lightning.model.conditioning import (
-    fill_condition,
-    latent_image_ids,
-    pack_latents,
-    predict_velocity,
-    token_region,
-)
 from pico_lightning.model.text import encode_prompts
+from pico_lightning.training.module import PicoModule
 
 BASE = ModelConfig(preset="demo-base")
 """The architecture (config/presets.py demo-base: 1.86 M DiT parameters, PixelShuffle s=2, 16 T5 tokens, which the
@@ -83,65 +79,104 @@ def pretrain(
 ) -> tuple[dict, list[dict]]:
     """Full-parameter flow matching of a tiny Fill DiT, fresh or the saved base ``init`` (its text encoders too),
     through ``phases`` in order (a 0-step phase is skipped), flow times t from ``density``; returns the pipeline parts
-    and the loss curve (steps counted over all phases)."""
+    and the loss curve (steps counted over all phases).
+
+    Each phase is one ``Trainer.fit`` of the same :class:`PicoModule` (``train.full_finetune``: no LoRA, every DiT
+    parameter trains, with the library's objective, AdamW, clipping at 1 and the ``cosine_to_tenth`` schedule), so a
+    phase starts a fresh optimizer and schedule while the weights, the data stream and the noise stream go on."""
     torch.manual_seed(seed)
     cfg = replace(BASE, pretrained_dir=init) if init else BASE
-    parts, text = build_parts(cfg), build_text_encoders(cfg)
-    transformer = parts.transformer.train().requires_grad_(True)
-    embeds, pooled = encode_prompts(text, [""], BASE.sequence_length())[0]
-    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    side = 2 * PANEL // parts.autoencoder.scale_factor  # latent side of a grid
-    shared = (
-        embeds.expand(batch, -1, -1),
-        pooled.expand(batch, -1),
-        latent_image_ids(side, side, torch.device("cpu"), torch.float32),
-    )
-    curve, done, start = [], 0, time.perf_counter()
+    text = build_text_encoders(cfg)
+    prompts = {"": encode_prompts(text, [""], BASE.sequence_length())[0]}
+    module = _StreamedNoise(cfg, _phase_config(phases[0], batch, density), prompts)
+    module.generator = torch.Generator().manual_seed(seed)
+    rng, curve = np.random.default_rng(seed), _Curve(log_every)
     for phase in (phase for phase in phases if phase.steps):
-        optimizer = torch.optim.AdamW(transformer.parameters(), lr=phase.lr, weight_decay=0.01)
-        schedule = _warmup_cosine(optimizer, phase.steps)
-        window = []
-        for step in range(1, phase.steps + 1):
-            grid, mask = (torch.from_numpy(a) for a in generic_batch(rng, batch, PANEL, phase.exemplar))
-            loss = _loss(parts, transformer, grid, mask, generator, density, shared)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            window.append(loss.item())
-            if step % log_every == 0 or step == phase.steps:
-                seconds = time.perf_counter() - start
-                curve.append({"step": done + step, "loss": sum(window) / len(window), "seconds": seconds})
-                window = []
-                print(f"[tiny_base] step {done + step} loss {curve[-1]['loss']:.4f} {seconds:.0f}s", flush=True)
-        done += phase.steps
-    transformer.eval().requires_grad_(False)
-    return {"parts": parts, "text": text}, curve
+        module.cfg = _phase_config(phase, batch, density)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=phase.steps,
+            gradient_clip_val=module.cfg.gradient_clip_val,
+            callbacks=[curve],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers")  # one thread on purpose
+            warnings.filterwarnings("ignore", message=r".*no `val_dataloader`")  # pretraining does not evaluate
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # the weight-free autoencoder
+            trainer.fit(module, DataLoader(_GenericGrids(rng, batch, phase), batch_size=None))
+        curve.done += phase.steps
+    module.transformer.eval().requires_grad_(False)
+    return {"parts": module.parts, "text": text}, curve.points
 
 
-def _warmup_cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``steps // 20`` steps, then cosine from 1x down to 0.1x the peak at ``steps``."""
-    warmup = max(1, steps // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, s / steps)))
+def _phase_config(phase: Phase, batch: int, density: str) -> TrainConfig:
+    """The training slice of one phase: peak ``lr``, warm-up over a twentieth of the steps, cosine to 0.1x."""
+    return TrainConfig(
+        max_steps=phase.steps,
+        batch_size=batch,
+        lr=phase.lr,
+        weight_decay=0.01,
+        warmup_steps=phase.steps // 20,
+        schedule="cosine_to_tenth",
+        timestep_density=density,
+        full_finetune=True,
+        accelerator="cpu",
     )
 
 
-def _loss(parts, transformer, grid, mask, generator, density: str, shared: tuple) -> torch.Tensor:
-    """The masked-token flow-matching loss of one batch of grids (B, 3, H, W) and masks (B, 1, H, W); ``shared``:
-    the batch's prompt embeddings, pooled embeddings and image rotary ids, the same every step."""
-    batch = grid.shape[0]
-    x0 = pack_latents(parts.autoencoder.encode(grid))
-    condition = fill_condition(parts.autoencoder, grid, mask)
-    noise = torch.randn(x0.shape, generator=generator)
-    t = flow.sample_timesteps(batch, density, generator)
-    t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], parts.scheduler.config))
-    pred = predict_velocity(
-        transformer, flow.interpolate(x0, noise, t), condition, t, torch.full((batch,), BASE.guidance), *shared
-    )
-    region = token_region(mask, parts.autoencoder.scale_factor)
-    return flow.flow_matching_loss(pred, flow.velocity_target(x0, noise), region).mean()
+class _StreamedNoise(PicoModule):
+    """PicoModule drawing every step's noise and flow times from one generator stream (``generator``), as the
+    shipped base was pretrained, instead of a generator seeded per step: single-process and never resumed, the
+    pretraining needs no per-step seeds."""
+
+    generator: torch.Generator
+
+    def _step_generator(self, batch_idx: int) -> torch.Generator:
+        return self.generator
+
+
+class _GenericGrids(IterableDataset):
+    """Exactly ``phase.steps`` batches of generic grids drawn from ``rng`` (shared by the phases), in the batch
+    layout PicoModule trains on. Finite, so the loader never draws a batch ahead past the phase's end."""
+
+    def __init__(self, rng: np.random.Generator, batch: int, phase: Phase):
+        self.rng, self.batch, self.phase = rng, batch, phase
+
+    def __iter__(self):
+        for _ in range(self.phase.steps):
+            grid, mask = (torch.from_numpy(a) for a in generic_batch(self.rng, self.batch, PANEL, self.phase.exemplar))
+            # inpainting, no prompt: the category only labels the logged per-category loss
+            yield {
+                "grid": grid,
+                "mask": mask,
+                "prompt": [""] * self.batch,
+                "category": ["restoration"] * self.batch,
+                "task": ["generic"] * self.batch,
+            }
+
+
+class _Curve(pl.Callback):
+    """The loss curve: the mean loss of every ``log_every`` steps (and of a phase's last steps), with wall seconds."""
+
+    def __init__(self, log_every: int):
+        self.log_every, self.done, self.points, self.window = log_every, 0, [], []
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.window.append((outputs["loss"] if isinstance(outputs, dict) else outputs).item())
+        step = trainer.global_step
+        if step % self.log_every == 0 or step == trainer.max_steps:
+            seconds = time.perf_counter() - self.start
+            self.points.append(
+                {"step": self.done + step, "loss": sum(self.window) / len(self.window), "seconds": seconds}
+            )
+            self.window = []
+            print(f"[tiny_base] step {self.done + step} loss {self.points[-1]['loss']:.4f} {seconds:.0f}s", flush=True)
 
 
 def save_base(out: Path, built: dict) -> None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 
 from pico_lightning.config import EvalConfig
-from pico_lightning.inference.routing import SCORES, RoutingCapture, mean_routing, score_routing, token_panels
+from pico_lightning.inference.routing import RoutingCapture, mean_routing, score_routing, token_panels
 from pico_lightning.inference.sampler import TextInputs, decode, denoise, init_state, make_scheduler
 from pico_lightning.panels import Layout
 
@@ -64,12 +64,10 @@ def fill_episode(
     seeds: list[int],
     layout: Layout,
     scorer: EvalConfig | None = None,
-    finish_all: bool = False,
 ):
     """Fill one episode's target panel -> ((1 or |S|, 3, H, W) images, report dict).
 
-    ``scorer`` None (or one seed without scoring) is plain sampling with ``seeds[0]``. ``finish_all`` finishes
-    every seed instead of the best (for measuring the scorer against random and oracle choices).
+    ``scorer`` None (or one seed without scoring) is plain sampling with ``seeds[0]``.
     """
     parts = model.parts
     generators = [torch.Generator(device="cpu").manual_seed(s) for s in (seeds if scorer else seeds[:1])]
@@ -86,17 +84,14 @@ def fill_episode(
         ) as captures:
             state = denoise(parts.transformer, scheduler, state, text, guidance, range(scorer.scorer_steps))
         routing = mean_routing(captures) if scorer.scorer_steps > 0 else None  # k = 0: keep the first seed
-        every = {name: score_routing(*routing, name) if routing else torch.zeros(len(generators)) for name in SCORES}
-        scores = every[scorer.routing_score]
+        scores = score_routing(*routing, scorer.routing_score) if routing else torch.zeros(len(generators))
         best = int(scores.argmax())
         report.update(
             scores=[float(s) for s in scores],
             routing_score=scorer.routing_score,
             scorer_steps=scorer.scorer_steps,
-            all_scores={name: [float(s) for s in values] for name, values in every.items()},
         )
-        if not finish_all:
-            state = state.select(best)
+        state = state.select(best)
         start = scorer.scorer_steps
     else:
         best, start = 0, 0

@@ -20,7 +20,6 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from lightning.pytorch.strategies import FSDPStrategy
 
-from pico_lightning import flow
 from pico_lightning.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.data.eval_items import EvalItem
 from pico_lightning.data.schema import CATEGORIES
@@ -29,16 +28,10 @@ from pico_lightning.evaluation.evaluator import EvalMetrics, EvalOutput, evaluat
 from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.backbone import FluxParts, build_parts
 from pico_lightning.model.compilation import compile_blocks
-from pico_lightning.model.conditioning import (
-    fill_condition,
-    latent_image_ids,
-    pack_latents,
-    predict_velocity,
-    token_region,
-)
 from pico_lightning.model.lora import add_lora, load_lora
 from pico_lightning.model.quantize import quantize_base
 from pico_lightning.model.text import PromptEmbedding
+from pico_lightning.objective import fill_loss, fill_prediction
 from pico_lightning.panels import Layout
 from pico_lightning.training.divergence import DivergenceGuard
 from pico_lightning.training.optim import build_optimizer, build_schedule, clip_gradients
@@ -83,12 +76,17 @@ class PicoModule(pl.LightningModule):
         self.release_after_training = release_after_training
 
     def configure_model(self) -> None:
-        """Build the frozen base and its adapter once, in the strategy's init context."""
+        """Build the frozen base and its adapter once, in the strategy's init context; with ``train.full_finetune``
+        (and no ``lora``) every DiT parameter trains instead."""
         if self.transformer is not None:
             return
+        if self.cfg.full_finetune and self.lora:
+            raise UserError("train.full_finetune: trains the whole DiT, so expected a module without a LoRA")
         parts = build_parts(self.model_cfg, device=torch.get_default_device())
         quantize_base(parts.transformer, self.model_cfg.base_quantization)  # before LoRA: peft wraps the 8-bit layers
-        if isinstance(self.lora, LoraConfig):
+        if self.cfg.full_finetune:
+            parts.transformer.train().requires_grad_(True)
+        elif isinstance(self.lora, LoraConfig):
             add_lora(parts.transformer, self.lora, seed=self.cfg.seed)
         elif self.lora:
             load_lora(parts.transformer, self.lora)
@@ -120,30 +118,18 @@ class PicoModule(pl.LightningModule):
         self, grid: torch.Tensor, mask: torch.Tensor, prompt_ids: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One noised prediction: (B, L, 4C) predicted and target velocities for grids (B, 3, H, W)."""
-        with torch.no_grad():
-            x0 = pack_latents(self.autoencoder.encode(grid, generator=generator))
-            condition = fill_condition(self.autoencoder, grid, mask, generator)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        cfg = self.cfg
-        t = flow.sample_timesteps(
-            x0.shape[0], cfg.timestep_density, generator, x0.device, cfg.logit_mean, cfg.logit_std, cfg.mode_scale
+        return fill_prediction(
+            self.parts, grid, mask, self._text(prompt_ids), generator, self.cfg, self.model_cfg.guidance
         )
-        if cfg.resolution_shift:
-            t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], self.scheduler.config))
-        dtype = self.transformer.dtype
-        scale = self.autoencoder.scale_factor
-        guidance = torch.full((x0.shape[0],), self.model_cfg.guidance, device=x0.device, dtype=torch.float32)
-        pred = predict_velocity(
-            self.transformer,
-            flow.interpolate(x0, noise, t).to(dtype),
-            condition.to(dtype),
-            t.to(dtype),
-            guidance,
-            self.prompt_embeds[prompt_ids].to(dtype),
-            self.pooled_embeds[prompt_ids].to(dtype),
-            latent_image_ids(grid.shape[-2] // scale, grid.shape[-1] // scale, x0.device, dtype),
-        )
-        return pred, flow.velocity_target(x0, noise)
+
+    def fill_loss(
+        self, grid: torch.Tensor, mask: torch.Tensor, prompt_ids: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """(B,) flow-matching loss of grids (B, 3, H, W) with masks (B, 1, H, W) and prompt ids (B,)."""
+        return fill_loss(self.parts, grid, mask, self._text(prompt_ids), generator, self.cfg, self.model_cfg.guidance)
+
+    def _text(self, prompt_ids: torch.Tensor) -> TextInputs:
+        return TextInputs(self.prompt_embeds[prompt_ids], self.pooled_embeds[prompt_ids])
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Map prompts and categories to id tensors on the host, so they travel with the batch (no extra copies)."""
@@ -153,10 +139,8 @@ class PicoModule(pl.LightningModule):
         return batch
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        grid, mask = batch["grid"], batch["mask"]
-        pred, target = self(grid, mask, batch["prompt_id"], self._step_generator(batch_idx))
-        weight = token_region(mask, self.autoencoder.scale_factor) if self.cfg.loss_region == "target" else None
-        per_sample = flow.flow_matching_loss(pred, target, weight)  # (B,)
+        generator = self._step_generator(batch_idx)
+        per_sample = self.fill_loss(batch["grid"], batch["mask"], batch["prompt_id"], generator)  # (B,)
         loss = per_sample.mean()
         self._batch_tasks = list(batch["task"])
         self._log_losses(loss, per_sample, batch["category_id"], batch["category"])

@@ -1,0 +1,83 @@
+"""The training objective of a Fill model, written once: the per-sample flow-matching loss of a batch of grids.
+
+PicoModule's training step, the demo base's pretraining (through the same module and Trainer) and the benchmarks
+all call :func:`fill_loss`. It composes the pure maths of flow.py (flow time from a density, FLUX's resolution
+shift, interpolation, velocity target, weighted MSE) with the Fill inputs of model/conditioning.py. One generator
+draws everything random, in a fixed order (grid latents, masked-grid latents, noise, flow times), so a caller that
+seeds it per step gets exact resumes.
+
+    loss = fill_loss(parts, grid, mask, text, generator, cfg.train, cfg.model.guidance).mean()
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pico_lightning import flow
+from pico_lightning.config import TrainConfig
+from pico_lightning.inference.sampler import TextInputs
+from pico_lightning.model.backbone import FluxParts
+from pico_lightning.model.conditioning import (
+    fill_condition,
+    latent_image_ids,
+    pack_latents,
+    predict_velocity,
+    token_region,
+)
+
+
+def fill_loss(
+    parts: FluxParts,
+    grid: torch.Tensor,
+    mask: torch.Tensor,
+    text: TextInputs,
+    generator: torch.Generator | None,
+    cfg: TrainConfig,
+    guidance: float,
+) -> torch.Tensor:
+    """(B,) flow-matching loss of the DiT on grids (B, 3, H, W) in [-1, 1] with masks (B, 1, H, W), 1 = generate.
+
+    ``text`` holds one prompt per grid, (B, Lt, D) and (B, D). Of ``cfg`` the objective reads the flow-time density
+    (``timestep_density``, ``logit_mean``, ``logit_std``, ``mode_scale``), ``resolution_shift`` and ``loss_region``
+    (the masked tokens, weighted by the share of their pixels masked, or the whole grid); ``guidance`` feeds the
+    guidance embedding. The loss is computed in float32.
+    """
+    pred, target = fill_prediction(parts, grid, mask, text, generator, cfg, guidance)
+    weight = token_region(mask, parts.autoencoder.scale_factor) if cfg.loss_region == "target" else None
+    return flow.flow_matching_loss(pred, target, weight)
+
+
+def fill_prediction(
+    parts: FluxParts,
+    grid: torch.Tensor,
+    mask: torch.Tensor,
+    text: TextInputs,
+    generator: torch.Generator | None,
+    cfg: TrainConfig,
+    guidance: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two sides :func:`fill_loss` compares, (B, L, 4C) each: the DiT's velocity at a noised x_t, and the target.
+
+    The autoencoder runs without gradients; the DiT in its own dtype."""
+    autoencoder, transformer = parts.autoencoder, parts.transformer
+    with torch.no_grad():
+        x0 = pack_latents(autoencoder.encode(grid, generator=generator))  # (B, L, 4C)
+        condition = fill_condition(autoencoder, grid, mask, generator)  # (B, L, 4C + 4s^2)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    t = flow.sample_timesteps(
+        x0.shape[0], cfg.timestep_density, generator, x0.device, cfg.logit_mean, cfg.logit_std, cfg.mode_scale
+    )
+    if cfg.resolution_shift:
+        t = flow.resolution_shift(t, flow.shift_mu(x0.shape[1], parts.scheduler.config))
+    dtype, scale = transformer.dtype, autoencoder.scale_factor
+    pred = predict_velocity(
+        transformer,
+        flow.interpolate(x0, noise, t).to(dtype),
+        condition.to(dtype),
+        t.to(dtype),
+        torch.full((x0.shape[0],), guidance, device=x0.device, dtype=torch.float32),
+        text.prompt_embeds.to(dtype),
+        text.pooled_prompt_embeds.to(dtype),
+        latent_image_ids(grid.shape[-2] // scale, grid.shape[-1] // scale, x0.device, dtype),
+    )
+    return pred, flow.velocity_target(x0, noise)
