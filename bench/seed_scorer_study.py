@@ -65,16 +65,16 @@ def finish_every_seed(model, item, text, guidance: float, seeds: list[int], layo
 
 def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     from pico_lightning.config import EvalConfig, load_config
-    from pico_lightning.data.datamodule import VisRelDataModule
+    from pico_lightning.data.catalogue import DatasetCatalogue
     from pico_lightning.evaluation.evaluator import episode_seeds
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.inference.routing import SCORES
-    from pico_lightning.panels import Layout, split_grid
+    from pico_lightning.panels import split_grid
 
     cfg = load_config(run_dir / "config.yaml")
-    layout = Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size)
+    layout = cfg.data.layout()
     model = load_inference_model(cfg.model, run_dir / "lora")
-    items = VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval).eval_items()
+    items = DatasetCatalogue(cfg.data, cfg.eval).eval_items()
     scorer = EvalConfig(num_steps=steps, num_seeds=seeds, scorer_steps=scorer_steps)
     rows = []
     for suite, suite_items in items.items():

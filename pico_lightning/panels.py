@@ -1,7 +1,7 @@
 """Four-panel grids: pictures in, one grid tensor out, and back.
 
-A layout is ``rows x cols`` square panels of ``panel_size`` pixels, read row by row; the target panel (B', the one
-the model fills in) is the last cell. The classic PICO layout is 2x2: ``A | A'`` over ``B | B'``. Images are
+A layout (pico_lightning/layout.py, importable from here) is ``rows x cols`` square panels of ``panel_size`` pixels,
+read row by row; the target panel (B') is the last cell. The classic PICO layout is 2x2. Images are
 ``(3, H, W)`` float tensors in [-1, 1] (the range the autoencoders take); :func:`to_tensor` accepts PIL (any mode,
 converted as ``pictures.to_rgb`` converts it), numpy (HW or HWC; uint8, uint16, bool or float in [0, 1]) and
 tensors (CHW or HW). Pure functions: no logger, no file I/O (files are read by ``pictures.read_picture``).
@@ -10,46 +10,14 @@ tensors (CHW or HW). Pure functions: no logger, no file I/O (files are read by `
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pico_lightning.packing import check_grid_side
+from pico_lightning.layout import Layout
 from pico_lightning.pictures import ImageInputError, to_rgb
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Grid geometry: ``rows x cols`` square panels, the target in the last cell."""
-
-    rows: int = 2
-    cols: int = 2
-    panel_size: int = 32
-
-    def __post_init__(self) -> None:
-        check_grid_side(self.panel_size, self.rows, "rows")
-        check_grid_side(self.panel_size, self.cols, "cols")
-
-    @property
-    def num_panels(self) -> int:
-        return self.rows * self.cols
-
-    @property
-    def height(self) -> int:
-        return self.rows * self.panel_size
-
-    @property
-    def width(self) -> int:
-        return self.cols * self.panel_size
-
-    def cell(self, index: int) -> tuple[slice, slice]:
-        """Pixel (row, column) slices of panel ``index`` (row-major)."""
-        row, col = divmod(index, self.cols)
-        size = self.panel_size
-        return slice(row * size, (row + 1) * size), slice(col * size, (col + 1) * size)
 
 
 def _numpy_to_array(array: np.ndarray) -> np.ndarray:

@@ -136,9 +136,9 @@ def check_panel_fits(layout, parts, name: str = "panel_size") -> None:
 
 def evaluation_items(cfg: ExperimentConfig) -> dict:
     """The evaluation episodes of ``cfg.eval.suites``, ``{suite: [EvalItem]}`` (read without any model)."""
-    from pico_lightning.data.datamodule import VisRelDataModule
+    from pico_lightning.data.catalogue import DatasetCatalogue
 
-    return VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval).eval_items()
+    return DatasetCatalogue(cfg.data, cfg.eval).eval_items()
 
 
 class PicoPipeline:
@@ -215,11 +215,10 @@ class PicoPipeline:
         from pico_lightning.evaluation.evaluator import evaluate
         from pico_lightning.evaluation.gallery import gallery_image, gallery_rows, save_png
         from pico_lightning.files import write_json
-        from pico_lightning.panels import Layout
 
         cfg = self.cfg if suites is None else replace(self.cfg, eval=replace(self.cfg.eval, suites=list(suites)))
         items = items if items is not None else evaluation_items(cfg)
-        layout = Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size)
+        layout = cfg.data.layout()
         metrics, outputs = evaluate(self.model, items, cfg.eval, layout, cfg.model.guidance)
         _, rows = gallery_rows(outputs, layout, cfg.eval.gallery_episodes)
         save_png(gallery_image(rows), Path(out_dir) / "gallery.png")

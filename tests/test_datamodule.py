@@ -56,6 +56,13 @@ def shards(tmp_path):
     return tmp_path / "visrel", {(meta.task, meta.pair_id): (x, y, meta) for x, y, meta in samples}
 
 
+def _placed_loader(module: VisRelDataModule, batches_done: int):
+    """The module's training loader placed after ``batches_done`` batches, as a resumed fit's is."""
+    loader = module.train_dataloader()
+    loader.load_state_dict({"batches": batches_done})
+    return loader
+
+
 def _module(path, batch=4, **overrides) -> VisRelDataModule:
     """A set-up datamodule over ``path``: no workers, no augmentation or prompt dropout unless overridden."""
     defaults = dict(num_workers=0, epoch_batches=5, augment=False, prompt_dropout=0.0)
@@ -121,7 +128,7 @@ def test_two_ranks_read_disjoint_shards_and_yield_equal_batch_counts(shards, mon
         counts[rank] = len(batches)
         assert len(loader) == 7 and all(b["grid"].shape[0] == 2 for b in batches)  # 4 global / 2 ranks
         shard_stage = dict(
-            build_train_stages(module.data.urls, module.cfg, module.state, module.data.keep, 2, {}, [0, 0])
+            build_train_stages(module.data.urls, module.cfg, loader.state, module.data.keep, 2, {}, [0, 0])
         )["shards"]
         for worker in (0, 1):  # the shard stage as worker `worker` of 2 sees it
             monkeypatch.setattr(stream_module, "_worker", lambda worker=worker: (worker, 2))
@@ -136,8 +143,7 @@ def test_same_seed_and_epoch_give_the_same_batches(shards):
         runs = []
         for epoch in (3, 3, 4):
             module = _module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=4)
-            module.set_position(epoch * 4)  # the first batch of data epoch `epoch`
-            runs.append(list(module.train_dataloader()))
+            runs.append(list(_placed_loader(module, epoch * 4)))  # the first batch of data epoch `epoch`
         same, other = runs[0], runs[1]
         assert len(same) == len(other) == 4
         assert all(
@@ -150,8 +156,7 @@ def test_same_seed_and_epoch_give_the_same_batches(shards):
 def test_a_stream_placed_mid_epoch_yields_the_uninterrupted_stream_from_there(shards, workers):
     def batches(done: int) -> list[dict]:
         module = _module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=6)
-        module.set_position(done)
-        return list(module.train_dataloader())
+        return list(_placed_loader(module, done))
 
     whole = batches(0) + batches(6)  # data epochs 0 and 1
     for done in (1, 3, 5, 9):
@@ -161,12 +166,28 @@ def test_a_stream_placed_mid_epoch_yields_the_uninterrupted_stream_from_there(sh
             assert torch.equal(got["grid"], expected["grid"]) and got["prompt"] == expected["prompt"]
 
 
+def test_the_loader_saves_its_position_and_a_restored_one_continues_the_stream(shards):
+    def loader():
+        return _module(shards[0], augment=True, prompt_dropout=0.5, epoch_batches=4).train_dataloader()
+
+    whole = list(_placed_loader(_module(shards[0], augment=True, prompt_dropout=0.5, epoch_batches=4), 0))
+    running = loader()
+    batches = iter(running)
+    next(batches), next(batches)
+    assert running.state_dict() == {"batches": 2}  # what Lightning stores in a checkpoint after two steps
+    restored = loader()
+    restored.load_state_dict(running.state_dict())
+    rest = list(restored)
+    assert len(rest) == 2 and all(torch.equal(x["grid"], y["grid"]) for x, y in zip(rest, whole[2:], strict=True))
+    assert restored.state_dict() == {"batches": 4}
+    assert len(list(restored)) == 4 and restored.state_dict() == {"batches": 8}  # the next data epoch, whole
+
+
 def test_skipped_batches_decode_no_picture(shards, monkeypatch):
     decoded = []
     monkeypatch.setattr(stream_module, "decode_panel", lambda *args: decoded.append(args) or torch.zeros(3, 32, 32))
     module = _module(shards[0], epoch_batches=6, batch=4)
-    module.set_position(5)
-    assert len(list(module.train_dataloader())) == 1
+    assert len(list(_placed_loader(module, 5))) == 1
     assert 0 < len(decoded) <= 4 * 2 * 2  # only the last batch's: 4 episodes x 2 pairs x 2 pictures
 
 
@@ -281,13 +302,13 @@ def test_user_errors_name_the_key(shards, monkeypatch, tmp_path):
 def test_eval_episodes_are_fixed_and_come_from_the_right_split(shards):
     path, lookup = shards
     module = _module(path)
-    val, test = module.eval_episodes("val", 3), module.eval_episodes("test", 2)
+    val, test = module.catalogue.eval_episodes("val", 3), module.catalogue.eval_episodes("test", 2)
     assert [e["task"] for e in val] == ["denoise"] * 3 + ["edges"] * 3 + ["segment"] * 3
     assert [e["task"] for e in test] == ["sketch"] * 2
     for episode, split in [(e, "val") for e in val] + [(e, "test") for e in test]:
         metas = _identify(episode["grid"], episode["task"], lookup)
         assert {m.split for m in metas} == {split} and tuple(m.pair_id for m in metas) == episode["pair_ids"]
-    again = _module(path).eval_episodes("val", 3)
+    again = _module(path).catalogue.eval_episodes("val", 3)
     assert all(torch.equal(x["grid"], y["grid"]) for x, y in zip(val, again, strict=True))
 
 
@@ -322,15 +343,12 @@ def test_brace_patterns_and_pipes_work_without_an_index(shards):
 
 
 class _CountingModule(pl.LightningModule):
-    """Counts the batches of each epoch and reseeds the data stream in on_train_epoch_start."""
+    """Counts the batches of each epoch (the loader itself moves on to the next data epoch)."""
 
     def __init__(self):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(()))
         self.seen: list[tuple[int, torch.Tensor]] = []
-
-    def on_train_epoch_start(self):
-        self.trainer.datamodule.set_position(self.global_step)
 
     def training_step(self, batch, batch_idx):
         self.seen.append((self.current_epoch, batch["grid"]))
@@ -348,4 +366,4 @@ def test_a_trainer_runs_reseeded_epochs_of_equal_length(shards, tmp_path):
         datamodule=VisRelDataModule(DataConfig(shards=str(shards[0]), num_workers=0, epoch_batches=6), 4),
     )
     assert Counter(epoch for epoch, _ in module.seen) == {0: 6, 1: 6}
-    assert not torch.equal(module.seen[0][1], module.seen[6][1])  # set_position(6) reseeded the second epoch
+    assert not torch.equal(module.seen[0][1], module.seen[6][1])  # the loader's position reseeded the second epoch

@@ -18,7 +18,11 @@ def test_the_last_step_is_evaluated_inside_the_fit_and_the_base_is_dropped(visre
     _fit(trainer, module, datamodule, ckpt)
     run_dir = cfg.run.path()
     assert sorted(p.name for p in (run_dir / "eval").iterdir()) == ["step_2", "step_3"]
-    assert module.val_step == 3 and module.transformer is None and module.autoencoder is None
+    assert module.transformer is None and module.autoencoder is None
+    summary = json.loads((run_dir / "summary.json").read_text())  # written by FitEnd, inside the fit
+    assert summary["step"] == 3 and summary["eval"] == {
+        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("eval/")
+    }
     assert copied == [0]  # Strategy.teardown's move to the CPU found no parameters
     assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file()  # exported before the release
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # saved in on_train_end: step 3

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from pico_lightning.config import LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.model.backbone import build_parts
 from pico_lightning.model.lora import WEIGHTS_NAME, add_lora, export_lora
-from pico_lightning.training.artifacts import RunArtifacts
+from pico_lightning.training.fit_end import export_run_lora
 from pico_lightning.training.module import PicoModule, TrainingDivergedError
 from pico_lightning.training.strategy import build_strategy
 
@@ -58,7 +58,7 @@ def test_every_rank_enters_the_gather_and_only_rank_zero_writes(tmp_path):
     calls = []
     module = SimpleNamespace(transformer=_lora_transformer())
     strategy = SimpleNamespace(lightning_module_state_dict=lambda: calls.append("gather") or {})
-    RunArtifacts(None, tmp_path).on_train_end(SimpleNamespace(strategy=strategy, is_global_zero=False), module)
+    export_run_lora(SimpleNamespace(strategy=strategy, is_global_zero=False), module, tmp_path, None)
     assert calls == ["gather"] and not (tmp_path / "lora").exists()
 
 

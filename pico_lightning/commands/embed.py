@@ -32,5 +32,5 @@ def _embed(args: argparse.Namespace) -> None:
         return
     from pico_lightning.training.prompts import embed_run_prompts
 
-    prompts, encoded = embed_run_prompts(cfg.model, cfg.data, cfg.train.batch_size)
+    prompts, encoded = embed_run_prompts(cfg.model, cfg.data)
     print(f"{prompts} prompts embedded ({encoded} new, {prompts - encoded} already cached)")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pico_lightning.config.checks import check
+from pico_lightning.layout import Layout
 
 
 @dataclass
@@ -65,3 +66,7 @@ class DataConfig:
         check(self.shots_per_task >= 0, "data.shots_per_task", "an integer >= 0", self.shots_per_task)
         check(self.num_workers >= 0, "data.num_workers", "an integer >= 0", self.num_workers)
         check(self.epoch_batches >= 1, "data.epoch_batches", "an integer >= 1", self.epoch_batches)
+
+    def layout(self) -> Layout:
+        """The grid geometry of every episode: ``rows x cols`` panels of ``panel_size`` pixels."""
+        return Layout(self.rows, self.cols, self.panel_size)

@@ -1,9 +1,10 @@
-"""VisRelDataModule: the training stream (data/stream.py) and the evaluation items (data/eval_items.py) of a run.
+"""VisRelDataModule: the training stream (data/stream.py) and the evaluation items (data/catalogue.py) of a run.
 
-The loader yields exactly ``data.epoch_batches`` batches per epoch on every rank; a run resumed inside a data epoch
-(``set_position``) gets the same batches as an uninterrupted one. ``setup()`` reads the shards' samples from
-index.json (else scans their json members once, PNGs unread): that picks the shots and checks that every worker's
-shards can form episodes, so a bad split fails at start. ``val_dataloader`` serves this rank's share of the fixed
+The loader yields exactly ``data.epoch_batches`` batches per epoch on every rank; it keeps its own position (its
+``state_dict``, see data/stream.py ``TrainLoader``), so a run resumed inside a data epoch gets the same batches as
+an uninterrupted one. ``setup()`` has the catalogue read the shards' samples from index.json (else scan their json
+members once, PNGs unread): that picks the shots and checks that every worker's shards can form episodes, so a bad
+split fails at start. ``val_dataloader`` serves this rank's share of the fixed
 evaluation episodes, one per batch, to Lightning's validation loop.
 """
 
@@ -18,46 +19,37 @@ import webdataset as wds
 
 from pico_lightning.config import DataConfig, EvalConfig
 from pico_lightning.data import episodes as ep
-from pico_lightning.data.eval_items import EvalItem, collect_items, data_root, eval_loader
-from pico_lightning.data.sources import ShardSet, load_shard_set
+from pico_lightning.data.catalogue import DatasetCatalogue
+from pico_lightning.data.eval_items import EvalItem, eval_loader
+from pico_lightning.data.sources import ShardSet
 from pico_lightning.data.stream import (
     WARMUP_PAIRS,
-    DecodePairs,
-    SkipCounter,
     StreamState,
     TrainLoader,
     build_train_stages,
     worker_shards,
 )
 from pico_lightning.errors import UserError
-from pico_lightning.panels import Layout
 
 
 class VisRelDataModule(pl.LightningDataModule):
-    """VisRel episodes: a resampled training stream (equal batches on every rank) and fixed eval episodes."""
+    """VisRel episodes: a resampled training stream (equal batches on every rank) and fixed eval episodes, both
+    read through the run's :class:`~pico_lightning.data.catalogue.DatasetCatalogue`."""
 
     def __init__(self, cfg: DataConfig, global_batch_size: int, eval_cfg: EvalConfig | None = None):
         super().__init__()
-        self.cfg, self.global_batch_size, self.eval_cfg = cfg, global_batch_size, eval_cfg
-        self.layout = Layout(cfg.rows, cfg.cols, cfg.panel_size)
-        self.state = StreamState(cfg.seed)
-        self.data: ShardSet | None = None  # resolved on first use (setup, prompts, eval_episodes)
-        self.items: dict[str, list[EvalItem]] | None = None  # eval items, read on first use (eval_items)
+        self.cfg, self.global_batch_size = cfg, global_batch_size
+        self.catalogue = DatasetCatalogue(cfg, eval_cfg)
+
+    @property
+    def data(self) -> ShardSet:
+        """The catalogue's shards, resolved on first use (setup, prompts, eval_items)."""
+        return self.catalogue.shards()
 
     def setup(self, stage: str | None = None) -> None:
         """Check the global batch against the world size, then resolve, scan and select the shards."""
         self.per_device_batch()
-        self._load()
-
-    def set_position(self, batches_done: int) -> None:
-        """Place the training stream at batch ``batches_done`` (batches already trained on, counted from the
-        run's start): its data epoch's seeds, and the batches of that epoch to skip. Call before the loader's
-        workers start (``on_train_epoch_start``, and ``train_dataloader`` after a checkpoint restore).
-
-        Counting from the step rather than Lightning's epoch keeps a resumed run on the same stream as an
-        uninterrupted one, at any step. Exact unless a skipped pair passed the PNG check yet fails to decode.
-        """
-        self.state.epoch, self.state.skip = divmod(batches_done, self.cfg.epoch_batches)
+        self.catalogue.shards()  # read now: a bad data config fails at setup, on every rank
 
     def per_device_batch(self) -> int:
         """Episodes per batch on each rank: the global batch over devices*num_nodes, which must divide it."""
@@ -67,58 +59,24 @@ class VisRelDataModule(pl.LightningDataModule):
         return self.global_batch_size // world
 
     def prompts(self) -> list[str]:
-        """Every prompt the data can produce under data.prompt (held-out tasks included), "" first."""
-        return ep.prompt_set(self._load().index, self.cfg.prompt)
+        """The catalogue's prompts: every prompt the data can produce, "" first."""
+        return self.catalogue.prompts()
 
     def train_dataloader(self) -> wds.WebLoader:
-        """``data.epoch_batches`` batches per epoch: per-device episodes + "skipped"."""
-        data, cfg = self._load(), self.cfg
+        """``data.epoch_batches`` batches per epoch: per-device episodes + "skipped", from the run's first batch
+        (Lightning restores a resumed run's position through the loader's ``load_state_dict``)."""
+        data, cfg = self.data, self.cfg
         rank, world = self._rank_world()
         warmups = self._warmups(data, world, max(1, cfg.num_workers))[rank]
-        self.state.rank, self.state.world = rank, world
-        if self.trainer is not None:  # after a checkpoint restore: continue the stream where the run was
-            self.set_position(self.trainer.global_step * self.trainer.accumulate_grad_batches)
+        state = StreamState(cfg.seed, rank, world)
         counts = Counter(task for task, _, _ in {entry for found in data.entries.values() for entry in found})
-        stages = build_train_stages(
-            data.urls, cfg, self.state, data.keep, self.per_device_batch(), dict(counts), warmups
-        )
+        stages = build_train_stages(data.urls, cfg, state, data.keep, self.per_device_batch(), dict(counts), warmups)
         dataset = wds.DataPipeline(*(stage for _, stage in stages))
-        return TrainLoader(dataset, self.state, cfg.epoch_batches, cfg.num_workers)
-
-    def eval_episodes(self, split: str, n_per_task: int) -> list[dict]:
-        """Fixed episodes from one plain read: "val" = held-in tasks' val pairs, "test" = held-out tasks'."""
-        if split not in ("val", "test"):
-            raise ValueError(f"eval_episodes: split {split!r}: expected 'val' or 'test'")
-        data, cfg = self._load(), self.cfg
-        tasks = frozenset(task for task, info in data.index["tasks"].items() if info["held_out"] == (split == "test"))
-        keep = ep.PairFilter(frozenset({split}), tasks)
-        urls = [url for url in data.urls if any(map(keep, data.metas[url]))]
-        if not urls:
-            return []
-        counter = SkipCounter()
-        pairs = wds.DataPipeline(
-            wds.SimpleShardList(urls),
-            wds.tarfile_to_samples(handler=counter),
-            DecodePairs(keep, cfg.panel_size, cfg.resize, counter),
-        )
-        return ep.fixed_episodes(pairs, n_per_task, cfg.seed, self.layout, cfg.resize, cfg.prompt)
+        return TrainLoader(dataset, state, cfg.epoch_batches, cfg.num_workers)
 
     def eval_items(self) -> dict[str, list[EvalItem]]:
-        """The fixed evaluation items of ``eval.suites`` (read once); a suite without episodes is a UserError."""
-        if self.items is None:
-            cfg, evaluation = self.cfg, self.eval_cfg or EvalConfig(suites=[])
-            self.items = collect_items(
-                evaluation.suites,
-                data_root(cfg.shards, cfg.root),
-                self.layout,
-                cfg.resize,
-                cfg.prompt,
-                evaluation.episodes_per_suite,
-                self.eval_episodes if cfg.root or cfg.shards else None,
-                evaluation.perseg_dir,
-                evaluation.exemplar_swap,
-            )
-        return self.items
+        """The catalogue's fixed evaluation items of ``eval.suites`` (read once)."""
+        return self.catalogue.eval_items()
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         """This rank's share of the evaluation items, one item per batch (seed scoring runs per episode)."""
@@ -131,11 +89,6 @@ class VisRelDataModule(pl.LightningDataModule):
             return self.trainer.global_rank, self.trainer.world_size
         return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-    def _load(self) -> ShardSet:
-        if self.data is None:
-            self.data = load_shard_set(self.cfg, ep.pairs_per_episode(self.layout))
-        return self.data
-
     def _warmups(self, data: ShardSet, world: int, workers: int) -> list[list[int]]:
         """Warm-up pairs per [rank][worker]; UserError when shards are too few or a reader cannot draw.
 
@@ -147,7 +100,7 @@ class VisRelDataModule(pl.LightningDataModule):
                 f"max(1, data.num_workers)={workers} readers; write more shards or use fewer "
                 "workers"
             )
-        pairs = ep.pairs_per_episode(self.layout)
+        pairs = ep.pairs_per_episode(self.catalogue.layout)
         warmups = [[0] * workers for _ in range(world)]
         for rank in range(world):
             for worker in range(workers):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pico_lightning.data.batch import TrainBatch
 from pico_lightning.data.schema import CATEGORY_PROMPTS, SampleMeta
 from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, compose_grid, target_mask
@@ -303,7 +304,13 @@ def fixed_episodes(
     return episodes
 
 
-def collate_episodes(episodes: Sequence[dict]) -> dict:
-    """Episodes -> {"grid": (B, 3, H, W), "mask": (B, 1, H, W)} float32, "prompt"/"task"/"category" lists."""
-    batch = {key: torch.stack([episode[key] for episode in episodes]) for key in ("grid", "mask")}
-    return batch | {key: [episode[key] for episode in episodes] for key in ("prompt", "task", "category")}
+def collate_episodes(episodes: Sequence[dict]) -> TrainBatch:
+    """Episodes -> a :class:`TrainBatch`: "grid" (B, 3, H, W) and "mask" (B, 1, H, W) float32, "prompt", "task"
+    and "category" lists."""
+    return TrainBatch(
+        grid=torch.stack([episode["grid"] for episode in episodes]),
+        mask=torch.stack([episode["mask"] for episode in episodes]),
+        prompt=[episode["prompt"] for episode in episodes],
+        task=[episode["task"] for episode in episodes],
+        category=[episode["category"] for episode in episodes],
+    )

@@ -8,12 +8,13 @@ It runs in each DataLoader worker of each rank (``build_train_stages``; ``TrainL
     decode    json meta -> keep the train pairs of the selected tasks (and shots); PNGs checked (chunk CRCs)
               but decoded (``pictures.read_picture``) to uint8 (3, S, S) only when an episode first uses them
     episodes  pools by (task, variant) -> EpisodeSampler -> make_episode, 2 episodes per pair read once warm
-    batch     per-device batch -> {"grid", "mask", "prompt", "task", "category", "skipped"}; "skipped" counts
-              the samples and shards this worker skipped so far this epoch (logged as data/skipped)
+    batch     per-device batch -> TrainBatch (data/batch.py: grid, mask, prompt, task, category, skipped);
+              "skipped" counts the samples and shards this worker skipped so far this epoch (logged as data/skipped)
 
 A stream placed inside a data epoch (``StreamState.skip``) replays the epoch's random draws up to that batch
 without decoding or composing a picture, then yields the remaining batches: the same batches as an uninterrupted
-run, at any worker count.
+run, at any worker count. ``TrainLoader`` owns that position: it counts the batches it hands out and saves and
+restores the count through Lightning's loader ``state_dict``, so a resumed run continues the same stream.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import webdataset as wds
 
 from pico_lightning.config import DataConfig
 from pico_lightning.data import episodes as ep
+from pico_lightning.data.batch import TrainBatch
 from pico_lightning.data.schema import SampleMeta
 from pico_lightning.data.sources import MEMBERS
-from pico_lightning.panels import Layout, fit_panel, to_tensor
+from pico_lightning.panels import fit_panel, to_tensor
 from pico_lightning.pictures import check_picture, read_picture
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ DECODE_ERRORS = (KeyError, ValueError)  # a missing member; bad json, meta or pi
 
 @dataclass
 class StreamState:
-    """What seeds a training stream; its stages share it, so ``set_position`` reaches workers started later."""
+    """What seeds a training stream; its stages share it, and ``TrainLoader`` places it before its workers start."""
 
     seed: int
     rank: int = 0
@@ -177,7 +179,7 @@ class EpisodeStream:
     def __call__(self, pairs: Iterable[ep.Pair]) -> Iterator[dict]:
         cfg, (worker, _, skip) = self.cfg, self.state.reader()
         skip *= self.batch_size
-        layout = Layout(cfg.rows, cfg.cols, cfg.panel_size)
+        layout = cfg.layout()
         rng = ep.seeded_rng(self.state.seed, "episodes", self.state.epoch, self.state.rank, worker)
         pool = ep.EpisodePool(POOL_SIZE, rng)
         k = ep.pairs_per_episode(layout)
@@ -206,14 +208,16 @@ class BatchEpisodes:
     def __init__(self, batch_size: int, counter: SkipCounter):
         self.batch_size, self.counter = batch_size, counter
 
-    def __call__(self, episodes: Iterable[dict]) -> Iterator[dict]:
+    def __call__(self, episodes: Iterable[dict]) -> Iterator[TrainBatch]:
         self.counter.count = 0  # per epoch: the same for in-process and worker streams
-        batch = []
+        chosen = []
         for episode in episodes:
-            batch.append(episode)
-            if len(batch) == self.batch_size:
-                yield ep.collate_episodes(batch) | {"skipped": torch.tensor(self.counter.count)}
-                batch = []
+            chosen.append(episode)
+            if len(chosen) == self.batch_size:
+                batch = ep.collate_episodes(chosen)
+                batch["skipped"] = torch.tensor(self.counter.count)
+                yield batch
+                chosen = []
 
 
 def build_train_stages(
@@ -244,11 +248,15 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 class TrainLoader(wds.WebLoader):
-    """The training loader: ``epoch_batches`` long, fresh workers per epoch; a data epoch resumed after ``skip``
-    batches yields only the rest, so Lightning's epoch (which counts the restored batches) ends with it.
+    """The training loader: ``epoch_batches`` long, fresh workers per epoch, and the owner of its position.
 
-    ``state_dict``/``load_state_dict`` tell Lightning the loader resumes mid-epoch; the position itself comes
-    from the global step (``VisRelDataModule.set_position``), so there is nothing to store.
+    ``position`` counts the batches handed out since the run's start, across data epochs. Each iteration places
+    the stream there (data epoch = position // epoch_batches, batches of it to skip = the rest) before its workers
+    start, then yields the rest of that data epoch, so Lightning's epoch (which counts restored batches) ends
+    with it. Lightning stores :meth:`state_dict` in every checkpoint and calls :meth:`load_state_dict` on a resume
+    before it first iterates the loader (``FitLoop.setup_data``). Its fetcher takes no batch ahead of the step for
+    a loader with a length, so at a save the count is exactly the batches trained on: the resumed stream yields
+    what an uninterrupted run would, at any step and worker count.
     """
 
     def __init__(self, dataset: wds.DataPipeline, state: StreamState, epoch_batches: int, num_workers: int):
@@ -260,15 +268,26 @@ class TrainLoader(wds.WebLoader):
             worker_init_fn=ignore_stop_signals,
         )
         self.state, self.epoch_batches = state, epoch_batches
+        self.position = 0
 
-    def __iter__(self) -> Iterator[dict]:
-        return islice(iter(self.pipeline[0]), self.epoch_batches - self.state.skip)
+    def __iter__(self) -> Iterator[TrainBatch]:
+        self.state.epoch, self.state.skip = divmod(self.position, self.epoch_batches)
+        return self._count(islice(iter(self.pipeline[0]), self.epoch_batches - self.state.skip))
+
+    def _count(self, batches: Iterator[TrainBatch]) -> Iterator[TrainBatch]:
+        for batch in batches:
+            self.position += 1  # counted when handed out: a checkpoint after this step includes the batch
+            yield batch
 
     def __len__(self) -> int:
         return self.epoch_batches
 
     def state_dict(self) -> dict:
-        return {}
+        """``{"batches": n}``: batches handed out since the run's start (data epoch and skip derive from it)."""
+        return {"batches": self.position}
 
     def load_state_dict(self, state: dict) -> None:
-        """Nothing to load: ``train_dataloader`` places the stream from the restored global step."""
+        """Continue after ``state["batches"]`` batches; call before iterating (Lightning does)."""
+        if "batches" not in state:  # written before the loader kept its position
+            log.warning("the checkpoint holds no data stream position: the stream starts from its beginning")
+        self.position = int(state.get("batches", 0))

@@ -5,8 +5,8 @@ A checkpoint's ``state_dict`` holds only the trainable LoRA parameters under the
 Lightning's own save writes through a temporary file that fsspec may keep on another filesystem (``/tmp``) and then
 *copies* over the checkpoint, so a full disk can leave a truncated ``last.ckpt``: :class:`AtomicCheckpointIO` writes
 beside the destination and renames instead, and :func:`resume_checkpoint` skips an unreadable file.
-:class:`StepCheckpoint` makes ``last.ckpt`` hold the final step even when ``train.max_steps`` is not a multiple of
-``train.checkpoint_every``.
+'last.ckpt`` at the final step, when ``train.max_steps`` is not a multiple of ``train.checkpoint_every``, is
+written by ``FitEnd`` (training/fit_end.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import zipfile
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 
@@ -41,17 +40,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, tmp)
             except RuntimeError as err:  # torch's zip writer: a full disk is "unexpected pos ...", not an OSError
                 raise failed_write(err, tmp.parent) from err
-
-
-class StepCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint every N steps whose ``last.ckpt`` is also written at the end of training when the final step
-    was not saved (Lightning's own ``on_train_end`` writes it only if no ``last`` was ever written): a finished run
-    resumed or exported is its final state, and the steps after the last multiple of N are not trained twice.
-    Uses ModelCheckpoint's own bookkeeping and save (private in lightning 2.6; setup.cfg pins <2.7)."""
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def is_loadable(path: Path) -> bool:

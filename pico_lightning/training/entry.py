@@ -19,5 +19,5 @@ def train(experiment: str | Path | None, overrides: Sequence[str] = ()) -> Path:
     from pico_lightning.training.train import fit
 
     cfg = load_config(experiment, list(overrides))
-    embed_run_prompts(cfg.model, cfg.data, cfg.train.batch_size)
+    embed_run_prompts(cfg.model, cfg.data)
     return fit(cfg)

@@ -21,6 +21,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from lightning.pytorch.strategies import FSDPStrategy
 
 from pico_lightning.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
+from pico_lightning.data.batch import TrainBatch
 from pico_lightning.data.eval_items import EvalItem
 from pico_lightning.data.schema import CATEGORIES
 from pico_lightning.errors import UserError
@@ -55,8 +56,8 @@ class PicoModule(pl.LightningModule):
     ):
         """``lora``: a LoraConfig attaches a fresh adapter to train, a path loads a diffusers-format LoRA, None
         keeps the bare base. ``eval_plan`` ({suite: tasks}, the same on every rank) enables validation.
-        ``release_after_training`` drops the model parts at the end of training, once the last step is evaluated
-        (see :meth:`on_train_end`): for a fit after which nothing uses the module, as `pico train`'s."""
+        ``release_after_training`` drops the model parts at the end of training (see :meth:`on_train_end`): for a
+        fit after which nothing uses the module, as `pico train`'s."""
         super().__init__()
         self.model_cfg, self.cfg, self.lora, self.eval_cfg, self.layout = model_cfg, train_cfg, lora, eval_cfg, layout
         self.transformer: torch.nn.Module | None = None  # built in configure_model
@@ -67,9 +68,6 @@ class PicoModule(pl.LightningModule):
         self.register_buffer("prompt_embeds", torch.stack([e for e, _ in prompts.values()]), persistent=False)
         self.register_buffer("pooled_embeds", torch.stack([p for _, p in prompts.values()]), persistent=False)
         self.val_metrics = EvalMetrics(eval_plan, layout) if eval_plan else None
-        self.val_outputs: list[EvalOutput] = []  # this rank's first eval.gallery_episodes outputs per suite
-        self.val_results: dict[str, float] = {}  # the last validation's synced metrics
-        self.val_step = -1  # the global step of the last validation
         self.strict_loading = False  # checkpoints hold only the trainable parameters
         self._batch_tasks: list[str] = []
         self._divergence = DivergenceGuard()  # the stop for a fused optimizer
@@ -96,10 +94,6 @@ class PicoModule(pl.LightningModule):
             compile_blocks(parts.transformer)  # after LoRA and checkpointing: the compiled blocks include both
         self.transformer, self.autoencoder = parts.transformer, parts.autoencoder
         self.scheduler, self.identity = parts.scheduler, parts.identity
-
-    def evaluated_at(self, step: int) -> bool:
-        """True when ``step`` needs no (further) evaluation: validation is off, or it ran at ``step``."""
-        return self.val_metrics is None or self.val_step == step
 
     @property
     def parts(self) -> FluxParts:
@@ -131,7 +125,7 @@ class PicoModule(pl.LightningModule):
     def _text(self, prompt_ids: torch.Tensor) -> TextInputs:
         return TextInputs(self.prompt_embeds[prompt_ids], self.pooled_embeds[prompt_ids])
 
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+    def on_before_batch_transfer(self, batch: TrainBatch | EvalItem, dataloader_idx: int) -> TrainBatch | EvalItem:
         """Map prompts and categories to id tensors on the host, so they travel with the batch (no extra copies)."""
         if isinstance(batch, dict):
             batch["prompt_id"] = self._prompt_ids(batch["prompt"])
@@ -148,28 +142,20 @@ class PicoModule(pl.LightningModule):
             self.log("data/skipped", batch["skipped"].float().sum(), on_step=True, on_epoch=False)
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "set_position"):
-            datamodule.set_position(self.global_step * self.cfg.accumulate_grad_batches)
-
-    def on_validation_epoch_start(self) -> None:
-        self.val_outputs = []
-
-    def validation_step(self, item: EvalItem, batch_idx: int) -> None:
-        """Seed-scored fill of one evaluation episode; metrics update locally and sync at the epoch's end."""
+    def validation_step(self, item: EvalItem, batch_idx: int) -> EvalOutput:
+        """Seed-scored fill of one evaluation episode; metrics update locally and sync at the epoch's end. The
+        output goes to the callbacks' ``on_validation_batch_end`` (the gallery: training/validation.py)."""
         output = evaluate_item(self, item, self.eval_cfg, self.layout, self.model_cfg.guidance)
         self.val_metrics.update(output)
-        if sum(o.item.suite == item.suite for o in self.val_outputs) < self.eval_cfg.gallery_episodes:
-            self.val_outputs.append(output)
+        return output
 
     def on_validation_epoch_end(self) -> None:
-        """Sync the metrics (a collective, on every rank) and log them: ``eval/<suite>/<metric>``, ``eval/score``."""
-        self.val_results = self.val_metrics.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        """Sync the metrics (a collective, on every rank) and log them: ``eval/<suite>/<metric>``, ``eval/score``;
+        callbacks and `pico train` read them back from ``trainer.callback_metrics``."""
+        results = self.val_metrics.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
         self.val_metrics.reset()
-        self.val_step = self.global_step
         # already synced by torchmetrics; "step" puts the row at the step evaluated (Lightning's logger x-axis)
-        self.log_dict({**self.val_results, "step": float(self.global_step)}, batch_size=1)
+        self.log_dict({**results, "step": float(self.global_step)}, batch_size=1)
 
     def configure_optimizers(self):
         cfg, params = self.cfg, [p for p in self.parameters() if p.requires_grad]
@@ -197,11 +183,12 @@ class PicoModule(pl.LightningModule):
         self._raise_if_diverged(include_latest=False)
 
     def on_train_end(self) -> None:
-        """After every callback's ``on_train_end`` (the last checkpoint, the LoRA export) and before Lightning's
-        ``Strategy.teardown``, which moves the module to the CPU (single device, DDP): a ~24 GB device-to-host copy
-        per rank for FLUX.1-Fill. With ``release_after_training`` nothing is left to copy."""
+        """Lightning runs this after every callback's ``on_train_end`` (training/fit_end.py ``FitEnd``: the last
+        checkpoint, the LoRA export, the summary) and before ``Strategy.teardown``, which moves the module to the
+        CPU (single device, DDP): a ~24 GB device-to-host copy per rank for FLUX.1-Fill. With
+        ``release_after_training`` nothing is left to copy."""
         self._raise_if_diverged(include_latest=True)
-        if self.release_after_training and self.evaluated_at(self.global_step):
+        if self.release_after_training:
             self.transformer = self.autoencoder = None
 
     def _raise_if_diverged(self, include_latest: bool) -> None:

@@ -15,8 +15,9 @@ class StepProgressBar(TQDMProgressBar):
         bar.refresh()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._should_update(trainer.global_step, trainer.max_steps):
-            self.train_progress_bar.n = trainer.global_step
+        step = trainer.global_step
+        if self.is_enabled and (step % self.refresh_rate == 0 or step == trainer.max_steps):
+            self.train_progress_bar.n = step
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar once
 
     def get_metrics(self, trainer, pl_module) -> dict:

@@ -30,12 +30,12 @@ def embed_prompts(cfg: ModelConfig, prompts: list[str]) -> int:
     return len(missing)
 
 
-def embed_run_prompts(model: ModelConfig, data: DataConfig, batch_size: int) -> tuple[int, int]:
+def embed_run_prompts(model: ModelConfig, data: DataConfig) -> tuple[int, int]:
     """`pico embed`'s step for an experiment: every prompt its data and suites can produce, embedded if missing;
     returns (prompts, newly encoded)."""
-    from pico_lightning.data.datamodule import VisRelDataModule
+    from pico_lightning.data.catalogue import DatasetCatalogue
 
-    prompts = run_prompts(VisRelDataModule(data, batch_size).prompts())
+    prompts = run_prompts(DatasetCatalogue(data).prompts())
     return len(prompts), embed_prompts(model, prompts)
 
 

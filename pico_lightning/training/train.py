@@ -7,8 +7,9 @@
 
 The run directory (run.dir/run.name) receives config.yaml, metrics.jsonl, checkpoints/ (LoRA + optimizer + loop
 state; last, step and best), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless W&B is off.
-Evaluation runs as Lightning validation every eval.every_n_steps and at the last step, inside the fit; the base is
-then dropped before Lightning's teardown would copy it to the host (training/fit_end.py, PicoModule.on_train_end).
+Evaluation runs as Lightning validation every eval.every_n_steps and at the last step, inside the fit; one callback
+then ends the fit (last checkpoint, lora/, summary.json) and the base is dropped before Lightning's teardown would
+copy it to the host (training/fit_end.py).
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from pico_lightning.config import ExperimentConfig, to_container
+from pico_lightning.config import ExperimentConfig
 from pico_lightning.evaluation.evaluator import evaluation_plan
-from pico_lightning.panels import Layout
 from pico_lightning.signals import LATCH
-from pico_lightning.training.artifacts import RunArtifacts, write_summary
+from pico_lightning.training.artifacts import RunArtifacts
 from pico_lightning.training.attention_backend import AttentionBackend
-from pico_lightning.training.checkpoints import AtomicCheckpointIO, StepCheckpoint, resume_checkpoint
-from pico_lightning.training.fit_end import FinalEvaluation
+from pico_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
+from pico_lightning.training.fit_end import FitEnd
 from pico_lightning.training.lock import RunLock
 from pico_lightning.training.loggers import build_loggers, finish_wandb
 from pico_lightning.training.module import PicoModule
@@ -39,7 +39,6 @@ from pico_lightning.training.progress import StepProgressBar
 from pico_lightning.training.prompts import prompt_table, run_prompts
 from pico_lightning.training.strategy import build_strategy
 from pico_lightning.training.validation import EvalArtifacts
-from pico_lightning.training.wandb_run import log_lora
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -59,7 +58,7 @@ def build_module(
         prompt_table(cfg.model, prompts),
         lora=cfg.lora,
         eval_cfg=cfg.eval,
-        layout=Layout(cfg.data.rows, cfg.data.cols, cfg.data.panel_size),
+        layout=cfg.data.layout(),
         eval_plan=eval_plan,
         release_after_training=release_after_training,
     )
@@ -72,7 +71,8 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> lis
         AttentionBackend(cfg.train.attention_backend),
         RunArtifacts(cfg, run_dir),
         Preemption(checkpoints),
-        StepCheckpoint(
+        FitEnd(cfg, run_dir, validate),
+        ModelCheckpoint(
             dirpath=checkpoints,
             filename="step-{step:06d}",
             auto_insert_metric_name=False,
@@ -84,7 +84,7 @@ def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> lis
         ),
     ]
     if validate:
-        callbacks += [FinalEvaluation(), EvalArtifacts(run_dir / "eval", cfg.eval.gallery_episodes)]
+        callbacks.append(EvalArtifacts(run_dir / "eval", cfg.eval.gallery_episodes, cfg.data.layout()))
         if cfg.eval.every_n_steps:
             callbacks.append(
                 ModelCheckpoint(
@@ -148,21 +148,22 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
 def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
     """Train ``cfg``, evaluate the final step, write summary.json; returns the run directory.
 
-    The launching process holds the run directory's lock for the whole fit (a second `pico train` on the same
-    run.name is refused). A fit stopped by SIGUSR1 / SIGTERM raises
-    :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and its loggers are closed."""
+    :class:`~pico_lightning.training.fit_end.FitEnd` ends the fit inside ``trainer.fit``; a run resumed after it had
+    finished trains nothing, so it is evaluated again here and FitEnd reports it. The launching process holds the
+    run directory's lock for the whole fit (a second `pico train` on the same run.name is refused). A fit stopped
+    by SIGUSR1 / SIGTERM raises :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and
+    its loggers are closed."""
     run_dir = cfg.run.path()
     with RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
         module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
         try:
             with LATCH.armed():
                 _fit(trainer, module, datamodule, ckpt)
-            if not module.evaluated_at(trainer.global_step):  # a resumed run that was already finished
-                trainer.validate(module, datamodule=datamodule, verbose=False)
-            if trainer.is_global_zero:
-                write_summary(run_dir, trainer.global_step, module.val_results)
-                # W&B: the exported LoRA as a model artifact (config + final evaluation as metadata)
-                log_lora(trainer.loggers, run_dir / "lora", to_container(cfg), module.val_results, trainer.global_step)
+            ending = next(c for c in trainer.callbacks if isinstance(c, FitEnd))
+            if not ending.ended:  # a resumed run that was already finished
+                if ending.validate:
+                    trainer.validate(module, datamodule=datamodule, verbose=False)
+                ending.report(trainer)
         finally:
             finish_wandb(trainer.loggers)
     return run_dir

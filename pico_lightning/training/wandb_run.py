@@ -22,6 +22,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from pico_lightning.compat import drop_wandb_anonymous, wandb_run_started
 from pico_lightning.config import LoggingConfig
 from pico_lightning.files import write_json, write_text
 
@@ -97,16 +98,14 @@ class PicoWandbLogger(WandbLogger):
 
     def __init__(self, run_dir: Path, **kwargs):
         super().__init__(**kwargs)
-        # Lightning 2.6 always passes wandb's deprecated `anonymous` setting, which wandb 0.31 warns about on
-        # every run; it has no effect, so it is dropped before wandb.init sees it.
-        self._wandb_init.pop("anonymous", None)
+        drop_wandb_anonymous(self)  # Lightning passes wandb's deprecated `anonymous`: a warning on every run
         self._logged = LoggedSteps(Path(run_dir) / STEPS_FILE)
         self.failed = False
 
     @property
     def experiment(self):
         """The W&B run (created on first use, at fit start on global rank zero, which prints where it lives)."""
-        starting = self._experiment is None and rank_zero_only.rank == 0
+        starting = wandb_run_started(self) is None and rank_zero_only.rank == 0
         run = super().experiment
         if starting:
             print(where(run), flush=True)
@@ -114,8 +113,9 @@ class PicoWandbLogger(WandbLogger):
 
     def print_where(self) -> None:
         """Print where the run lives, once it has started (global rank zero only: no other rank starts it)."""
-        if self._experiment is not None:
-            print(where(self._experiment), flush=True)
+        run = wandb_run_started(self)
+        if run is not None:
+            print(where(run), flush=True)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
