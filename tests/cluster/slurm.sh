@@ -65,7 +65,7 @@ up() {
     fi
     if ! pgrep -x slurmctld >/dev/null; then
         write_conf
-        slurmctld -i
+        slurmctld -c  # a cold start: no jobs left from an earlier run of these tests
         echo slurmctld >>"$STATE/started"
     fi
     if ! pgrep -x slurmd >/dev/null; then
