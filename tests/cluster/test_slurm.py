@@ -118,18 +118,35 @@ def clean_log(log: Path) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> dict[int, float]:
-    """The loss trace of an uninterrupted 1-rank run of STEPS steps (no SLURM)."""
-    out = tmp_path_factory.mktemp("reference")
-    overrides = tiny_run(data, out, "reference", STEPS)
+TRAINING_SECONDS = 90  # the time-limited run trains this long: a 3-minute limit with a 90 s warning cuts it once
+
+
+def train_here(data: Path, out: Path, name: str, steps: int) -> float:
+    """`pico embed` + `pico train` of a tiny run outside SLURM; the training speed in steps per second, timed on
+    metrics.jsonl's rows (start-up excluded)."""
+    overrides = tiny_run(data, out, name, steps)
     pico = [sys.executable, "-m", "pico_lightning.cli"]
-    for command in ("embed", "train"):
-        subprocess.run([*pico, command, str(DEMO), *overrides], check=True, capture_output=True, cwd=out)
-    return losses(out / "runs" / "reference")
+    subprocess.run([*pico, "embed", str(DEMO), *overrides], check=True, capture_output=True, cwd=out)
+    process = subprocess.Popen([*pico, "train", str(DEMO), *overrides], cwd=out, stdout=subprocess.DEVNULL)
+    metrics, seen = out / "runs" / name / "metrics.jsonl", []
+    while process.poll() is None:
+        rows = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+        seen.append((time.monotonic(), rows))
+        time.sleep(0.2)
+    assert process.returncode == 0
+    (first, rows0), (last, rows1) = next(p for p in seen if p[1] >= 10), max(seen, key=lambda p: p[1])
+    return (rows1 - rows0) / max(last - first, 1e-3)
 
 
-STEPS = 240  # long enough that a 3-minute limit with a 90 s warning cuts the run at least once on 2 cores
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> tuple[int, dict[int, float]]:
+    """(steps, loss trace) of an uninterrupted 1-rank run (no SLURM) that trains about TRAINING_SECONDS on this
+    machine, from the speed of a short run first: this machine's speed, not a guess, sets how often it is cut."""
+    out = tmp_path_factory.mktemp("reference")
+    speed = train_here(data, out, "calibration", 200)
+    steps = max(200, round(speed * TRAINING_SECONDS))
+    train_here(data, out, "reference", steps)
+    return steps, losses(out / "runs" / "reference")
 
 
 def test_the_shipped_script_runs_two_cpu_ranks_as_shipped(data, tmp_path):
@@ -146,13 +163,14 @@ def test_the_shipped_script_runs_two_cpu_ranks_as_shipped(data, tmp_path):
 
 
 def test_a_run_cut_by_its_time_limit_finishes_unattended_with_the_same_losses(data, reference, tmp_path):
+    steps, expected = reference
     job = sbatch(
         "--ntasks-per-node=1",
         "--time=3",
         "--signal=B:USR1@90",
         str(SCRIPT),
         str(DEMO),
-        *tiny_run(data, tmp_path, "limited", STEPS, wandb="offline"),
+        *tiny_run(data, tmp_path, "limited", steps, wandb="offline"),
         cwd=tmp_path,
     )
     states = wait_for(job, 1200)
@@ -160,18 +178,19 @@ def test_a_run_cut_by_its_time_limit_finishes_unattended_with_the_same_losses(da
     log = clean_log(tmp_path / f"pico-train-{job}.out")
     assert "(restart 1)" in log and "stopped by SIGUSR1" in log, log[-3000:]
     run_dir = tmp_path / "runs" / "limited"
-    assert losses(run_dir) == reference
+    assert losses(run_dir) == expected
     assert not list(run_dir.glob("hpc_ckpt_*"))
 
 
 def test_a_run_signalled_by_hand_saves_its_step_requeues_and_recomputes_nothing(data, reference, tmp_path):
+    steps, expected = reference
     run_dir = tmp_path / "runs" / "signalled"
     job = sbatch(
         "--ntasks-per-node=1",
         "--time=20",
         str(SCRIPT),
         str(DEMO),
-        *tiny_run(data, tmp_path, "signalled", STEPS),
+        *tiny_run(data, tmp_path, "signalled", steps),
         cwd=tmp_path,
     )
     metrics = run_dir / "metrics.jsonl"
@@ -184,7 +203,7 @@ def test_a_run_signalled_by_hand_saves_its_step_requeues_and_recomputes_nothing(
     states = wait_for(job, 900)
     assert states[job][0] == "COMPLETED", states
     assert logged == saved  # every step it logged is in the checkpoint: nothing to compute again
-    assert losses(run_dir) == reference
+    assert losses(run_dir) == expected
     assert "(restart 1)" in clean_log(log)
 
 
