@@ -10,7 +10,7 @@ from PIL import Image
 
 from pico_lightning.data.suites import (
     SUITE_KINDS,
-    Episode,
+    SuiteEpisode,
     load_named_suite,
     load_perseg,
     load_suite,
@@ -118,7 +118,7 @@ def test_episode_grid_blanks_the_target(suites):
 
 def test_episode_panels_must_be_uint8():
     with pytest.raises(ValueError, match="uint8"):
-        Episode("s", "t", "e", [np.zeros((4, 4, 3), np.float32)] * 4, "image", "")
+        SuiteEpisode("s", "t", "e", [np.zeros((4, 4, 3), np.float32)] * 4, "image", "")
 
 
 def _perseg_folder(root):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pico_lightning.data.suites import SUITE_KINDS, Episode, load_named_suite
+from pico_lightning.data.suites import SUITE_KINDS, SuiteEpisode, load_named_suite
 from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, split_grid
 
@@ -42,7 +42,7 @@ class EvalItem:
     episode: int = 0  # position in its suite: picks its candidate seeds; its exemplar-swapped copy keeps it
 
 
-def item_from_episode(episode: Episode, layout: Layout, mode: str, prompt_mode: str) -> EvalItem:
+def item_from_episode(episode: SuiteEpisode, layout: Layout, mode: str, prompt_mode: str) -> EvalItem:
     grid, mask, target = episode.grid(layout, mode)
     prompt = "" if prompt_mode == "none" else episode.prompt
     return EvalItem(episode.suite, episode.task, episode.kind, prompt, grid, mask, target)

@@ -1,4 +1,4 @@
-"""Evaluation suites: the in-memory ``Episode`` and the loaders that produce lists of them.
+"""Evaluation suites: the in-memory ``SuiteEpisode`` and the loaders that produce lists of them.
 
 An episode is the four panels A, A', B, B' (HxWx3 uint8; B' is the ground truth) plus how it is scored:
 ``kind="mask"`` (B' is a white-on-black mask, scored by IoU) or ``kind="image"`` (scored by PSNR / SSIM).
@@ -40,11 +40,11 @@ SUITE_KINDS = {
     "held_out": "image",
 }
 
-Pair = tuple[np.ndarray, np.ndarray]
+PictureAndMask = tuple[np.ndarray, np.ndarray]  # a PerSeg shot: its picture and its mask
 
 
 @dataclass(frozen=True, eq=False)
-class Episode:
+class SuiteEpisode:
     """One scored episode: panels A, A', B, B' (each (H, W, 3) uint8, B' the ground truth)."""
 
     suite: str
@@ -85,7 +85,7 @@ def suite_path(root: str | Path, name: str) -> Path:
     return Path(root) / "suites" / f"{name}.tar"
 
 
-def load_suite(root: str | Path, name: str) -> list[Episode]:
+def load_suite(root: str | Path, name: str) -> list[SuiteEpisode]:
     """Read every episode of ``ROOT/suites/<name>.tar`` in file order; a missing file is a UserError."""
     path = suite_path(root, name)
     if not path.is_file():
@@ -104,20 +104,20 @@ def load_suite(root: str | Path, name: str) -> list[Episode]:
     return [_episode_from_sample(path, key, members) for key, members in samples.items()]
 
 
-def _episode_from_sample(path: Path, key: str, members: Mapping[str, bytes]) -> Episode:
-    """Decode one tar sample (member extension -> bytes) into an Episode; a broken sample is a UserError."""
+def _episode_from_sample(path: Path, key: str, members: Mapping[str, bytes]) -> SuiteEpisode:
+    """Decode one tar sample (member extension -> bytes) into a SuiteEpisode; a broken sample is a UserError."""
     missing = [name for name in (*PANEL_KEYS, "json") if name not in members]
     if missing:
         raise UserError(f"{path}: sample {key!r} lacks {missing}; re-run `pico prep visrel-lite`")
     try:
         meta = json.loads(members["json"])
         panels = [read_picture(members[name], name) for name in PANEL_KEYS]
-        return Episode(meta["suite"], meta["task"], meta["episode_id"], panels, meta["kind"], meta["prompt"])
+        return SuiteEpisode(meta["suite"], meta["task"], meta["episode_id"], panels, meta["kind"], meta["prompt"])
     except (ValueError, KeyError, TypeError) as err:  # bad json, meta or picture (ImageInputError)
         raise UserError(f"{path}: sample {key!r} is corrupt ({err!r}); re-run `pico prep visrel-lite`") from None
 
 
-def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None) -> list[Episode]:
+def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None) -> list[SuiteEpisode]:
     """One-shot episodes from PerSeg-style folders: per object, its first annotated image is the exemplar.
 
     Every other annotated image of that object is a query (the PerSAM protocol). Unreadable or mismatched
@@ -133,7 +133,7 @@ def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None
         for stem, (query, query_mask) in shots[1:]:
             exemplar, exemplar_mask = shots[0][1]
             panels = [exemplar, mask_to_rgb(exemplar_mask), query, mask_to_rgb(query_mask)]
-            episodes.append(Episode("perseg", folder.name, f"{folder.name}-{stem}", panels, "mask", "Segment"))
+            episodes.append(SuiteEpisode("perseg", folder.name, f"{folder.name}-{stem}", panels, "mask", "Segment"))
     if skipped:
         warnings.warn(f"load_perseg: skipped {len(skipped)}: {'; '.join(skipped)}", stacklevel=2)
     if not episodes:
@@ -147,7 +147,7 @@ def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None
     return episodes
 
 
-def _perseg_shots(image_dir: Path, mask_dir: Path, skipped: list[str]) -> list[tuple[str, Pair]]:
+def _perseg_shots(image_dir: Path, mask_dir: Path, skipped: list[str]) -> list[tuple[str, PictureAndMask]]:
     """Usable (stem, (image (H, W, 3) uint8, mask (H, W) bool)) of one object; appends skip reasons."""
     shots = []
     for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in PICTURE_SUFFIXES):
@@ -166,14 +166,14 @@ def _perseg_shots(image_dir: Path, mask_dir: Path, skipped: list[str]) -> list[t
     return shots
 
 
-LOADERS: dict[str, Callable[[Path], list[Episode]]] = {
+LOADERS: dict[str, Callable[[Path], list[SuiteEpisode]]] = {
     "segmentation": partial(load_suite, name="segmentation"),
     "user_tasks": partial(load_suite, name="user_tasks"),
     "perseg": load_perseg,
 }
 
 
-def load_named_suite(name: str, root: str | Path) -> list[Episode]:
+def load_named_suite(name: str, root: str | Path) -> list[SuiteEpisode]:
     """Episodes of suite ``name`` under ``root`` (the prepared data dir; the PerSeg folder for ``perseg``)."""
     if name in LOADERS:
         return LOADERS[name](Path(root))

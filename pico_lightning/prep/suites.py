@@ -23,7 +23,7 @@ from scipy import ndimage
 from skimage import draw
 
 from pico_lightning.data.schema import encode_png
-from pico_lightning.data.suites import PANEL_KEYS, Episode, suite_path
+from pico_lightning.data.suites import PANEL_KEYS, SuiteEpisode, suite_path
 from pico_lightning.files import atomic_path
 from pico_lightning.prep import photos
 from pico_lightning.prep.ops_generative import posterize, sepia, watermark_remove
@@ -41,7 +41,7 @@ MARKER = (255, 0, 255)  # magenta spot marking where the sticker goes
 Concept = tuple[str | None, str | None]  # (kind, colour) for ShapeScene.mask; None matches any
 
 
-def build_suites(seed: int = 0, episodes_per_suite: int = 32, size: int = 128) -> dict[str, list[Episode]]:
+def build_suites(seed: int = 0, episodes_per_suite: int = 32, size: int = 128) -> dict[str, list[SuiteEpisode]]:
     """Both procedural suites, ``episodes_per_suite`` episodes each, panels (size, size, 3) uint8."""
     if episodes_per_suite < 1 or size < 16:
         raise ValueError(f"need episodes_per_suite >= 1 and size >= 16 px, got {episodes_per_suite}, {size}")
@@ -51,7 +51,7 @@ def build_suites(seed: int = 0, episodes_per_suite: int = 32, size: int = 128) -
     }
 
 
-def write_suites(out_dir: str | os.PathLike, suites: dict[str, list[Episode]]) -> dict[str, dict]:
+def write_suites(out_dir: str | os.PathLike, suites: dict[str, list[SuiteEpisode]]) -> dict[str, dict]:
     """Write each suite to ``out_dir/suites/<name>.tar`` atomically; return a summary for ``index.json``."""
     summary = {}
     for name, episodes in suites.items():
@@ -68,7 +68,7 @@ def write_suites(out_dir: str | os.PathLike, suites: dict[str, list[Episode]]) -
     return summary
 
 
-def _sample(episode: Episode) -> dict:
+def _sample(episode: SuiteEpisode) -> dict:
     """One episode as a WebDataset sample: four PNG panels and the json meta."""
     meta = {key: getattr(episode, key) for key in ("suite", "task", "episode_id", "kind", "prompt")}
     sample = {"__key__": episode.episode_id, "json": json.dumps(meta, sort_keys=True).encode()}
@@ -83,7 +83,7 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 # --- segmentation: concept control ----------------------------------------------------------------------
 
 
-def segmentation_suite(seed: int, count: int, size: int) -> list[Episode]:
+def segmentation_suite(seed: int, count: int, size: int) -> list[SuiteEpisode]:
     """``count`` mask episodes in concept-control pairs; pair n uses concept types n and n+1 (mod 3)."""
     rng = _rng(seed, "segmentation")
     episodes = []
@@ -97,7 +97,7 @@ def segmentation_suite(seed: int, count: int, size: int) -> list[Episode]:
                 scene_b.image,
                 grey_rgb(scene_b.mask(*concept)),
             ]
-            episodes.append(Episode("segmentation", task, f"q{pair:04d}-{index}", panels, "mask", "Segment"))
+            episodes.append(SuiteEpisode("segmentation", task, f"q{pair:04d}-{index}", panels, "mask", "Segment"))
     return episodes[:count]
 
 
@@ -141,7 +141,7 @@ def _candidates(scene_a: ShapeScene, scene_b: ShapeScene, task: str) -> list[Con
 # --- user-defined tasks --------------------------------------------------------------------------------
 
 
-def user_task_suite(seed: int, count: int, size: int) -> list[Episode]:
+def user_task_suite(seed: int, count: int, size: int) -> list[SuiteEpisode]:
     """``count`` image episodes, round-robin over ``USER_TASKS`` (so any prefix mixes the tasks)."""
     rngs = {task: _rng(seed, task) for task in USER_TASKS}
     makers = {
@@ -155,7 +155,9 @@ def user_task_suite(seed: int, count: int, size: int) -> list[Episode]:
         task = USER_TASKS[index % len(USER_TASKS)]
         rng = rngs[task]
         panels = makers[task](rng, _two_bases(rng, size))
-        episodes.append(Episode("user_tasks", task, f"{task}-{index // len(USER_TASKS):04d}", panels, "image", "Edit"))
+        episodes.append(
+            SuiteEpisode("user_tasks", task, f"{task}-{index // len(USER_TASKS):04d}", panels, "image", "Edit")
+        )
     return episodes
 
 
