@@ -7,6 +7,7 @@ it after a whole step (training/preemption.py) and `pico embed` after its prompt
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,9 +32,9 @@ class StopLatch:
             signal.signal(signum, self.note)
 
     @contextmanager
-    def armed(self) -> Iterator[StopLatch]:
-        """The latch handles stop signals inside the block, the previous handlers after it; the outermost block
-        starts with nothing received."""
+    def armed(self, keep: bool = False) -> Iterator[StopLatch]:
+        """The latch handles stop signals inside the block, the previous handlers after it (``keep``: the latch
+        stays, for a process about to exit); the outermost block starts with nothing received."""
         previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         if self._depth == 0:
             self.received = None
@@ -44,7 +45,15 @@ class StopLatch:
         finally:
             self._depth -= 1
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                if not keep:
+                    signal.signal(signum, handler)
+
+
+def in_slurm_job() -> bool:
+    """Inside a SLURM job a signal can come after the work is done (the time-limit warning of a run that just
+    finished, the SIGTERM of its own requeue): a command's process keeps its latch to the end and exits with its
+    own code, where the default action would end it as killed, and the job as failed."""
+    return "SLURM_JOB_ID" in os.environ
 
 
 LATCH = StopLatch()

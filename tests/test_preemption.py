@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from conftest import tiny_train_overrides
 
+from pico_lightning.signals import LATCH
 from pico_lightning.training.checkpoints import resume_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,3 +62,16 @@ def test_resume_takes_the_newest_loadable_checkpoint_lightnings_included(tmp_pat
     assert resume_checkpoint(checkpoints, "auto") == tmp_path / "hpc_ckpt_1.ckpt"
     (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"truncated")
     assert resume_checkpoint(checkpoints, "auto") == checkpoints / "last.ckpt"
+
+
+def test_a_kept_latch_outlives_its_block_for_a_process_about_to_exit():
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with LATCH.armed(keep=True):
+            pass
+        assert signal.getsignal(signal.SIGTERM) == LATCH.note  # a late SIGTERM is noted, not fatal
+        with LATCH.armed():
+            pass
+        assert signal.getsignal(signal.SIGTERM) == LATCH.note  # restored to what it was: the kept latch
+    finally:
+        signal.signal(signal.SIGTERM, before)

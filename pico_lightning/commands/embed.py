@@ -19,9 +19,9 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Embed; a stop signal (SLURM's time-limit warning) waits for the cache to be written, then exits 128 + it."""
-    from pico_lightning.signals import LATCH
+    from pico_lightning.signals import LATCH, in_slurm_job
 
-    with LATCH.armed():
+    with LATCH.armed(keep=in_slurm_job()):
         _embed(args)
     return 128 + LATCH.received if LATCH.received else 0
 

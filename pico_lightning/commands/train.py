@@ -21,9 +21,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pico_lightning.signals import LATCH
+    from pico_lightning.signals import LATCH, in_slurm_job
 
-    with LATCH.armed():  # from the first moment: a signal while torch imports is kept for the fit to act on
+    with LATCH.armed(
+        keep=in_slurm_job()
+    ):  # from the first moment: a signal while torch imports is kept for the fit to act on
         return _train(args)
 
 

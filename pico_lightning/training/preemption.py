@@ -103,13 +103,12 @@ def requeue_slurm_job() -> str | None:
     """``scontrol requeue`` this SLURM job (the array task, for an array); returns the job id, None outside SLURM.
 
     The job must be requeueable (``#SBATCH --requeue``, as our scripts set). SLURM then ends this attempt with a
-    SIGTERM to every process: this one has saved and closed everything, so it ignores that and exits with its code."""
+    SIGTERM to every process, which `pico train`'s latch takes (:func:`pico_lightning.signals.in_slurm_job`)."""
     job = os.environ.get("SLURM_JOB_ID")
     if job is None:
         return None
     array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     job = f"{array_job}_{task}" if array_job and task else job
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if result.returncode != 0:
         log.warning("scontrol requeue %s failed: %s", job, (result.stderr or result.stdout).strip())
