@@ -99,7 +99,9 @@ def test_queries_in_one_call_share_the_model_and_match_single_calls(finished_run
     batched = pipe(exemplar=exemplar, query=queries, seed=5)
     single = [pipe(exemplar=exemplar, query=q, seed=5) for q in queries]
     for together, alone in zip(batched, single, strict=True):
-        assert np.array_equal(np.asarray(together.image), np.asarray(alone.image))
+        # a batch of 2 may sum in another order than a batch of 1 on several threads: one level of 255 at most
+        difference = np.abs(np.asarray(together.image, dtype=int) - np.asarray(alone.image, dtype=int))
+        assert difference.max() <= 1
         assert together.report["chosen_seed"] == 5 and together.report["model_evaluations"] == 3
     metrics = pipe.evaluate(tmp / "ev", suites=["segmentation"])  # `pico eval` on the loaded model
     assert metrics["eval/segmentation/episodes"] == 2 and (tmp / "ev" / "gallery.png").is_file()
