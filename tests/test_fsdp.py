@@ -58,7 +58,7 @@ def test_every_rank_enters_the_gather_and_only_rank_zero_writes(tmp_path):
     calls = []
     module = SimpleNamespace(transformer=_lora_transformer())
     strategy = SimpleNamespace(lightning_module_state_dict=lambda: calls.append("gather") or {})
-    export_run_lora(SimpleNamespace(strategy=strategy, is_global_zero=False), module, tmp_path, None)
+    export_run_lora(SimpleNamespace(strategy=strategy, is_global_zero=False), module, tmp_path)
     assert calls == ["gather"] and not (tmp_path / "lora").exists()
 
 

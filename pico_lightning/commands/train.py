@@ -23,9 +23,8 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pico_lightning.signals import LATCH, in_slurm_job
 
-    with LATCH.armed(
-        keep=in_slurm_job()
-    ):  # from the first moment: a signal while torch imports is kept for the fit to act on
+    # armed from the first moment: a signal that comes while torch is imported is kept for the fit to act on
+    with LATCH.armed(keep=in_slurm_job()):
         return _train(args)
 
 

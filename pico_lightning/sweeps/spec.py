@@ -43,6 +43,14 @@ RESERVED_KEYS = ("run.dir", "run.name", "logging.group")  # the sweep sets these
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
 _SLURM_MEM = re.compile(r"\d+[KMGT]?")
+_SLURM_MINIMA = {
+    "nodes": 1,
+    "gpus_per_node": 0,
+    "ntasks_per_node": 1,
+    "cpus_per_task": 1,
+    "throttle": 0,
+    "signal_lead": 0,
+}
 
 
 @dataclass
@@ -150,8 +158,7 @@ def slurm_problems(slurm: SlurmSection) -> list[str]:
     """What is wrong in a ``slurm:`` section, one phrase per key."""
     problems = [
         f"slurm.{key}: expected an integer >= {low}, got {getattr(slurm, key)}"
-        for key, low in (("nodes", 1), ("gpus_per_node", 0), ("ntasks_per_node", 1), ("cpus_per_task", 1))
-        + (("throttle", 0), ("signal_lead", 0))
+        for key, low in _SLURM_MINIMA.items()
         if getattr(slurm, key) < low
     ]
     if not _SLURM_TIME.fullmatch(slurm.time):

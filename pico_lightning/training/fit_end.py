@@ -26,7 +26,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from pico_lightning.config import ExperimentConfig, load_config, to_container
+from pico_lightning.config import ExperimentConfig, to_container
 from pico_lightning.files import write_json
 from pico_lightning.model.lora import WEIGHTS_NAME, export_lora
 from pico_lightning.model.lora_card import write_lora_card
@@ -49,32 +49,31 @@ class FitEnd(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step % self.cfg.train.checkpoint_every:  # else ModelCheckpoint saved last.ckpt at this step
             trainer.save_checkpoint(self.run_dir / "checkpoints" / LAST, weights_only=False)  # every rank calls it
-        export_run_lora(trainer, pl_module, self.run_dir, self.cfg)
+        export_run_lora(trainer, pl_module, self.run_dir)
         self.report(trainer)
         self.ended = True
 
     def report(self, trainer: pl.Trainer) -> None:
-        """summary.json and the LoRA artifact, with the last evaluation (global rank zero)."""
+        """summary.json, the LoRA's card and the LoRA artifact, with the last evaluation (global rank zero)."""
         if not trainer.is_global_zero:
             return
         step, evaluation = trainer.global_step, logged_evaluation(trainer)
-        write_summary(self.run_dir, step, evaluation)
+        write_summary(self.run_dir, step, evaluation, self.cfg)
         log_lora(trainer.loggers, self.run_dir / "lora", to_container(self.cfg), evaluation, step)
 
 
-def export_run_lora(trainer: pl.Trainer, pl_module: pl.LightningModule, run_dir: Path, cfg: ExperimentConfig) -> None:
+def export_run_lora(trainer: pl.Trainer, pl_module: pl.LightningModule, run_dir: Path) -> None:
     """``lora/`` from the full (gathered) state dict: right under DDP and FSDP alike. Every rank calls it (the
     gather is a collective under FSDP); global rank zero writes."""
     state = trainer.strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
         own = {k.removeprefix("transformer."): v for k, v in state.items() if k.startswith("transformer.")}
         export_lora(pl_module.transformer, run_dir / "lora", own)
-        write_lora_card(run_dir / "lora", cfg)  # completed with the evaluation by write_summary
 
 
-def write_summary(run_dir: Path, step: int, metrics: dict[str, float]) -> None:
+def write_summary(run_dir: Path, step: int, metrics: dict[str, float], cfg: ExperimentConfig) -> None:
     """summary.json: the run finished, its final step and final evaluation, where its LoRA and checkpoint are;
-    lora/README.md gains the final evaluation."""
+    then lora/README.md, the LoRA's card with that evaluation."""
     summary = {
         "status": "finished",
         "step": step,
@@ -84,4 +83,4 @@ def write_summary(run_dir: Path, step: int, metrics: dict[str, float]) -> None:
     }
     write_json(run_dir / "summary.json", summary)
     if (run_dir / "lora" / WEIGHTS_NAME).is_file():
-        write_lora_card(run_dir / "lora", load_config(run_dir / "config.yaml"), summary)
+        write_lora_card(run_dir / "lora", cfg, summary)
