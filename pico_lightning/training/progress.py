@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 
 class StepProgressBar(TQDMProgressBar):
     """``train 120/800 [..., loss=0.41]`` instead of Lightning's ``Epoch 7/-2`` for an endless stream."""
+
+    def init_train_tqdm(self):
+        return _plain_in_a_file(super().init_train_tqdm())
+
+    def init_validation_tqdm(self):
+        return _plain_in_a_file(super().init_validation_tqdm())
 
     def on_train_epoch_start(self, trainer, *_) -> None:
         bar = self.train_progress_bar
@@ -24,3 +32,10 @@ class StepProgressBar(TQDMProgressBar):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the logger's version: noise beside the loss
         return metrics
+
+
+def _plain_in_a_file(bar):
+    """A bar written to a log file (a SLURM job's) is drawn in ASCII: srun forwards stdout and stderr in chunks that
+    can split a multi-byte block character, which leaves the log undecodable as UTF-8."""
+    bar.ascii = bar.ascii or not sys.stdout.isatty()
+    return bar

@@ -113,7 +113,7 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 def clean_log(log: Path) -> str:
-    text = log.read_text()
+    text = log.read_bytes().decode(errors="replace")  # srun interleaves stdout and stderr chunks at any byte
     assert "Traceback" not in text and "sync_dist" not in text, text[-3000:]
     return text
 
