@@ -4,18 +4,18 @@
     python -m bench.gpu --tiny --out bench/results.json     # `make bench`: the same code on the CPU, demo sizes
     python -m bench.gpu --tiny --only text_cache            # one section (or row), e.g. a smoke run
 
-Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, plus levers at batch 1
-with checkpointing (``variant``: int8 = ``model.base_quantization=int8``, where torchao is installed; lora-no-cast =
-LoRA layers fed bf16 inputs; each with its losses against the shipped row's). Each row is a PicoModule step under
-Lightning vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups),
-with peak memory (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs
-x batch / step / the card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also:
-the seconds of a step's two VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of
-one shipped step, our sampler vs the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt
-embedding vs encoding it. After the table come the ratios with their goals (``GOALS``). The JSON is
-rewritten atomically after every finished measurement, so a crash or a time limit still leaves everything
-finished; an error in one row (e.g. out of memory) is recorded in that row.
-"""
+Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, the shipped flux_fill.yaml
+(``gradient_checkpointing: auto``, compiled; ``checkpointed_blocks``: what auto chose), plus levers at batch 1 with
+checkpointing (``variant``: int8 = ``model.base_quantization=int8``, where torchao is installed; lora-no-cast = LoRA
+layers fed bf16 inputs; each with its losses against the shipped row's). Each row is a PicoModule step under Lightning
+vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups), with peak memory
+(GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch / step / the
+card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a step's two
+VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of one shipped step, our sampler vs
+the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it. After the
+table come the ratios with their goals (``GOALS``). The JSON is rewritten atomically after every finished measurement,
+so a crash or a time limit still leaves everything finished; an error in one row (e.g. out of memory) is recorded in
+that row. """
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ ROW_KEYS = (
     "batch",
     "gradient_checkpointing",
     "compile",
+    "checkpointed_blocks",
     "step_s",
     "bare_step_s",
     "overhead_ratio",
@@ -76,11 +77,13 @@ def guarded(fn, *args) -> dict:
         release_memory()
 
 
-def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool, str]]:
-    """(batch, checkpointing, compile, variant) rows, most wanted first: the shipped config uncompiled (checkpointing)
-    at every batch, then its levers (variants at batch 1, then compiling), then everything else."""
+def row_order(setup: BenchSetup) -> list[tuple[int, bool | str, bool, str]]:
+    """(batch, checkpointing, compile, variant) rows, most wanted first: the old shipped config (checkpointing,
+    uncompiled) at every batch, flux_fill.yaml as shipped (auto, compiled), the levers (variants at batch 1, then
+    compiling), then everything else."""
     first = [(b, True, False, "") for b in setup.batches]
-    levers = [(setup.batches[0], True, False, v) for v in setup.variants]
+    levers = [(b, "auto", True, "") for b in setup.batches] if True in setup.compile_modes else []
+    levers += [(setup.batches[0], True, False, v) for v in setup.variants]
     levers += [(setup.batches[0], True, True, "")] if True in setup.compile_modes else []
     grid = [(b, ckpt, comp, "") for comp in setup.compile_modes for ckpt in (True, False) for b in setup.batches]
     if setup.only:  # the rows named, in the order given
@@ -88,15 +91,17 @@ def row_order(setup: BenchSetup) -> list[tuple[int, bool, bool, str]]:
     return first + levers + [spec for spec in grid if spec not in first + levers]
 
 
-def parse_row(name: str) -> tuple[int, bool, bool, str]:
-    """``b1-ckpt1-compile0[-variant]`` -> (1, True, False, variant); SystemExit with the expected form otherwise."""
-    match = re.fullmatch(r"b(\d+)-ckpt([01])-compile([01])(?:-(.+))?", name)
+def parse_row(name: str) -> tuple[int, bool | str, bool, str]:
+    """``b1-ckpt1-compile0[-variant]`` -> (1, True, False, variant), ``ckptauto`` -> "auto"; SystemExit with the
+    expected form otherwise."""
+    match = re.fullmatch(r"b(\d+)-ckpt([01]|auto)-compile([01])(?:-(.+))?", name)
     if not match or (match.group(4) or "") not in ("", *VARIANTS):
         raise SystemExit(
-            f"bench.gpu --only: expected b<batch>-ckpt<0|1>-compile<0|1>[-{'|'.join(VARIANTS)}] or one "
+            f"bench.gpu --only: expected b<batch>-ckpt<0|1|auto>-compile<0|1>[-{'|'.join(VARIANTS)}] or one "
             f"of {', '.join(SECTIONS)}; got {name!r}"
         )
-    return int(match.group(1)), match.group(2) == "1", match.group(3) == "1", match.group(4) or ""
+    ckpt = "auto" if match.group(2) == "auto" else match.group(2) == "1"
+    return int(match.group(1)), ckpt, match.group(3) == "1", match.group(4) or ""
 
 
 def wanted(setup: BenchSetup, section: str) -> bool:
@@ -168,7 +173,9 @@ def inference(module, cfg, setup: BenchSetup) -> dict:
     return result
 
 
-def add_row(results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: tuple[int, bool, bool, str]) -> dict:
+def add_row(
+    results: dict, setup: BenchSetup, tmp: Path, data_root: Path, spec: tuple[int, bool | str, bool, str]
+) -> dict:
     """Measure one (batch, checkpointing, compile, variant) row and append it to ``results["rows"]``; a variant row
     also gets ``loss_diff_vs_shipped``: its bare losses minus the shipped row's (same batch, noise and LoRA init)."""
     from bench.gpu_train import training_row
@@ -206,7 +213,7 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
     }
     write_json(out, results)
     rows = row_order(setup)
-    shipped = [spec for spec in rows if spec[1] and not spec[2] and not spec[3]]  # checkpointing, uncompiled
+    shipped = [spec for spec in rows if spec[1] is True and not spec[2] and not spec[3]]  # checkpointing, uncompiled
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         data_root = prepare_data(setup, tmp)

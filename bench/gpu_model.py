@@ -59,13 +59,21 @@ def default_setup(tiny: bool) -> BenchSetup:
 SECTIONS = ("vae_encode", "inference", "text_cache", "loader", "profile")
 
 
-def row_name(batch: int, checkpointing: bool, compile_: bool, variant: str = "") -> str:
-    """A row's name, e.g. ``b1-ckpt1-compile0`` or ``b1-ckpt1-compile0-int8`` (``--only`` takes these)."""
-    return f"b{batch}-ckpt{int(checkpointing)}-compile{int(compile_)}{variant and '-' + variant}"
+def row_name(batch: int, checkpointing: bool | str, compile_: bool, variant: str = "") -> str:
+    """A row's name, e.g. ``b1-ckpt1-compile0``, ``b1-ckptauto-compile1`` or ``b1-ckpt1-compile0-int8`` (``--only``
+    takes these)."""
+    ckpt = checkpointing if checkpointing == "auto" else int(checkpointing)
+    return f"b{batch}-ckpt{ckpt}-compile{int(compile_)}{variant and '-' + variant}"
 
 
 def row_config(
-    setup: BenchSetup, tmp: Path, batch: int, checkpointing: bool, compile_: bool, data_root: Path, variant: str = ""
+    setup: BenchSetup,
+    tmp: Path,
+    batch: int,
+    checkpointing: bool | str,
+    compile_: bool,
+    data_root: Path,
+    variant: str = "",
 ):
     """The shipped experiment (demo.yaml or flux_fill.yaml) on one device, for one row (``variant``: a VARIANTS
     lever), its base built in-process at the bench's sizes (random init); W&B and evaluation off."""
@@ -114,7 +122,12 @@ def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[
 
     torch.set_float32_matmul_precision("high")  # as `pico train` does (training/train.prepare)
     module = PicoModule(
-        cfg.model, cfg.train, prompt_embeddings(cfg, prompts), lora=cfg.lora, release_after_training=True
+        cfg.model,
+        cfg.train,
+        prompt_embeddings(cfg, prompts),
+        lora=cfg.lora,
+        layout=cfg.data.layout(),  # train.gradient_checkpointing=auto probes a step at the layout's size
+        release_after_training=True,
     )
     with torch.device(setup.device):
         module.configure_model()  # Lightning's own call inside fit is then a no-op

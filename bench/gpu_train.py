@@ -111,7 +111,9 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
     module, trainer = build_lightning(cfg, setup, prompts, callbacks, tmp / "runs" / cfg.run.name)
     if variant == "lora-no-cast":
         lora_no_cast(module)
+    plan = module.checkpoint_plan  # train.gradient_checkpointing=auto's choice
     result = {"windows": windows, "bare_step_s": None, "bare_losses": None, "error": None}
+    result["checkpointed_blocks"] = len(plan.checkpointed) if plan else None
     fixed = isinstance(loader_or_datamodule, torch.utils.data.DataLoader)
     if fixed:
         batch = fixed_batch(cfg.data.panel_size, cfg.train.batch_size)
@@ -128,14 +130,20 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
 
 
 def training_row(
-    setup: BenchSetup, tmp: Path, data_root: Path, batch: int, checkpointing: bool, compile_: bool, variant: str = ""
+    setup: BenchSetup,
+    tmp: Path,
+    data_root: Path,
+    batch: int,
+    checkpointing: bool | str,
+    compile_: bool,
+    variant: str = "",
 ):
     """One row of the table: Lightning vs bare step, peak memory, samples/s (MFU is added by the caller)."""
     from pico_lightning.testing import fixed_loader
 
     cfg = row_config(setup, tmp, batch, checkpointing, compile_, data_root, variant)
     fit = fit_windows(cfg, setup, tmp, fixed_loader(cfg.data.panel_size, batch), PROMPTS, variant)
-    row = {"bare_step_s": fit["bare_step_s"], "bare_losses": fit["bare_losses"]}
+    row = {key: fit[key] for key in ("bare_step_s", "bare_losses", "checkpointed_blocks")}
     if fit["error"]:
         return {**row, "error": fit["error"]}
     windows = fit["windows"]

@@ -30,8 +30,13 @@ class TrainConfig:
     full_finetune: bool = False
     """Train every DiT parameter instead of a LoRA (the demo base's pretraining): needs a module built without a
     LoRA; `pico train` always attaches one, so it refuses this."""
-    gradient_checkpointing: bool = False
-    """Recompute the DiT's activations in the backward pass (saves memory at ~30% more compute)."""
+    gradient_checkpointing: bool | Literal["auto"] = False
+    """Recompute the DiT's activations in the backward pass (saves memory at ~30% more compute): every block (true),
+    none (false), or auto: the fewest blocks that make the fit's activations fit ``memory_budget_gb``, measured
+    at the training shape before the fit (model/checkpointing.py; none on a CPU without a budget)."""
+    memory_budget_gb: float | None = None
+    """What gradient_checkpointing=auto may fill, GiB per device; null: the device's free memory with the base
+    loaded."""
     attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
     """torch SDPA kernels the whole fit may use (model/sdpa.py); auto = flash, memory-efficient or math, never
     cuDNN's fused attention, whose backward fails on Hopper with torch 2.11."""
@@ -78,6 +83,8 @@ class TrainConfig:
             check(value >= 1, f"train.{key}", "an integer >= 1", value)
         check(self.lr >= 0, "train.lr", "a number >= 0", self.lr)  # 0: the weights stay as loaded
         check(self.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0", self.warmup_steps)
+        budget = self.memory_budget_gb
+        check(budget is None or budget > 0, "train.memory_budget_gb", "a number > 0 or null", budget)
         check(self.gradient_clip_val >= 0, "train.gradient_clip_val", "a number >= 0", self.gradient_clip_val)
         self.per_device_batch()
 

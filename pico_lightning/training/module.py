@@ -13,6 +13,7 @@ only the trainable (LoRA) parameters, the optimizer, the scheduler and the loop 
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning.pytorch as pl
@@ -28,14 +29,23 @@ from pico_lightning.errors import UserError
 from pico_lightning.evaluation.evaluator import EvalMetrics, EvalOutput, evaluate_item
 from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.backbone import FluxParts, build_parts
+from pico_lightning.model.checkpointing import (
+    CheckpointPlan,
+    checkpoint_all,
+    checkpoint_selected,
+    free_memory,
+    plan_checkpointing,
+)
 from pico_lightning.model.compilation import compile_blocks
 from pico_lightning.model.lora import add_lora, load_lora
 from pico_lightning.model.quantize import quantize_base
 from pico_lightning.model.text import PromptEmbedding
 from pico_lightning.objective import fill_loss, fill_prediction
-from pico_lightning.panels import Layout
+from pico_lightning.panels import Layout, target_mask
 from pico_lightning.training.divergence import DivergenceGuard
 from pico_lightning.training.optim import build_optimizer, build_schedule, clip_gradients
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(UserError):
@@ -72,6 +82,7 @@ class PicoModule(pl.LightningModule):
         self._batch_tasks: list[str] = []
         self._divergence = DivergenceGuard()  # the stop for a fused optimizer
         self.release_after_training = release_after_training
+        self.checkpoint_plan: CheckpointPlan | None = None  # what train.gradient_checkpointing=auto chose
 
     def configure_model(self) -> None:
         """Build the frozen base and its adapter once, in the strategy's init context; with ``train.full_finetune``
@@ -88,12 +99,40 @@ class PicoModule(pl.LightningModule):
             add_lora(parts.transformer, self.lora, seed=self.cfg.seed)
         elif self.lora:
             load_lora(parts.transformer, self.lora)
-        if self.cfg.gradient_checkpointing:
-            parts.transformer.enable_gradient_checkpointing()
+        if self.cfg.gradient_checkpointing == "auto":
+            self._checkpoint_what_memory_needs(parts)
+        elif self.cfg.gradient_checkpointing:
+            checkpoint_all(parts.transformer)
         if self.cfg.compile:
             compile_blocks(parts.transformer)  # after LoRA and checkpointing: the compiled blocks include both
         self.transformer, self.autoencoder = parts.transformer, parts.autoencoder
         self.scheduler, self.identity = parts.scheduler, parts.identity
+
+    def _checkpoint_what_memory_needs(self, parts: FluxParts) -> None:
+        """``train.gradient_checkpointing: auto``: plan from one probe of this device's training step (a grid of the
+        layout's size per episode of the per-device batch, in the fit's precision), against the memory budget."""
+        device = next(parts.transformer.parameters()).device
+        budget_gb = self.cfg.memory_budget_gb
+        budget = int(budget_gb * 2**30) if budget_gb is not None else free_memory(device)
+        if budget is None:
+            return
+        layout, batch = self.layout or Layout(), self.cfg.per_device_batch()
+        grid = torch.zeros(batch, 3, layout.height, layout.width, device=device)
+        mask = target_mask(layout).to(device).expand(batch, 1, -1, -1)
+        first = torch.zeros(batch, dtype=torch.long)  # the first prompt for every episode
+        text = TextInputs(self.prompt_embeds[first].to(device), self.pooled_embeds[first].to(device))
+        mixed = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.cfg.precision)
+        trainable = sum(p.numel() for p in parts.transformer.parameters() if p.requires_grad)
+
+        def probe():
+            with torch.autocast(device.type, dtype=mixed, enabled=mixed is not None):
+                generator = torch.Generator(device).manual_seed(0)
+                return fill_prediction(parts, grid, mask, text, generator, self.cfg, self.model_cfg.guidance)
+
+        self.checkpoint_plan = plan_checkpointing(parts.transformer, probe, budget, trainable)
+        plan = self.checkpoint_plan
+        log.log(logging.INFO if plan.need <= plan.room else logging.WARNING, plan.describe())
+        checkpoint_selected(parts.transformer, self.checkpoint_plan.checkpointed)
 
     @property
     def parts(self) -> FluxParts:
