@@ -15,7 +15,8 @@ VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time pro
 the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it. After the
 table come the ratios with their goals (``GOALS``). The JSON is rewritten atomically after every finished measurement,
 so a crash or a time limit still leaves everything finished; an error in one row (e.g. out of memory) is recorded in
-that row. """
+that row.
+"""
 
 from __future__ import annotations
 
