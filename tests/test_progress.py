@@ -14,3 +14,9 @@ def test_a_bar_written_to_a_log_file_is_ascii(monkeypatch):
     bar.refresh()
     drawn = log.buffer.getvalue()
     assert b"4/10" in drawn and drawn.isascii(), drawn
+
+
+def test_a_disabled_bar_is_left_alone():
+    bar = StepProgressBar()
+    bar.disable()  # as on ranks other than 0
+    assert bar.init_train_tqdm().disable

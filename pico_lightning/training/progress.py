@@ -37,5 +37,6 @@ class StepProgressBar(TQDMProgressBar):
 def _plain_in_a_file(bar):
     """A bar written to a log file (a SLURM job's) is drawn in ASCII: srun forwards stdout and stderr in chunks that
     can split a multi-byte block character, which leaves the log undecodable as UTF-8."""
-    bar.ascii = bar.ascii or not sys.stdout.isatty()
+    if not bar.disable:  # a disabled bar (ranks other than 0) has no drawing attributes
+        bar.ascii = bar.ascii or not sys.stdout.isatty()
     return bar
