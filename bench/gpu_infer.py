@@ -45,7 +45,10 @@ def episode(module, setup: BenchSetup, panel_size: int, text_len: int):
 
 
 def sampler_vs_diffusers(module, setup: BenchSetup, panel_size: int, text_len: int) -> dict:
-    """Our sampler and FluxFillPipeline, each warmed up with 2 steps, then timed once at ``inference_steps``."""
+    """Our sampler and FluxFillPipeline with the module's LoRA attached, each warmed up with 2 steps, then timed once
+    at ``inference_steps``; then our sampler again with the LoRA fused into the base (``fused_*``: seconds, and B'
+    against the stock pipeline's unfused output). The LoRA's B weights are drawn at random first, so that the LoRA
+    moves the output (a fresh LoRA adds zero)."""
     from diffusers import FluxFillPipeline
 
     from pico_lightning import panels
@@ -53,6 +56,10 @@ def sampler_vs_diffusers(module, setup: BenchSetup, panel_size: int, text_len: i
 
     layout, pixels, grid, mask, text = episode(module, setup, panel_size, text_len)
     parts = module.parts
+    generator = torch.Generator().manual_seed(2)
+    for name, param in parts.transformer.named_parameters():
+        if "lora_B" in name:
+            param.data.copy_(torch.randn(param.shape, generator=generator) * 0.01)
     pipe = FluxFillPipeline(parts.scheduler, parts.autoencoder.vae, None, None, None, None, parts.transformer)
     pipe.set_progress_bar_config(disable=True)
     mask_image = Image.fromarray((panels.target_mask(layout)[0].numpy() * 255).astype(np.uint8))
@@ -81,14 +88,21 @@ def sampler_vs_diffusers(module, setup: BenchSetup, panel_size: int, text_len: i
         ours(2), theirs(2)
         mine, ours_s = timed(setup, lambda: ours(setup.inference_steps))
         stock, theirs_s = timed(setup, lambda: theirs(setup.inference_steps))
-    target = layout.cell(layout.num_panels - 1)  # B' (the other panels are the decoded condition)
-    diff = (mine[0][(slice(None), *target)] - stock[0][(slice(None), *target)]).abs()
+        parts.transformer.fuse_lora()  # as pico infer / PicoPipeline sample (inference/loading.py)
+        ours(2)
+        fused, fused_s = timed(setup, lambda: ours(setup.inference_steps))
+        parts.transformer.unfuse_lora()
+    target = (slice(None), *layout.cell(layout.num_panels - 1))  # B' (the other panels are the decoded condition)
+    diff, fused_diff = (mine[0][target] - stock[0][target]).abs(), (fused[0][target] - stock[0][target]).abs()
     return {
         "ours_s": ours_s,
         "diffusers_s": theirs_s,
         "sampler_vs_diffusers_ratio": ours_s / theirs_s,
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
+        "fused_s": fused_s,
+        "fused_vs_diffusers_ratio": fused_s / theirs_s,
+        "fused_max_abs_diff": float(fused_diff.max()),
         "steps": setup.inference_steps,
     }
 

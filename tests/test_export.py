@@ -116,6 +116,22 @@ def test_pico_infer_with_lora_equals_stock_pipeline(trained, tiny_flux_dir):
     assert np.abs(np.asarray(Image.open(out)).astype(int) - expected.astype(int)).max() <= 1
 
 
+def test_inference_fuses_the_lora_into_the_base(trained, tiny_flux_dir):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from pico_lightning.config import ModelConfig
+    from pico_lightning.inference.loading import load_inference_model
+
+    module, lora_dir, _ = trained
+    model = load_inference_model(ModelConfig(pretrained_dir=str(tiny_flux_dir)), lora_dir, device="cpu")
+    layers = [m for m in model.parts.transformer.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers and all(layer.merged for layer in layers)
+    with torch.no_grad():
+        fused = model.parts.transformer(**_inputs(model.parts.transformer))[0]
+        unfused = module.transformer(**_inputs(module.transformer))[0]
+    torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=1e-5)
+
+
 def test_lora_for_another_model_is_refused(trained, tmp_path):
     from pico_lightning.config import ModelConfig
     from pico_lightning.errors import UserError

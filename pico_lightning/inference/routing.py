@@ -19,13 +19,9 @@ Scores (higher is better), from the mass averaged over captured blocks, steps an
 from __future__ import annotations
 
 import torch
-from diffusers.models.transformers.transformer_flux import (
-    FluxAttnProcessor,
-    _get_qkv_projections,
-    apply_rotary_emb,
-    dispatch_attention_fn,
-)
+from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, apply_rotary_emb, dispatch_attention_fn
 
+from pico_lightning.compat import flux_dispatch_settings, flux_qkv_projections
 from pico_lightning.panels import Layout
 
 SCORES = ("query_mass", "exemplar_mass", "agreement", "concentration")
@@ -54,7 +50,7 @@ class RoutingCapture(FluxAttnProcessor):
         self.calls = 0
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
+        query, key, value, encoder_query, encoder_key, encoder_value = flux_qkv_projections(
             attn, hidden_states, encoder_hidden_states
         )
         query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
@@ -69,12 +65,7 @@ class RoutingCapture(FluxAttnProcessor):
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         self.record(query, key)
         hidden_states = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
+            query, key, value, attn_mask=attention_mask, **flux_dispatch_settings(self)
         )
         hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
