@@ -1,5 +1,5 @@
 """One full-size FLUX.1-Fill training step (random init) with experiments/flux_fill.yaml's defaults on a CUDA GPU:
-bf16-mixed, gradient clipping at 1.0, gradient checkpointing, the default attention backend. The two step-1 crashes
+bf16-mixed, gradient clipping at 1.0, gradient checkpointing auto, the default attention backend. The two step-1 crashes
 once seen there (cuDNN attention backward, clipping a fused AdamW) fail here."""
 
 import math
@@ -68,7 +68,8 @@ def test_one_full_size_step_with_shipped_defaults(tmp_path):
     )
     assert cfg.train.gradient_checkpointing == "auto"  # as shipped
     torch.set_float32_matmul_precision("high")  # as `pico train` does
-    module = PicoModule(cfg.model, cfg.train, random_prompts(cfg, ["", "Edit"]), lora=cfg.lora)
+    prompts = random_prompts(cfg, ["", "Edit"])
+    module = PicoModule(cfg.model, cfg.train, prompts, lora=cfg.lora, layout=cfg.data.layout())
     with torch.device("cuda"):
         module.configure_model()  # built on the device; the Trainer's own call is then a no-op
     assert sum(p.numel() for p in module.parameters()) > 11.9e9  # the full-size architecture

@@ -116,7 +116,9 @@ class PicoModule(pl.LightningModule):
         budget = int(budget_gb * 2**30) if budget_gb is not None else free_memory(device)
         if budget is None:
             return
-        layout, batch = self.layout or Layout(), self.cfg.per_device_batch()
+        if self.layout is None:
+            raise ValueError("train.gradient_checkpointing=auto probes a training step: build the module with a layout")
+        layout, batch = self.layout, self.cfg.per_device_batch()
         grid = torch.zeros(batch, 3, layout.height, layout.width, device=device)
         mask = target_mask(layout).to(device).expand(batch, 1, -1, -1)
         first = torch.zeros(batch, dtype=torch.long)  # the first prompt for every episode
