@@ -12,10 +12,10 @@ vs a bare loop on the same module, batch, optimizer and clipping (median of 3 st
 (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch / step / the
 card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a step's two
 VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of one shipped step, our sampler vs
-the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it. After the
-table come the ratios with their goals (``GOALS``). The JSON is rewritten atomically after every finished measurement,
-so a crash or a time limit still leaves everything finished; an error in one row (e.g. out of memory) is recorded in
-that row.
+the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it; named only,
+``cli``: the shipped command end to end (bench/gpu_cli.py). After the table come the ratios with their goals
+(``GOALS``). The JSON is rewritten atomically after every finished measurement, so a crash or a time limit still leaves
+everything finished; an error in one row (e.g. out of memory) is recorded in that row.
 """
 
 from __future__ import annotations
@@ -220,6 +220,11 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
         tmp = Path(tmp_dir)
         data_root = prepare_data(setup, tmp)
         reference_sections(setup, tmp, data_root, results, out)
+        if "cli" in setup.only:  # the shipped command end to end: minutes of its own, so only when named
+            from bench.gpu_cli import cli_section
+
+            results["cli"] = guarded(cli_section, setup, tmp, data_root)
+            write_json(out, results)
         for spec in shipped:
             add_row(results, setup, tmp, data_root, spec)
             write_json(out, results)

@@ -56,7 +56,7 @@ def default_setup(tiny: bool) -> BenchSetup:
     return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"), variants=variants)
 
 
-SECTIONS = ("vae_encode", "inference", "text_cache", "loader", "profile")
+SECTIONS = ("vae_encode", "inference", "text_cache", "loader", "profile", "cli")  # cli: only when named
 
 
 def row_name(batch: int, checkpointing: bool | str, compile_: bool, variant: str = "") -> str:
@@ -64,6 +64,27 @@ def row_name(batch: int, checkpointing: bool | str, compile_: bool, variant: str
     takes these)."""
     ckpt = checkpointing if checkpointing == "auto" else int(checkpointing)
     return f"b{batch}-ckpt{ckpt}-compile{int(compile_)}{variant and '-' + variant}"
+
+
+def bench_overrides(setup: BenchSetup, tmp: Path, data_root: Path, batch: int) -> list[str]:
+    """The shipped experiment (demo.yaml or flux_fill.yaml) on one device, its base built in-process at the bench's
+    sizes (random init) over the bench's VisRel-lite shards; W&B and evaluation off."""
+    overrides = [
+        "model.pretrained_dir=''",
+        f"model.text_cache_dir={tmp / 'text'}",
+        f"data.root={data_root}",
+        "data.num_workers=2",
+        f"train.batch_size={batch}",
+        "train.devices=1",
+        f"train.accelerator={'cpu' if setup.tiny else 'gpu'}",
+        "eval.suites=[]",
+        "logging.wandb_mode=disabled",
+        f"run.dir={tmp / 'runs'}",
+    ]
+    # the CPU: the tiny DiT over a scale-8 KL autoencoder; the GPU: FLUX.1-Fill-dev's DiT and VAE, in bf16
+    return overrides + (
+        ["model.preset=tiny-kl"] if setup.tiny else ["model.preset=flux-fill-dev", "model.dtype=bfloat16"]
+    )
 
 
 def row_config(
@@ -75,30 +96,18 @@ def row_config(
     data_root: Path,
     variant: str = "",
 ):
-    """The shipped experiment (demo.yaml or flux_fill.yaml) on one device, for one row (``variant``: a VARIANTS
-    lever), its base built in-process at the bench's sizes (random init); W&B and evaluation off."""
+    """The bench's experiment (:func:`bench_overrides`) for one row (``variant``: a VARIANTS lever)."""
     from pico_lightning.config import load_config
 
     overrides = [
-        "model.pretrained_dir=''",
-        f"model.text_cache_dir={tmp / 'text'}",
-        f"data.root={data_root}",
-        "data.num_workers=2",
-        f"train.batch_size={batch}",
-        "train.devices=1",
+        *bench_overrides(setup, tmp, data_root, batch),
         "train.strategy=auto",
-        f"train.accelerator={'cpu' if setup.tiny else 'gpu'}",
         f"train.gradient_checkpointing={checkpointing}",
         f"train.compile={compile_}",
         f"train.max_steps={setup.warmup + setup.timed}",
-        "eval.suites=[]",
-        "logging.wandb_mode=disabled",
-        f"run.dir={tmp / 'runs'}",
         f"run.name={row_name(batch, checkpointing, compile_, variant)}",
         *VARIANTS.get(variant, []),
     ]
-    # the CPU: the tiny DiT over a scale-8 KL autoencoder; the GPU: FLUX.1-Fill-dev's DiT and VAE, in bf16
-    overrides += ["model.preset=tiny-kl"] if setup.tiny else ["model.preset=flux-fill-dev", "model.dtype=bfloat16"]
     return load_config(setup.experiment, overrides)
 
 
