@@ -235,15 +235,13 @@ class PicoPipeline:
         device, layout = self.model.device, sampling.layout
         mask = panels.target_mask(layout)[None].to(device)
         text = self.model.text(prompt)
-        if len(sampling.seeds) == 1 and len(grids) > 1:
-            batch = torch.stack(grids).to(device)
-            images, reports = _fill_batch(self.model, batch, mask, text, sampling)
-            return [(panels.split_grid(image.cpu(), layout)[-1], r) for image, r in zip(images, reports)]
-        scorer = self.cfg.eval if len(sampling.seeds) > 1 else None
+        args = (mask, text, sampling.steps, sampling.guidance, sampling.seeds, layout)
+        if len(sampling.seeds) == 1:  # one seed: the episodes denoise as one batch
+            images, report = fill_episode(self.model, torch.stack(grids).to(device), *args)
+            return [(panels.split_grid(image.cpu(), layout)[-1], dict(report)) for image in images]
         filled = []
         for grid in grids:
-            args = (grid[None].to(device), mask, text, sampling.steps, sampling.guidance, sampling.seeds, layout)
-            image, report = fill_episode(self.model, *args, scorer)
+            image, report = fill_episode(self.model, grid[None].to(device), *args, self.cfg.eval)
             filled.append((panels.split_grid(image[0].cpu(), layout)[-1], report))
         return filled
 
@@ -259,30 +257,6 @@ class PicoPipeline:
         size = sampling.layout.panel_size
         report.update(steps=sampling.steps, prompt=prompt, panel_size=size, output_size=[width, height])
         return PicoResult(image, panels.to_pil(composed), {**report, "seconds": seconds})
-
-
-def _fill_batch(model, grids, mask, text, sampling: Sampling) -> tuple:
-    """Several episodes, one seed each, denoised as one batch: ((N, 3, H, W) images, N reports).
-
-    Each episode draws its noise from its own generator seeded as a single call would; only the transformer
-    batch differs, so results can differ from one-by-one calls by float rounding."""
-    import torch
-
-    from pico_lightning.inference.sampler import FillState, decode, denoise, init_state, make_scheduler
-
-    parts, (seed,) = model.parts, sampling.seeds
-    dtype = text.prompt_embeds.dtype
-    states = [
-        init_state(parts.autoencoder, grid[None], mask, [torch.Generator(device="cpu").manual_seed(seed)], dtype)
-        for grid in grids
-    ]
-    state = FillState.concat(states)
-    scheduler = make_scheduler(parts.scheduler, sampling.steps, state.latent_size, grids.device)
-    with torch.no_grad():
-        state = denoise(parts.transformer, scheduler, state, text, sampling.guidance, range(sampling.steps))
-        images = decode(parts.autoencoder, state)
-    report = {"seeds": [seed], "scores": None, "score": None, "chosen_seed": seed, "model_evaluations": sampling.steps}
-    return images, [dict(report) for _ in states]
 
 
 def _picture(picture):

@@ -14,7 +14,7 @@ import torch
 
 from pico_lightning.config import EvalConfig
 from pico_lightning.inference.routing import RoutingCapture, mean_routing, score_routing, token_panels
-from pico_lightning.inference.sampler import TextInputs, decode, denoise, init_state, make_scheduler
+from pico_lightning.inference.sampler import FillState, TextInputs, decode, denoise, init_state, make_scheduler
 from pico_lightning.panels import Layout
 
 # Empty eval.score_blocks: the last 4 double blocks. Capture cost is linear in blocks (19 at full size cost ~2 s at
@@ -67,13 +67,21 @@ def fill_episode(
 ):
     """Fill one episode's target panel -> ((1 or |S|, 3, H, W) images, report dict).
 
-    ``scorer`` None (or one seed without scoring) is plain sampling with ``seeds[0]``.
+    ``scorer`` None is plain sampling with ``seeds[0]``; then ``grid`` may hold N episodes (N, 3, H, W), denoised as
+    one batch, each drawing its noise as a call of its own would (results differ from one-by-one calls by float
+    rounding only). The seed scorer fills one episode.
     """
-    parts = model.parts
-    generators = [torch.Generator(device="cpu").manual_seed(s) for s in (seeds if scorer else seeds[:1])]
-    state = init_state(parts.autoencoder, grid, mask, generators, text.prompt_embeds.dtype)
+    parts, dtype = model.parts, text.prompt_embeds.dtype
+    if scorer is None:
+        seeds = seeds[:1]
+        episodes = [init_state(parts.autoencoder, g[None], mask, [_generator(seeds[0])], dtype) for g in grid]
+        state = FillState.concat(episodes)
+    elif len(grid) == 1:
+        state = init_state(parts.autoencoder, grid, mask, [_generator(s) for s in seeds], dtype)
+    else:
+        raise ValueError(f"fill_episode: the seed scorer fills one episode at a time, got {len(grid)}")
     scheduler = make_scheduler(parts.scheduler, num_steps, state.latent_size, grid.device)
-    report = {"seeds": [int(s) for s in seeds[: len(generators)]], "scores": None, "score": None}
+    report = {"seeds": [int(s) for s in seeds], "scores": None, "score": None}
     if scorer is not None:
         with capture_routing(
             parts.transformer,
@@ -84,7 +92,7 @@ def fill_episode(
         ) as captures:
             state = denoise(parts.transformer, scheduler, state, text, guidance, range(scorer.scorer_steps))
         routing = mean_routing(captures) if scorer.scorer_steps > 0 else None  # k = 0: keep the first seed
-        scores = score_routing(*routing, scorer.routing_score) if routing else torch.zeros(len(generators))
+        scores = score_routing(*routing, scorer.routing_score) if routing else torch.zeros(len(seeds))
         best = int(scores.argmax())
         report.update(
             scores=[float(s) for s in scores],
@@ -96,5 +104,10 @@ def fill_episode(
     else:
         best, start = 0, 0
     state = denoise(parts.transformer, scheduler, state, text, guidance, range(start, num_steps))
-    report.update(chosen_seed=report["seeds"][best], model_evaluations=state.model_evaluations)
+    evaluations = state.model_evaluations // len(grid)  # per episode: a batch of N episodes counts N per step
+    report.update(chosen_seed=report["seeds"][best], model_evaluations=evaluations)
     return decode(parts.autoencoder, state), report
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed)
