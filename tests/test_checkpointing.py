@@ -72,9 +72,10 @@ def test_every_block_kind_is_measured_and_a_checkpoint_saves_bytes(costs):
 
 
 @pytest.mark.parametrize("checkpointed", [0, 1, 3, 4])
-def test_auto_checkpoints_the_fewest_blocks_that_fit_the_budget(demo_cfg, costs, checkpointed):
+def test_auto_checkpoints_the_fewest_blocks_that_fit_the_budget(demo_cfg, costs, checkpointed, capsys):
     module = built(demo_cfg, gradient_checkpointing="auto", memory_budget_gb=budget_for(costs, checkpointed) * 1.001)
     plan = module.checkpoint_plan
+    assert f"gradient checkpointing (auto): {checkpointed} of 4 DiT blocks" in capsys.readouterr().out
     assert len(plan.checkpointed) == checkpointed and plan.need <= plan.room
     if checkpointed:  # one block fewer would not fit this budget
         tight = budget_for(costs, checkpointed) * 0.99

@@ -131,10 +131,12 @@ class PicoModule(pl.LightningModule):
                 generator = torch.Generator(device).manual_seed(0)
                 return fill_prediction(parts, grid, mask, text, generator, self.cfg, self.model_cfg.guidance)
 
-        self.checkpoint_plan = plan_checkpointing(parts.transformer, probe, budget, trainable)
-        plan = self.checkpoint_plan
-        log.log(logging.INFO if plan.need <= plan.room else logging.WARNING, plan.describe())
-        checkpoint_selected(parts.transformer, self.checkpoint_plan.checkpointed)
+        self.checkpoint_plan = plan = plan_checkpointing(parts.transformer, probe, budget, trainable)
+        if plan.need > plan.room:
+            log.warning(plan.describe())
+        elif self.global_rank == 0:
+            print(plan.describe(), flush=True)  # the job log says what auto chose (each rank plans its own device)
+        checkpoint_selected(parts.transformer, plan.checkpointed)
 
     @property
     def parts(self) -> FluxParts:
