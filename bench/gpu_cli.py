@@ -36,11 +36,8 @@ def cli_section(setup: BenchSetup, tmp: Path, data_root: Path) -> dict:
     result = {"embed_s": time.perf_counter() - start, "single": train_resume_export(setup, tmp, base, "auto")}
     if setup.device.type == "cuda":
         result["fsdp"] = fsdp = train_resume_export(setup, tmp, base, "fsdp")
-        single = result["single"]["losses"]
-        result["fsdp_max_loss_diff"] = max(abs(fsdp["losses"][step] - loss) for step, loss in single.items())
-    for run in ("single", "fsdp"):
-        if run in result:
-            result[run]["losses"] = list(result[run]["losses"].values())  # JSON: steps 0.. in order
+        pairs = zip(fsdp["losses"], result["single"]["losses"])  # step by step: both logged steps 0.. once each
+        result["fsdp_max_loss_diff"] = max(abs(a - b) for a, b in pairs)
     return result
 
 
@@ -57,10 +54,10 @@ def train_resume_export(setup: BenchSetup, tmp: Path, base: list[str], strategy:
         raise RuntimeError(f"{name}: steps logged {steps}, expected 0..{RESUMED - 1} once each")
     lora = tmp / f"{name}-lora"
     pico(["export", str(run_dir), "--out", str(lora)])
-    losses = {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}
+    losses = [row["train/loss"] for row in sorted(rows, key=lambda row: row["step"]) if "train/loss" in row]
     return {
         "step_s": step_s,
-        "losses": dict(sorted(losses.items())),
+        "losses": losses,
         "exported": sorted(p.name for p in lora.iterdir()),
     }
 

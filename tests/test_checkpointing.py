@@ -6,7 +6,8 @@ import pytest
 import torch
 from conftest import embedded
 
-from pico_lightning.model.checkpointing import blocks, measure, saved_bytes
+from pico_lightning.model.backbone import dit_blocks
+from pico_lightning.model.checkpointing import measure, saved_bytes
 from pico_lightning.objective import fill_prediction
 from pico_lightning.training.train import build_module
 
@@ -53,7 +54,7 @@ def costs(demo_cfg):
         module.transformer, lambda: fill_prediction(module.parts, grid, mask, text, None, module.cfg, 30.0)
     )
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return [per_kind[type(b)] for b in blocks(module.transformer)], rest, trainable
+    return [per_kind[type(b)] for b in dit_blocks(module.transformer)], rest, trainable
 
 
 def budget_for(costs, checkpointed: int) -> float:

@@ -15,6 +15,7 @@ import torch
 from pico_lightning.config import EvalConfig
 from pico_lightning.inference.routing import RoutingCapture, mean_routing, score_routing, token_panels
 from pico_lightning.inference.sampler import FillState, TextInputs, decode, denoise, init_state, make_scheduler
+from pico_lightning.model.backbone import dit_blocks
 from pico_lightning.panels import Layout
 
 # Empty eval.score_blocks: the last 4 double blocks. Capture cost is linear in blocks (19 at full size cost ~2 s at
@@ -28,7 +29,7 @@ DEFAULT_BLOCKS = 4
 def attention_modules(transformer: torch.nn.Module, blocks: list[int]) -> list[torch.nn.Module]:
     """The attention modules of ``blocks`` (indices over double, then single blocks; empty = the last
     ``DEFAULT_BLOCKS`` double blocks, or all of them when there are fewer)."""
-    every = [b.attn for b in transformer.transformer_blocks] + [b.attn for b in transformer.single_transformer_blocks]
+    every = [block.attn for block in dit_blocks(transformer)]
     double = len(transformer.transformer_blocks)
     chosen = blocks or list(range(max(0, double - DEFAULT_BLOCKS), double))
     bad = [b for b in chosen if not 0 <= b < len(every)]

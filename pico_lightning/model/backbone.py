@@ -62,6 +62,11 @@ class TextEncoders:
     tokenizer_2: T5TokenizerFast
 
 
+def dit_blocks(transformer: FluxTransformer2DModel) -> list[nn.Module]:
+    """FLUX's repeated blocks in the order they run: double-stream, then single-stream."""
+    return [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+
+
 def model_identity(cfg: ModelConfig) -> str:
     """A stable id of the base model: the resolved directory, or a hash of the tiny architecture."""
     if cfg.pretrained_dir:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pico_lightning.model.backbone import dit_blocks
+
 log = logging.getLogger(__name__)
 
 OPTIMIZER_BYTES_PER_PARAM = 12  # float32 gradient + AdamW's exp_avg and exp_avg_sq
@@ -48,7 +50,7 @@ class BlockCost:
 class CheckpointPlan:
     """Which blocks recompute in the backward pass, and the sums that chose them (bytes)."""
 
-    checkpointed: tuple[int, ...]  # indices into :func:`blocks`
+    checkpointed: tuple[int, ...]  # indices into :func:`~pico_lightning.model.backbone.dit_blocks`
     total: int
     need: int  # what the blocks keep for backward under this plan
     room: int  # what the budget leaves the blocks
@@ -61,21 +63,16 @@ class CheckpointPlan:
         )
 
 
-def blocks(transformer: nn.Module) -> list[nn.Module]:
-    """FLUX's repeated blocks in the order they run: double-stream, then single-stream."""
-    return [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
-
-
 def checkpoint_all(transformer: nn.Module) -> None:
     """Recompute every block (diffusers' own switch)."""
     transformer.enable_gradient_checkpointing()
 
 
 def checkpoint_selected(transformer: nn.Module, selected: tuple[int, ...]) -> None:
-    """Recompute the blocks at ``selected`` (indices into :func:`blocks`), run the others as they are."""
+    """Recompute the blocks at ``selected`` (indices into ``dit_blocks``), run the others as they are."""
     if not selected:
         return
-    chosen = {id(block) for i, block in enumerate(blocks(transformer)) if i in selected}
+    chosen = {id(block) for i, block in enumerate(dit_blocks(transformer)) if i in selected}
 
     def run(block: nn.Module, *args):
         if id(block) in chosen:
@@ -91,7 +88,7 @@ def plan_checkpointing(
     """Measure one ``forward()`` (the training step's DiT call at its shape, in its precision) and choose the fewest
     blocks to checkpoint so that what the fit keeps fits in ``budget`` bytes."""
     costs, rest = measure(transformer, forward)
-    kinds = [costs[type(block)] for block in blocks(transformer)]
+    kinds = [costs[type(block)] for block in dit_blocks(transformer)]
     reserve = trainable_params * OPTIMIZER_BYTES_PER_PARAM + rest + max(c.kept for c in kinds)
     room = int(budget * (1 - ALLOCATOR_SHARE)) - reserve
     need, chosen = sum(c.kept for c in kinds), []
@@ -106,7 +103,7 @@ def plan_checkpointing(
 def measure(transformer: nn.Module, forward: Callable[[], object]) -> tuple[dict[type, BlockCost], int]:
     """(cost of one block per block class, bytes the rest of the forward keeps) from one probe ``forward()``."""
     weights = {id(p) for p in transformer.parameters()}
-    measured = {type(block): block for block in blocks(transformer)}  # the last of each kind: its inputs need grads
+    measured = {type(block): block for block in dit_blocks(transformer)}  # the last of each kind: its inputs need grads
     costs: dict[type, BlockCost] = {}
 
     def probe(block: nn.Module, *args):

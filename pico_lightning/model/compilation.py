@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import torch
 
+from pico_lightning.model.backbone import dit_blocks
+
 
 def compile_blocks(transformer: torch.nn.Module, backend: str = "inductor") -> int:
     """Compile every repeated block of ``transformer`` in place (lazily, at its first call); returns how many.
 
     What diffusers' ``compile_repeated_blocks`` does for FLUX (``Module.compile`` on each block of the two
     repeated classes), written out so the count needs no private attribute of torch or diffusers."""
-    blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+    blocks = dit_blocks(transformer)
     for block in blocks:
         block.compile(backend=backend)
     return len(blocks)
