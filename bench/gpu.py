@@ -6,14 +6,16 @@
 
 Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, the shipped flux_fill.yaml
 (``gradient_checkpointing: auto``, compiled; ``checkpointed_blocks``: what auto chose), plus levers at batch 1 with
-checkpointing (``variant``: int8 = ``model.base_quantization=int8``, where torchao is installed; lora-no-cast = LoRA
-layers fed bf16 inputs; each with its losses against the shipped row's). Each row is a PicoModule step under Lightning
-vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups), with peak memory
-(GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch / step / the
-card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a step's two
-VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of one shipped step, our sampler vs
-the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it; named only,
-``cli``: the shipped command end to end (bench/gpu_cli.py). After the table come the ratios with their goals
+checkpointing, compiled as shipped (``variant``, VARIANTS; by default the 24 GB base: float8 =
+``model.base_quantization=float8`` where the device multiplies float8, else int8 where torchao is installed; the others
+only when named; each row keeps its losses, to hold against the shipped row's). Each row is a PicoModule step under
+Lightning vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups), with
+peak memory (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch /
+step / the card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a
+step's two VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of one shipped step, our
+sampler vs the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it;
+named only, ``cli``: the shipped command end to end (bench/gpu_cli.py), and ``quantized_loss``: the default 24 GB base's
+losses against the bf16 base's over 50 steps. After the table come the ratios with their goals
 (``GOALS``). The JSON is rewritten atomically after every finished measurement, so a crash or a time limit still leaves
 everything finished; an error in one row (e.g. out of memory) is recorded in that row.
 """
@@ -33,6 +35,7 @@ from pathlib import Path
 import torch
 
 from bench.gpu_model import (
+    NAMED_ONLY,
     SECTIONS,
     VARIANTS,
     BenchSetup,
@@ -84,9 +87,10 @@ def row_order(setup: BenchSetup) -> list[tuple[int, bool | str, bool, str]]:
     uncompiled) at every batch, flux_fill.yaml as shipped (auto, compiled), the levers (variants at batch 1, then
     compiling), then everything else."""
     first = [(b, True, False, "") for b in setup.batches]
-    levers = [(b, "auto", True, "") for b in setup.batches] if True in setup.compile_modes else []
-    levers += [(setup.batches[0], True, False, v) for v in setup.variants]
-    levers += [(setup.batches[0], True, True, "")] if True in setup.compile_modes else []
+    compiled = True in setup.compile_modes
+    levers = [(b, "auto", True, "") for b in setup.batches] if compiled else []
+    levers += [(setup.batches[0], True, compiled, v) for v in setup.variants]
+    levers += [(setup.batches[0], True, True, "")] if compiled else []
     grid = [(b, ckpt, comp, "") for comp in setup.compile_modes for ckpt in (True, False) for b in setup.batches]
     if setup.only:  # the rows named, in the order given
         return [parse_row(name) for name in setup.only if name not in SECTIONS]
@@ -199,7 +203,8 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
     encodes, inference and the profile on one module of the shipped config; the uncompiled checkpointing rows (the
     shipped config), the loader, then the rest (no checkpointing may run out of memory; compiling is the slowest
     and least certain part)."""
-    from bench.gpu_train import loader_wait, prepare_data
+    from bench.gpu_cli import cli_section
+    from bench.gpu_train import loader_wait, prepare_data, quantized_loss
 
     started = time.perf_counter()
     results = {
@@ -220,10 +225,9 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
         tmp = Path(tmp_dir)
         data_root = prepare_data(setup, tmp)
         reference_sections(setup, tmp, data_root, results, out)
-        if "cli" in setup.only:  # the shipped command end to end: minutes of its own, so only when named
-            from bench.gpu_cli import cli_section
-
-            results["cli"] = guarded(cli_section, setup, tmp, data_root)
+        named_only = {"cli": cli_section, "quantized_loss": quantized_loss}  # minutes each: only when named
+        for name in [name for name in NAMED_ONLY if name in setup.only]:
+            results[name] = guarded(named_only[name], setup, tmp, data_root)
             write_json(out, results)
         for spec in shipped:
             add_row(results, setup, tmp, data_root, spec)

@@ -24,7 +24,7 @@ class BenchSetup:
     device: torch.device
     batches: tuple[int, ...] = (1, 4)
     compile_modes: tuple[bool, ...] = (False, True)
-    variants: tuple[str, ...] = ()  # levers measured at batch 1 with checkpointing, uncompiled: VARIANTS' keys
+    variants: tuple[str, ...] = ()  # levers measured at batch 1 with checkpointing, compiled as shipped: VARIANTS' keys
     only: tuple[str, ...] = ()  # if given: just these rows (row_name) and sections (SECTIONS), in the usual order
     warmup: int = 2
     timed: int = 3
@@ -41,6 +41,7 @@ class BenchSetup:
 
 
 VARIANTS = {  # lever -> config overrides of its row (lora-no-cast is a module switch: see gpu_train.lora_no_cast)
+    "float8": ["model.base_quantization=float8"],  # float8 weights and matmuls (GPUs of compute capability >= 8.9)
     "int8": ["model.base_quantization=int8"],
     "lora-no-cast": [],
     "no-autocast": ["train.precision=32-true"],  # the bf16 base runs as stored (as inference does); LoRA stays fp32
@@ -48,15 +49,20 @@ VARIANTS = {  # lever -> config overrides of its row (lora-no-cast is a module s
 
 
 def default_setup(tiny: bool) -> BenchSetup:
-    """Every row, and the int8 lever where torchao is installed (the `[quant]` extra). The other levers measured
+    """Every row, and the 24 GB lever: the float8 base where the device multiplies float8 (the CPU, or compute
+    capability 8.9+), else the int8 base where torchao is installed (the `[quant]` extra). The other levers measured
     no faster on an H200 (bench/RESULTS.md): they run only when named with ``--only``."""
     if not tiny and not torch.cuda.is_available():
         raise SystemExit("bench.gpu: no CUDA device; run `python -m bench.gpu --tiny` for the CPU version")
-    variants = ("int8",) if importlib.util.find_spec("torchao") is not None else ()
+    if tiny or torch.cuda.get_device_capability() >= (8, 9):
+        variants = ("float8",)
+    else:
+        variants = ("int8",) if importlib.util.find_spec("torchao") is not None else ()
     return BenchSetup(tiny=tiny, device=torch.device("cpu" if tiny else "cuda"), variants=variants)
 
 
-SECTIONS = ("vae_encode", "inference", "text_cache", "loader", "profile", "cli")  # cli: only when named
+SECTIONS = ("vae_encode", "inference", "text_cache", "loader", "profile", "cli", "quantized_loss")
+NAMED_ONLY = ("cli", "quantized_loss")  # minutes each: run only when named with --only
 
 
 def row_name(batch: int, checkpointing: bool | str, compile_: bool, variant: str = "") -> str:

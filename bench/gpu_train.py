@@ -173,6 +173,31 @@ def loader_wait(setup: BenchSetup, tmp: Path, data_root: Path, fixed_gap_s: floa
     return {"loader_wait_fraction": wait / step, "loader_gap_s": gap, "loader_step_s": step}
 
 
+def quantized_loss(setup: BenchSetup, tmp: Path, data_root: Path, steps: int = 50) -> dict:
+    """The default 24 GB base (``setup.variants[0]``: float8 or int8) against the bf16 base: the losses of ``steps``
+    bare steps each (batch 1, checkpointing, uncompiled), on the same batch and noise from the same LoRA init."""
+    from pico_lightning.testing import fixed_batch
+
+    if not setup.variants:
+        return {"error": "no 8-bit base on this device (float8 needs compute capability 8.9+, int8 needs torchao)"}
+    kind, losses = setup.variants[0], {}
+    long = replace(setup, warmup=0, timed=steps)
+    for variant in ("", kind):
+        cfg = row_config(long, tmp, 1, True, False, data_root, variant)
+        module, _ = build_lightning(cfg, setup, PROMPTS, [], tmp / "runs" / cfg.run.name)
+        losses[variant or "bf16"] = bare_loop(module, fixed_batch(cfg.data.panel_size, 1), cfg, long)[1]
+        del module
+        release_memory()
+    diffs = [q - b for q, b in zip(losses[kind], losses["bf16"])]
+    return {
+        "kind": kind,
+        "losses": losses,
+        "max_abs_diff": max(abs(d) for d in diffs),
+        "last_10_mean_diff": statistics.mean(diffs[-10:]),
+        "last_10_mean_bf16": statistics.mean(losses["bf16"][-10:]),
+    }
+
+
 def prepare_data(setup: BenchSetup, tmp: Path) -> Path:
     """VisRel-lite shards, as `pico prep visrel-lite` writes them, at the panel size the rows train on."""
     from pico_lightning.prep.visrel_lite import build_visrel_lite

@@ -46,6 +46,14 @@ def test_bad_values_name_key_and_file(tmp_path, override, needle):
     assert needle in message and str(path) in message and "\n" not in message
 
 
+def test_quantized_base_is_not_sharded(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  strategy: fsdp\n")
+    with pytest.raises(ConfigError, match="model.base_quantization: expected none with train.strategy=fsdp"):
+        load_config(path, ["model.base_quantization=float8"])
+    assert load_config(path, []).train.strategy == "fsdp"
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pico_lightning.config.checks import ConfigError
+from pico_lightning.config.checks import ConfigError, check
 from pico_lightning.config.data import DataConfig
 from pico_lightning.config.evaluation import EvalConfig
 from pico_lightning.config.model import LoraConfig, ModelConfig
@@ -46,6 +46,13 @@ class ExperimentConfig:
                 check_grid_side(self.data.panel_size, getattr(self.data, side), side)
             except UserError as err:
                 raise ConfigError(f"data.panel_size: {err}") from None
+        quantized = self.model.base_quantization != "none"
+        check(  # FSDP flattens each block's parameters into one buffer of one dtype; an 8-bit base is for one card
+            not (quantized and self.train.strategy == "fsdp"),
+            "model.base_quantization",
+            "none with train.strategy=fsdp (FSDP shards the bf16 base instead)",
+            self.model.base_quantization,
+        )
 
 
 PATH_KEYS = ("model.pretrained_dir", "model.text_cache_dir", "data.root", "data.shards", "eval.perseg_dir", "run.dir")

@@ -22,8 +22,10 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Storage dtype of the frozen base; LoRA parameters always stay float32."""
     base_quantization: Literal["none", "int8", "float8"] = "none"
-    """Store the frozen base's block Linear weights in 8 bits (torchao weight-only, `pip install .[quant]`),
-    computing in ``dtype``: halves the base's memory for 24 GB cards. LoRA stays float32 over the quantized layers."""
+    """Store the frozen base's block Linear weights in 8 bits: halves the base's memory for 24 GB cards. ``float8``
+    also multiplies in float8, activations quantized per token (GPUs of compute capability 8.9+: Ada, Hopper,
+    Blackwell); ``int8`` is torchao's weight-only int8 (`pip install .[quant]`), computing in ``dtype``. LoRA stays
+    float32 over the quantized layers."""
     max_sequence_length: int = 0
     """T5 tokens per prompt; 0 = the model's default: FluxFillPipeline's 512 for a pretrained directory, the
     preset's for an in-process model (see sequence_length())."""
