@@ -7,17 +7,19 @@
 Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, the shipped flux_fill.yaml
 (``gradient_checkpointing: auto``, compiled; ``checkpointed_blocks``: what auto chose), plus levers at batch 1 with
 checkpointing, compiled as shipped (``variant``, VARIANTS; by default the 24 GB base: float8 =
-``model.base_quantization=float8`` where the device multiplies float8, else int8 where torchao is installed; the others
-only when named; each row keeps its losses, to hold against the shipped row's). Each row is a PicoModule step under
-Lightning vs a bare loop on the same module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups), with
-peak memory (GiB, ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch /
-step / the card's dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a
-step's two VAE encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of one shipped step, our
-sampler vs the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it;
-named only, ``cli``: the shipped command end to end (bench/gpu_cli.py), and ``quantized_loss``: the default 24 GB base's
-losses against the bf16 base's over 50 steps. After the table come the ratios with their goals
-(``GOALS``). The JSON is rewritten atomically after every finished measurement, so a crash or a time limit still leaves
-everything finished; an error in one row (e.g. out of memory) is recorded in that row.
+``model.base_quantization=float8`` where the device multiplies float8, else int8 where torchao is installed; named only:
+lora-no-cast = LoRA layers fed bf16 inputs, no-autocast = ``train.precision=32-true``, fa3 / fa4 =
+``train.attention_backend=fa3`` / ``fa4``, e.g. ``--only b1-ckpt1-compile1 b1-ckpt1-compile1-fa3``; each row keeps its
+losses, to hold against the shipped row's). Each row is a PicoModule step under Lightning vs a bare loop on the same
+module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups), with peak memory (GiB,
+``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch / step / the card's
+dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a step's two VAE
+encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of one shipped step, our sampler vs the
+stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it; named only,
+``cli``: the shipped command end to end (bench/gpu_cli.py), and ``quantized_loss``: the default 24 GB base's losses
+against the bf16 base's over 50 steps. After the table come the ratios with their goals (``GOALS``). The JSON is
+rewritten atomically after every finished measurement, so a crash or a time limit still leaves everything finished; an
+error in one row (e.g. out of memory) is recorded in that row.
 """
 
 from __future__ import annotations

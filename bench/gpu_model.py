@@ -45,13 +45,16 @@ VARIANTS = {  # lever -> config overrides of its row (lora-no-cast is a module s
     "int8": ["model.base_quantization=int8"],
     "lora-no-cast": [],
     "no-autocast": ["train.precision=32-true"],  # the bf16 base runs as stored (as inference does); LoRA stays fp32
+    "fa3": ["train.attention_backend=fa3"],  # SDPA's flash backend on FlashAttention-3 (its package, sm90)
+    "fa4": ["train.attention_backend=fa4"],  # ... on FlashAttention-4 (flash-attn-4, sm90/sm100)
 }
 
 
 def default_setup(tiny: bool) -> BenchSetup:
     """Every row, and the 24 GB lever: the float8 base where the device multiplies float8 (the CPU, or compute
     capability 8.9+), else the int8 base where torchao is installed (the `[quant]` extra). The other levers measured
-    no faster on an H200 (bench/RESULTS.md): they run only when named with ``--only``."""
+    no faster on an H200 (bench/RESULTS.md), or need a package of their own (fa3, fa4): they run only when named
+    with ``--only``."""
     if not tiny and not torch.cuda.is_available():
         raise SystemExit("bench.gpu: no CUDA device; run `python -m bench.gpu --tiny` for the CPU version")
     if tiny or torch.cuda.get_device_capability() >= (8, 9):

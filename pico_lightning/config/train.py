@@ -37,9 +37,10 @@ class TrainConfig:
     memory_budget_gb: float | None = None
     """What gradient_checkpointing=auto may fill, GiB per device; null: the device's free memory with the base
     loaded."""
-    attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math"] = "auto"
+    attention_backend: Literal["auto", "flash", "efficient", "cudnn", "math", "fa3", "fa4"] = "auto"
     """torch SDPA kernels the whole fit may use (model/sdpa.py); auto = flash, memory-efficient or math, never
-    cuDNN's fused attention, whose backward fails on Hopper with torch 2.11."""
+    cuDNN's fused attention, whose backward fails on Hopper with torch 2.11. fa3 / fa4: the flash backend running
+    FlashAttention-3 (Hopper) / FlashAttention-4 (Hopper, datacenter Blackwell), each from its own package."""
     compile: bool = False
     """Regional torch.compile of the DiT's repeated blocks (diffusers' compile_repeated_blocks); the first steps
     pay the compilation."""

@@ -6,12 +6,13 @@ from contextlib import ExitStack
 
 import lightning.pytorch as pl
 
-from pico_lightning.model.sdpa import attention_backend, sdpa_backends
+from pico_lightning.model.sdpa import attention_backend, check_device, sdpa_backends
 
 
 class AttentionBackend(pl.Callback):
     """Applies ``train.attention_backend`` for a whole fit: every step's forward, backward, checkpoint recompute and
-    the in-loop evaluation; the flags are restored when the fit ends or fails."""
+    the in-loop evaluation; the flags (and, for fa3/fa4, torch's flash implementation) are restored when the fit
+    ends or fails."""
 
     def __init__(self, name: str):
         self.name, self.backends = name, sdpa_backends(name)
@@ -19,6 +20,7 @@ class AttentionBackend(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._held is None:
+            check_device(self.name, trainer.strategy.root_device)  # before configure_model builds the base
             self._held = ExitStack()
             self._held.enter_context(attention_backend(self.name))
 
