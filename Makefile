@@ -40,8 +40,9 @@ bench: install  ## the benchmark harness on the CPU, tiny model: prints a table,
 	$(PYTHON) -m bench.gpu --tiny --out bench/results.json
 
 # bench-gpu does not run `install`: that pins the CPU wheel of torch, and a GPU machine keeps its own CUDA torch
-bench-gpu:  ## one CUDA GPU, full-size FLUX.1-Fill: step, memory, MFU, inference -> bench/gpu_results.json
+bench-gpu:  ## one CUDA GPU, full-size FLUX.1-Fill: step, memory, MFU, inference -> bench/gpu_results.json, README's table
 	$(PYTHON) -m bench.gpu
+	$(PYTHON) -m bench.readme_table bench/gpu_results.json
 
 clean:  ## remove build and demo outputs
 	rm -rf .make build dist *.egg-info outputs
