@@ -86,17 +86,19 @@ def guarded(fn, *args) -> dict:
 
 def row_order(setup: BenchSetup) -> list[tuple[int, bool | str, bool, str]]:
     """(batch, checkpointing, compile, variant) rows, most wanted first: the old shipped config (checkpointing,
-    uncompiled) at every batch, flux_fill.yaml as shipped (auto, compiled), the levers (variants at batch 1, then
-    compiling), then everything else."""
-    first = [(b, True, False, "") for b in setup.batches]
+    uncompiled) at batch 1, flux_fill.yaml as shipped (auto, compiled) at every batch, the levers (variants at batch
+    1, then compiling with every block checkpointed); with ``setup.all_rows`` then the rest of the grid (batch x
+    checkpointing on/off x compile off/on)."""
     compiled = True in setup.compile_modes
+    first = [(setup.batches[0], True, False, "")]
     levers = [(b, "auto", True, "") for b in setup.batches] if compiled else []
     levers += [(setup.batches[0], True, compiled, v) for v in setup.variants]
     levers += [(setup.batches[0], True, True, "")] if compiled else []
     grid = [(b, ckpt, comp, "") for comp in setup.compile_modes for ckpt in (True, False) for b in setup.batches]
     if setup.only:  # the rows named, in the order given
         return [parse_row(name) for name in setup.only if name not in SECTIONS]
-    return first + levers + [spec for spec in grid if spec not in first + levers]
+    rest = [spec for spec in grid if spec not in first + levers] if setup.all_rows else []
+    return first + levers + rest
 
 
 def parse_row(name: str) -> tuple[int, bool | str, bool, str]:
@@ -294,11 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help=f"just these rows (b1-ckpt1-compile0[-variant]) and sections ({', '.join(SECTIONS)})",
     )
+    parser.add_argument("--all", action="store_true", help="also the rest of the grid: batch x checkpointing x compile")
     args = parser.parse_args(argv)
     for name in args.only:
         if name not in SECTIONS:
             parse_row(name)  # a typo stops here, before minutes of set-up
-    setup = replace(default_setup(args.tiny), only=tuple(args.only))
+    setup = replace(default_setup(args.tiny), only=tuple(args.only), all_rows=args.all)
     results = run_bench(setup, Path(args.out))
     print_table(results)
     print(f"wrote {args.out} in {results['total_s']:.0f} s")

@@ -25,6 +25,7 @@ class BenchSetup:
     batches: tuple[int, ...] = (1, 4)
     compile_modes: tuple[bool, ...] = (False, True)
     variants: tuple[str, ...] = ()  # levers measured at batch 1 with checkpointing, compiled as shipped: VARIANTS' keys
+    all_rows: bool = False  # the whole grid of batch x checkpointing x compile, not just the rows that matter
     only: tuple[str, ...] = ()  # if given: just these rows (row_name) and sections (SECTIONS), in the usual order
     warmup: int = 2
     timed: int = 3
