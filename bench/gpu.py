@@ -4,22 +4,23 @@
     python -m bench.gpu --tiny --out bench/results.json     # `make bench`: the same code on the CPU, demo sizes
     python -m bench.gpu --tiny --only text_cache            # one section (or row), e.g. a smoke run
 
-Rows: per-device batch 1 and 4 x gradient checkpointing on/off x ``train.compile`` off/on, the shipped flux_fill.yaml
-(``gradient_checkpointing: auto``, compiled; ``checkpointed_blocks``: what auto chose), plus levers at batch 1 with
-checkpointing, compiled as shipped (``variant``, VARIANTS; by default the 24 GB base: float8 =
-``model.base_quantization=float8`` where the device multiplies float8, else int8 where torchao is installed; named only:
-lora-no-cast = LoRA layers fed bf16 inputs, no-autocast = ``train.precision=32-true``, fa3 / fa4 =
-``train.attention_backend=fa3`` / ``fa4``, e.g. ``--only b1-ckpt1-compile1 b1-ckpt1-compile1-fa3``; each row keeps its
+Rows: the old shipped config (batch 1, every block checkpointed, eager), flux_fill.yaml as shipped at per-device batch 1
+and 4 (``gradient_checkpointing: auto``, compiled; ``checkpointed_blocks``: what auto chose), compiling with every block
+checkpointed, and levers at batch 1 with checkpointing, compiled as shipped (``variant``, VARIANTS; by default the 24 GB
+base: float8 = ``model.base_quantization=float8`` where the device multiplies float8, else int8 where torchao is
+installed; named only: lora-no-cast = LoRA layers fed bf16 inputs, no-autocast = ``train.precision=32-true``, fa3 / fa4
+= ``train.attention_backend=fa3`` / ``fa4``, e.g. ``--only b1-ckpt1-compile1 b1-ckpt1-compile1-fa3``; each row keeps its
 losses, to hold against the shipped row's). Each row is a PicoModule step under Lightning vs a bare loop on the same
 module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups), with peak memory (GiB,
 ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch / step / the card's
-dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a step's two VAE
-encodes, the wait for data with the real VisRelDataModule, a kernel-time profile of one shipped step, our sampler vs the
-stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached prompt embedding vs encoding it; named only,
-``cli``: the shipped command end to end (bench/gpu_cli.py), and ``quantized_loss``: the default 24 GB base's losses
-against the bf16 base's over 50 steps. After the table come the ratios with their goals (``GOALS``). The JSON is
-rewritten atomically after every finished measurement, so a crash or a time limit still leaves everything finished; an
-error in one row (e.g. out of memory) is recorded in that row.
+dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a step's batched
+VAE encode vs the two separate encodes it replaced, the wait for data with the real VisRelDataModule, a kernel-time
+profile of one shipped step, our sampler vs the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached
+prompt embedding vs encoding it; named only, ``cli``: the shipped command end to end (bench/gpu_cli.py), and
+``quantized_loss``: the default 24 GB base's losses against the bf16 base's over 50 steps. After the table come the
+ratios with their goals (``GOALS``). The JSON is rewritten atomically after every finished measurement, so a crash or a
+time limit still leaves everything finished; an error in one row (e.g. out of memory) is recorded in that row. ``--all``
+adds the rest of the grid: batch 1 and 4 x checkpointing on/off x ``train.compile`` off/on.
 """
 
 from __future__ import annotations
@@ -152,25 +153,38 @@ def measure_flops(module, cfg, setup: BenchSetup) -> dict:
 
 
 def measure_encode(module, cfg, setup: BenchSetup) -> dict:
-    """Seconds of a training step's two VAE encodes (the grid and the masked grid) at batch 1, under autocast as in
-    training: what caching the latents would save per sample."""
+    """Seconds of a training step's VAE encodes at batch 1, under autocast as in training (what caching the latents
+    would save per sample): the objective's one batched encode of the grid and the masked grid, and the two separate
+    encodes it replaced (the grid, then fill_condition's masked grid), each the median of 3, alternated, after a
+    warm-up."""
     from bench.gpu_infer import timed
-    from pico_lightning.model.conditioning import fill_condition
+    from pico_lightning.model.conditioning import fill_condition, pack_latents
+    from pico_lightning.objective import encode_fill_inputs
     from pico_lightning.testing import fixed_batch
 
     batch = fixed_batch(cfg.data.panel_size, 1)
     grid, mask = batch["grid"].to(setup.device), batch["mask"].to(setup.device)
-    generator = torch.Generator(setup.device).manual_seed(0)
+    autoencoder, generator = module.autoencoder, torch.Generator(setup.device).manual_seed(0)
     autocast = torch.autocast(setup.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16-mixed")
 
-    def encode():
-        module.autoencoder.encode(grid, generator=generator)
-        fill_condition(module.autoencoder, grid, mask, generator)
+    def separate():
+        pack_latents(autoencoder.encode(grid, generator=generator))
+        fill_condition(autoencoder, grid, mask, generator)
 
+    encodes = {
+        "vae_encode_s": lambda: encode_fill_inputs(autoencoder, grid, mask, generator),
+        "vae_encode_separate_s": separate,
+    }
     with torch.no_grad(), autocast:
-        encode()
-        seconds = sorted(timed(setup, encode)[1] for _ in range(3))
-    return {"vae_encode_s": seconds[1]}
+        for encode in encodes.values():
+            encode()
+        seconds = {key: [] for key in encodes}
+        for _ in range(3):
+            for key, encode in encodes.items():
+                seconds[key].append(timed(setup, encode)[1])
+    result = {key: sorted(values)[1] for key, values in seconds.items()}
+    result["vae_batched_vs_separate_ratio"] = result["vae_encode_s"] / result["vae_encode_separate_s"]
+    return result
 
 
 def inference(module, cfg, setup: BenchSetup) -> dict:
@@ -275,6 +289,7 @@ def headline(results: dict) -> dict[str, float | None]:
         "seed_scorer_8_evaluations_ratio": scorer.get("evaluations_ratio"),
         "seed_scorer_8_seconds_ratio": scorer.get("seconds_ratio"),
         "text_cache_speedup": (results.get("text_cache") or {}).get("text_cache_speedup"),
+        "vae_batched_vs_separate_ratio": (results.get("vae_encode") or {}).get("vae_batched_vs_separate_ratio"),
     }
 
 

@@ -61,7 +61,15 @@ def fill_condition(
     the masked image is ``grid * (1 - mask)`` and a stochastic autoencoder samples its latents with ``generator``.
     """
     masked_latents = autoencoder.encode(channels_last(grid * (1 - mask)), generator=generator)
-    return torch.cat([pack_latents(masked_latents), pack_mask(mask, autoencoder.scale_factor).to(masked_latents)], -1)
+    return condition_tokens(masked_latents, mask, autoencoder.scale_factor)
+
+
+def condition_tokens(masked_latents: torch.Tensor, mask: torch.Tensor, scale_factor: int) -> torch.Tensor:
+    """Masked-image latents (B, C, h, w) and pixel mask (B, 1, H, W) -> the condition tokens (B, L, 4C + 4*s^2).
+
+    Apart from :func:`fill_condition` so that training, which encodes the masked grid in one batch with the grid
+    (objective.py), builds the same tokens."""
+    return torch.cat([pack_latents(masked_latents), pack_mask(mask, scale_factor).to(masked_latents)], -1)
 
 
 def channels_last(images: torch.Tensor) -> torch.Tensor:
