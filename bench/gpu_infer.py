@@ -46,7 +46,7 @@ def episode(module, setup: BenchSetup, panel_size: int, text_len: int):
 
 def sampler_vs_diffusers(module, setup: BenchSetup, panel_size: int, text_len: int) -> dict:
     """Our sampler and FluxFillPipeline with the module's LoRA attached, each warmed up with 2 steps, then timed once
-    at ``inference_steps``; then our sampler again with the LoRA fused into the base (``fused_*``: seconds, and B'
+    at ``inference_steps``; then our sampler with the LoRA fused into the base (:func:`fused_runs`: seconds, and B'
     against the stock pipeline's unfused output). The LoRA's B weights are drawn at random first, so that the LoRA
     moves the output (a fresh LoRA adds zero)."""
     from diffusers import FluxFillPipeline
@@ -88,23 +88,42 @@ def sampler_vs_diffusers(module, setup: BenchSetup, panel_size: int, text_len: i
         ours(2), theirs(2)
         mine, ours_s = timed(setup, lambda: ours(setup.inference_steps))
         stock, theirs_s = timed(setup, lambda: theirs(setup.inference_steps))
-        parts.transformer.fuse_lora()  # as pico infer / PicoPipeline sample (inference/loading.py)
-        ours(2)
-        fused, fused_s = timed(setup, lambda: ours(setup.inference_steps))
-        parts.transformer.unfuse_lora()
+        fused, compile_s = fused_runs(parts.transformer, ours, setup)
     target = (slice(None), *layout.cell(layout.num_panels - 1))  # B' (the other panels are the decoded condition)
-    diff, fused_diff = (mine[0][target] - stock[0][target]).abs(), (fused[0][target] - stock[0][target]).abs()
-    return {
+    diff = (mine[0][target] - stock[0][target]).abs()
+    result = {
         "ours_s": ours_s,
         "diffusers_s": theirs_s,
         "sampler_vs_diffusers_ratio": ours_s / theirs_s,
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
-        "fused_s": fused_s,
-        "fused_vs_diffusers_ratio": fused_s / theirs_s,
-        "fused_max_abs_diff": float(fused_diff.max()),
+        "compile_s": compile_s,
         "steps": setup.inference_steps,
     }
+    for name, (image, seconds) in fused.items():
+        result[f"{name}_s"], result[f"{name}_vs_diffusers_ratio"] = seconds, seconds / theirs_s
+        result[f"{name}_max_abs_diff"] = float((image[0][target] - stock[0][target]).abs().max())
+    return result
+
+
+def fused_runs(transformer, ours, setup: BenchSetup) -> tuple[dict[str, tuple[torch.Tensor, float]], float]:
+    """Our sampler with the LoRA fused into the base, as ``pico infer`` samples (inference/loading.py): eager
+    (``fused``) and with compiled blocks (``fused_compiled``, ``eval.compile``), each ``(B', seconds)``, and the
+    seconds of the first compiled call (2 steps, compiling included). The module is left unfused and eager."""
+    from pico_lightning.model.backbone import dit_blocks
+    from pico_lightning.model.compilation import compile_blocks
+
+    steps = setup.inference_steps
+    transformer.fuse_lora()
+    ours(2)
+    runs = {"fused": timed(setup, lambda: ours(steps))}
+    compile_blocks(transformer)
+    compile_s = timed(setup, lambda: ours(2))[1]
+    runs["fused_compiled"] = timed(setup, lambda: ours(steps))
+    for block in dit_blocks(transformer):
+        block._compiled_call_impl = None  # Module.compile's inverse: the later sections measure eager blocks
+    transformer.unfuse_lora()
+    return runs, compile_s
 
 
 def seed_scorer(module, setup: BenchSetup, panel_size: int, text_len: int) -> dict:

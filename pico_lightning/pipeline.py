@@ -149,7 +149,7 @@ class PicoPipeline:
 
         self.cfg = cfg
         self.lora = str(lora) if lora else None
-        self.model = loading.load_inference_model(cfg.model, self.lora, device)
+        self.model = loading.load_inference_model(cfg.model, self.lora, device, compile=cfg.eval.compile)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, overrides: Sequence[str] = (), device=None) -> PicoPipeline:

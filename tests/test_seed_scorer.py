@@ -110,3 +110,24 @@ def test_default_blocks_are_the_last_four_double_blocks():
     expected = [b.attn for b in transformer.transformer_blocks[2:]]
     assert attention_modules(transformer, []) == expected
     assert attention_modules(transformer, [6]) == [transformer.single_transformer_blocks[0].attn]
+
+
+def test_compiled_blocks_score_and_sample_as_eager(model, episode, tmp_path, monkeypatch):
+    """eval.compile: the seed scorer's capture processors and the finishing steps run inside compiled blocks (Dynamo's
+    eager backend here, to stay fast; inductor on a GPU) and pick and paint what the eager model does."""
+    from functools import partial
+
+    from pico_lightning.inference import loading
+    from pico_lightning.model import compilation
+
+    monkeypatch.setattr(compilation, "compile_blocks", partial(compilation.compile_blocks, backend="eager"))
+    cfg = ModelConfig(preset="demo-base", text_cache_dir=str(tmp_path / "text"))
+    compiled = loading.load_inference_model(cfg, device="cpu", compile=True)
+    assert all(block._compiled_call_impl is not None for block in compiled.parts.transformer.transformer_blocks)
+    grid, mask = episode
+    scorer = EvalConfig(num_steps=6, scorer_steps=2, num_seeds=3, score_blocks=[0, 2])
+    runs = [fill_episode(m, grid, mask, m.text("Edit"), 6, 30.0, [0, 1, 2], LAYOUT, scorer) for m in (model, compiled)]
+    (eager_image, eager_report), (image, report) = runs
+    assert report["chosen_seed"] == eager_report["chosen_seed"]
+    assert torch.allclose(torch.tensor(report["scores"]), torch.tensor(eager_report["scores"]), atol=1e-5)
+    assert torch.allclose(image, eager_image, atol=1e-5)

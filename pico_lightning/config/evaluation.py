@@ -39,6 +39,10 @@ class EvalConfig:
     exemplar_swap: bool = False
     """Also evaluate the held-in episodes with the exemplar pair of another task (eval/held_in/swapped_<metric>):
     the control that shows whether outputs follow the exemplar."""
+    compile: bool = False
+    """Regional torch.compile of the DiT's repeated blocks for sampling in `pico infer`, `pico eval` and PicoPipeline
+    (the in-loop evaluation samples with the training module's blocks, compiled by train.compile): each block type
+    compiles once per shape, about 40 s on a GPU, so it pays over many images, not one."""
     perseg_dir: str = ""
     """A PerSeg-style folder (Images/<object>/*.jpg, Annotations/<object>/*.png) for the 'perseg' suite."""
 

@@ -30,12 +30,14 @@ class InferenceModel:
 
 
 def load_inference_model(
-    cfg: ModelConfig, lora: str | Path | None = None, device: str | torch.device | None = None
+    cfg: ModelConfig, lora: str | Path | None = None, device: str | torch.device | None = None, compile: bool = False
 ) -> InferenceModel:
-    """Build (or load) the base, attach a diffusers-format LoRA if given, and move it to ``device``.
+    """Build (or load) the base, attach a diffusers-format LoRA if given, and move it to ``device``; ``compile``
+    compiles the repeated blocks (``eval.compile``), lazily at the first sample.
 
     The LoRA is fused into the base weights (diffusers' ``fuse_lora``): sampling never trains, so each adapted layer
     runs one matmul instead of three."""
+    from pico_lightning.model.compilation import compile_blocks
     from pico_lightning.model.lora import load_lora
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -45,4 +47,6 @@ def load_inference_model(
         parts.transformer.fuse_lora()
     parts.transformer.to(device)
     parts.autoencoder.to(device)
+    if compile:
+        compile_blocks(parts.transformer)
     return InferenceModel(parts, cfg, model_text_cache(cfg, parts.identity), device)
