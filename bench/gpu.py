@@ -15,9 +15,9 @@ module, batch, optimizer and clipping (median of 3 steps after 2 warm-ups), with
 ``torch.cuda.max_memory_allocated``; null on the CPU), samples/s and MFU = 2 x forward FLOPs x batch / step / the card's
 dense bf16 peak (``torch.utils.flop_counter``; null where the peak is unknown). Also: the seconds of a step's batched
 VAE encode vs the two separate encodes it replaced, the wait for data with the real VisRelDataModule, a kernel-time
-profile of one shipped step, our sampler vs the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8, and a cached
-prompt embedding vs encoding it; named only, ``cli``: the shipped command end to end (bench/gpu_cli.py), and
-``quantized_loss``: the default 24 GB base's losses against the bf16 base's over 50 steps. After the table come the
+profile of one step, eager and compiled, our sampler vs the stock FluxFillPipeline, the seed scorer at |S| = 4 and 8,
+and a cached prompt embedding vs encoding it; named only, ``cli``: the shipped command end to end (bench/gpu_cli.py),
+and ``quantized_loss``: the default 24 GB base's losses against the bf16 base's over 50 steps. After the table come the
 ratios with their goals (``GOALS``). The JSON is rewritten atomically after every finished measurement, so a crash or a
 time limit still leaves everything finished; an error in one row (e.g. out of memory) is recorded in that row. ``--all``
 adds the rest of the grid: batch 1 and 4 x checkpointing on/off x ``train.compile`` off/on.

@@ -211,6 +211,7 @@ def prepare_data(setup: BenchSetup, tmp: Path) -> Path:
 KERNEL_KINDS = (  # (kind, substrings of a CUDA kernel's name), first match wins
     ("attention", ("flash", "fmha", "attention", "efficient")),
     ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "matmul", "::mm", "addmm", "bmm")),
+    ("fused (compiled)", ("triton_", "cpp_fused")),  # inductor's kernels: casts, norms and elementwise work fused
     ("conv", ("conv", "implicit", "winograd")),
     ("norm", ("norm",)),
     ("copy/cast", ("copy", "cast", "to_copy", "fill")),
@@ -223,13 +224,27 @@ def kernel_kind(name: str) -> str:
 
 
 def step_profile(module: pl.LightningModule, cfg, setup: BenchSetup) -> dict:
-    """Where one bare step of ``module`` spends device time: seconds per kernel kind and the top kernels
-    (torch.profiler, one step after a warm-up)."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """Where one bare step of ``module`` spends device time, eager and then with its blocks compiled (what
+    ``train.compile`` runs): seconds per kernel kind and the top kernels of each (torch.profiler, one step after a
+    warm-up; the compiled warm-up includes compiling, ``compile_s``). The module's blocks stay compiled: profile is
+    the last section on the reference module."""
+    from pico_lightning.model.compilation import compile_blocks
     from pico_lightning.testing import fixed_batch
 
     batch = fixed_batch(cfg.data.panel_size, 1)
+    result = {"eager": kernel_table(module, batch, cfg, setup)}
+    compile_blocks(module.transformer)
+    start = time.perf_counter()
+    bare_loop(module, batch, cfg, replace(setup, warmup=1, timed=0))
+    result["compile_s"] = time.perf_counter() - start
+    result["compiled"] = kernel_table(module, batch, cfg, setup)
+    return result
+
+
+def kernel_table(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup) -> dict:
+    """Device seconds per kernel kind (KERNEL_KINDS) and the 12 top kernels of one bare step after a warm-up step."""
+    from torch.profiler import ProfilerActivity, profile
+
     bare_loop(module, batch, cfg, replace(setup, warmup=1, timed=0))
     activity = ProfilerActivity.CUDA if setup.device.type == "cuda" else ProfilerActivity.CPU
     with profile(activities=[activity]) as prof:
