@@ -1,25 +1,22 @@
-"""FSDP readiness, tested where it can be on a CPU.
+"""train.strategy=fsdp: FSDP2 (``fully_shard``) through Lightning's ModelParallelStrategy, run for real on two CPU
+ranks (gloo): it trains as DDP does, checkpoints and resumes to the same losses, and exports the LoRA; plus the
+pieces: the strategy, the export from gathered parameters, every rank entering the gather, the stop vote."""
 
-Neither Lightning's FSDPStrategy (`accelerator='cpu'` is refused) nor torch's FSDP1 ("FSDP needs a non-CPU
-accelerator device") runs without a GPU, so `train.strategy=fsdp` itself is a GPU check. These tests cover our side:
-the strategy we configure, the LoRA export from a gathered full state dict, and that a collective (the gather, the
-non-finite vote) is entered by every rank, not hidden in rank-zero code.
-"""
-
+import json
 from types import SimpleNamespace
 
 import pytest
 import torch
-from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
-from lightning.pytorch.strategies import FSDPStrategy
+from conftest import tiny_train_overrides
 from safetensors.torch import load_file
+from test_distributed import metrics_rows, pico_train
 
 from pico_lightning.config import LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.model.backbone import build_parts
 from pico_lightning.model.lora import WEIGHTS_NAME, add_lora, export_lora
 from pico_lightning.training.fit_end import export_run_lora
 from pico_lightning.training.module import PicoModule, TrainingDivergedError
-from pico_lightning.training.strategy import build_strategy
+from pico_lightning.training.strategy import LoraFSDP, build_strategy
 
 
 def _lora_transformer():
@@ -31,15 +28,52 @@ def _lora_transformer():
     return parts.transformer
 
 
-def test_fsdp_strategy_wraps_each_block_and_keeps_original_parameters():
-    strategy = build_strategy(TrainConfig(strategy="fsdp"))
-    assert isinstance(strategy, FSDPStrategy)
-    assert strategy.kwargs["use_orig_params"] is True  # frozen base and LoRA weights share FSDP units
-    policy = strategy.kwargs["auto_wrap_policy"]
-    block = FluxTransformerBlock(dim=32, num_attention_heads=2, attention_head_dim=16)
-    single = FluxSingleTransformerBlock(dim=32, num_attention_heads=2, attention_head_dim=16)
-    assert all(policy._module_classes.__contains__(type(m)) for m in (block, single))
+def test_fsdp_is_fsdp2_over_every_rank():
+    strategy = build_strategy(TrainConfig(strategy="fsdp", devices=2, num_nodes=3, batch_size=6))
+    assert isinstance(strategy, LoraFSDP)
+    assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (6, 1)
+    assert not strategy._save_distributed_checkpoint  # one checkpoint file, as under DDP
     assert build_strategy(TrainConfig(strategy="ddp")) == "ddp"
+
+
+def _losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in metrics_rows(run_dir) if "train/loss" in r}  # last write wins
+
+
+def test_fsdp_on_two_cpu_ranks_trains_like_ddp_resumes_and_exports(visrel_tiny, tmp_path):
+    """Two ranks, 4 steps: FSDP's losses equal DDP's (same data and noise per rank, gradients averaged either way);
+    a run stopped at its step-2 checkpoint and resumed logs the same losses; the LoRA export matches DDP's. The 3
+    evaluation episodes split 2 + 1 over the ranks: under FSDP the ranks must still run as many forwards each. The
+    base is built on each rank's device and sharded there; the checkpoint holds the LoRA only."""
+    base = [
+        *tiny_train_overrides(visrel_tiny, tmp_path, "x"),
+        "train.devices=2",
+        "eval.suites=[held_in]",
+        "eval.episodes_per_suite=3",
+        "train.gradient_clip_val=0.01",  # clips every step: FSDP must clip by the norm over all ranks' shards
+    ]
+    for name, extra in [("ddp", ["train.strategy=ddp"]), ("fsdp", ["train.strategy=fsdp"])]:
+        result = pico_train([*base, *extra, f"run.name={name}"])
+        assert result.returncode == 0, result.stderr[-3000:]
+    stopped = pico_train([*base, "train.strategy=fsdp", "run.name=resumed", "train.max_steps=2"])
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    resumed = pico_train([*base, "train.strategy=fsdp", "run.name=resumed", "run.resume=auto"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = tmp_path / "runs"
+    ddp, fsdp, again = (_losses(runs / name) for name in ("ddp", "fsdp", "resumed"))
+    assert sorted(ddp) == sorted(fsdp) == sorted(again) == [0, 1, 2, 3]
+    assert all(fsdp[s] == pytest.approx(ddp[s], rel=1e-4) for s in ddp)
+    assert all(again[s] == pytest.approx(fsdp[s], abs=1e-6) for s in fsdp)
+    summaries = {name: json.loads((runs / name / "summary.json").read_text()) for name in ("ddp", "fsdp")}
+    assert summaries["fsdp"]["step"] == 4 and summaries["fsdp"]["eval"]["eval/held_in/episodes"] == 3
+    assert summaries["fsdp"]["eval"]["eval/held_in/psnr"] == pytest.approx(
+        summaries["ddp"]["eval"]["eval/held_in/psnr"]
+    )
+    ddp_lora, fsdp_lora = (load_file(runs / name / "lora" / WEIGHTS_NAME) for name in ("ddp", "fsdp"))
+    assert ddp_lora.keys() == fsdp_lora.keys()
+    assert all(torch.allclose(ddp_lora[k], fsdp_lora[k], atol=1e-5) for k in ddp_lora)
+    checkpoint = torch.load(runs / "fsdp" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["state_dict"] and all("lora_" in k for k in checkpoint["state_dict"])  # no base gathered
 
 
 def test_export_from_a_gathered_state_dict_equals_the_module_export(tmp_path):

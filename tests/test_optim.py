@@ -66,15 +66,6 @@ def test_clip_gradients_returns_the_norm_before_clipping():
     assert float(torch.cat([layer.weight.grad.flatten(), layer.bias.grad]).norm()) == pytest.approx(2.0, rel=1e-5)
 
 
-def test_clip_under_fsdp_asks_the_root_for_the_global_norm():
-    class Root(torch.nn.Module):
-        def clip_grad_norm_(self, max_norm):
-            return torch.tensor(max_norm * 10)
-
-    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
-    assert float(clip_gradients(optimizer, 0.5, fsdp_root=Root())) == 5.0
-
-
 def test_clip_refuses_scaled_gradients_of_a_fused_optimizer():
     optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), fused=True)
     with pytest.raises(ValueError, match="scaled"):

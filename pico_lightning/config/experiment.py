@@ -47,10 +47,10 @@ class ExperimentConfig:
             except UserError as err:
                 raise ConfigError(f"data.panel_size: {err}") from None
         quantized = self.model.base_quantization != "none"
-        check(  # FSDP flattens each block's parameters into one buffer of one dtype; an 8-bit base is for one card
+        check(  # an 8-bit base is the one-card answer to memory; sharding one is neither needed nor tested
             not (quantized and self.train.strategy == "fsdp"),
             "model.base_quantization",
-            "none with train.strategy=fsdp (FSDP shards the bf16 base instead)",
+            "none with train.strategy=fsdp (FSDP shards the bf16 base over the GPUs instead)",
             self.model.base_quantization,
         )
 

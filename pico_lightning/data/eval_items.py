@@ -40,6 +40,7 @@ class EvalItem:
     mask: torch.Tensor  # (1, H, W)
     target: torch.Tensor  # (3, S, S) in [-1, 1]
     episode: int = 0  # position in its suite: picks its candidate seeds; its exemplar-swapped copy keeps it
+    counted: bool = True  # False: a repeat that only evens out the ranks' shares (eval_loader); not in the metrics
 
 
 def item_from_episode(episode: SuiteEpisode, layout: Layout, mode: str, prompt_mode: str) -> EvalItem:
@@ -136,8 +137,14 @@ def swap_exemplars(items: list[EvalItem], layout: Layout) -> list[EvalItem]:
 def eval_loader(items: dict[str, list[EvalItem]], rank: int, world: int) -> torch.utils.data.DataLoader:
     """Rank ``rank``'s share ``[rank::world]`` of every suite's items, one :class:`EvalItem` per batch.
 
-    Shares may differ by one item between ranks: nothing in validation is a per-step collective, and the metrics
-    sync once at the end (torchmetrics).
+    Every rank gets as many items as rank zero (the largest share): a shorter share repeats its last item (or rank
+    zero's first), marked uncounted. Under FSDP each transformer forward is a collective (the blocks gather their
+    shards), so ranks must run the same number of episodes; under DDP the repeat costs no wall time, as the rank
+    would otherwise wait for the others at the metrics' sync.
     """
     mine = [item for suite in items.values() for item in suite[rank::world]]
+    missing = sum(len(suite[0::world]) for suite in items.values()) - len(mine)
+    if missing:
+        spare = mine[-1] if mine else next(suite[0] for suite in items.values() if suite)
+        mine += [replace(spare, counted=False)] * missing
     return torch.utils.data.DataLoader(mine, batch_size=None, shuffle=False)

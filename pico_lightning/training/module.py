@@ -19,7 +19,6 @@ import math
 import lightning.pytorch as pl
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from lightning.pytorch.strategies import FSDPStrategy
 
 from pico_lightning.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.data.batch import TrainBatch
@@ -39,6 +38,7 @@ from pico_lightning.model.checkpointing import (
 from pico_lightning.model.compilation import compile_blocks
 from pico_lightning.model.lora import add_lora, load_lora
 from pico_lightning.model.quantize import quantize_base
+from pico_lightning.model.sharding import shard_transformer
 from pico_lightning.model.text import PromptEmbedding
 from pico_lightning.objective import fill_loss, fill_prediction
 from pico_lightning.panels import Layout, target_mask
@@ -103,8 +103,10 @@ class PicoModule(pl.LightningModule):
             self._checkpoint_what_memory_needs(parts)
         elif self.cfg.gradient_checkpointing:
             checkpoint_all(parts.transformer)
+        if self.device_mesh is not None:  # train.strategy=fsdp (training/strategy.py)
+            shard_transformer(parts.transformer, self.device_mesh["data_parallel"])
         if self.cfg.compile:
-            compile_blocks(parts.transformer)  # after LoRA and checkpointing: the compiled blocks include both
+            compile_blocks(parts.transformer)  # after LoRA, checkpointing, sharding: the compiled blocks include them
         self.transformer, self.autoencoder = parts.transformer, parts.autoencoder
         self.scheduler, self.identity = parts.scheduler, parts.identity
 
@@ -189,7 +191,8 @@ class PicoModule(pl.LightningModule):
         """Seed-scored fill of one evaluation episode; metrics update locally and sync at the epoch's end. The
         output goes to the callbacks' ``on_validation_batch_end`` (the gallery: training/validation.py)."""
         output = evaluate_item(self, item, self.eval_cfg, self.layout, self.model_cfg.guidance)
-        self.val_metrics.update(output)
+        if item.counted:  # an uncounted repeat only keeps this rank in step with the others (data/eval_items.py)
+            self.val_metrics.update(output)
         return output
 
     def on_validation_epoch_end(self) -> None:
@@ -213,8 +216,7 @@ class PicoModule(pl.LightningModule):
         ranks: FSDP holds gradient shards, so one rank alone raising would leave the others waiting in a collective.
         Under a GradScaler (16-mixed) an infinite norm is the scaler's to handle: it skips that step."""
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-        root = self.trainer.model if isinstance(self.trainer.strategy, FSDPStrategy) else None
-        norm = clip_gradients(optimizer, gradient_clip_val or math.inf, scaler, root)
+        norm = clip_gradients(optimizer, gradient_clip_val or math.inf, scaler)
         if scaler is not None:
             return
         if DivergenceGuard.applies_to(optimizer):

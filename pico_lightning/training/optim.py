@@ -34,23 +34,21 @@ def build_optimizer(
 
 
 def clip_gradients(
-    optimizer: torch.optim.Optimizer,
-    max_norm: float,
-    scaler: torch.amp.GradScaler | None = None,
-    fsdp_root: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer, max_norm: float, scaler: torch.amp.GradScaler | None = None
 ) -> torch.Tensor:
     """Scale the optimizer's gradients to a total L2 norm of at most ``max_norm``; returns the norm before clipping.
 
     ``scaler`` is the precision plugin's GradScaler, if any: its gradients must already be unscaled, which Lightning
-    does only for a non-fused optimizer. ``fsdp_root`` is the FSDP-wrapped root module under FSDP, whose gradients
-    are shards: its ``clip_grad_norm_`` reduces the norm over all ranks (Lightning's FSDP plugin refuses to clip).
+    does only for a non-fused optimizer. Under FSDP2 the gradients are DTensor shards: torch's clipping reduces their
+    norm over the ranks, and the norm comes back whole (a plain tensor, the same on every rank).
     """
-    if fsdp_root is not None:
-        return fsdp_root.clip_grad_norm_(max_norm)
+    from torch.distributed.tensor import DTensor
+
     if scaler is not None and optimizer.defaults.get("fused"):
         raise ValueError("clip_gradients: a fused optimizer under a GradScaler still holds scaled gradients here")
     grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    return torch.nn.utils.clip_grad_norm_(grads, max_norm, foreach=True)
+    norm = torch.nn.utils.clip_grad_norm_(grads, max_norm, foreach=True)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 def build_schedule(

@@ -44,7 +44,9 @@ class EvalArtifacts(pl.Callback):
         self, trainer: pl.Trainer, pl_module, outputs: EvalOutput, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         suite = outputs.item.suite
-        if trainer.is_global_zero and sum(o.item.suite == suite for o in self.outputs) < self.gallery_episodes:
+        if not (trainer.is_global_zero and outputs.item.counted):
+            return
+        if sum(o.item.suite == suite for o in self.outputs) < self.gallery_episodes:
             self.outputs.append(outputs)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
