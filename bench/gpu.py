@@ -38,7 +38,6 @@ from pathlib import Path
 import torch
 
 from bench.gpu_model import (
-    NAMED_ONLY,
     SECTIONS,
     VARIANTS,
     BenchSetup,
@@ -162,11 +161,11 @@ def measure_encode(module, cfg, setup: BenchSetup) -> dict:
     from pico_lightning.model.conditioning import fill_condition, pack_latents
     from pico_lightning.objective import encode_fill_inputs
     from pico_lightning.testing import fixed_batch
+    from pico_lightning.training.module import step_autocast
 
     batch = fixed_batch(cfg.data.panel_size, 1)
     grid, mask = batch["grid"].to(setup.device), batch["mask"].to(setup.device)
     autoencoder, generator = module.autoencoder, torch.Generator(setup.device).manual_seed(0)
-    autocast = torch.autocast(setup.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16-mixed")
 
     def separate():
         pack_latents(autoencoder.encode(grid, generator=generator))
@@ -176,7 +175,7 @@ def measure_encode(module, cfg, setup: BenchSetup) -> dict:
         "vae_encode_s": lambda: encode_fill_inputs(autoencoder, grid, mask, generator),
         "vae_encode_separate_s": separate,
     }
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), step_autocast(cfg.train.precision, setup.device.type):
         for encode in encodes.values():
             encode()
         seconds = {key: [] for key in encodes}
@@ -244,10 +243,10 @@ def run_bench(setup: BenchSetup, out: Path) -> dict:
         tmp = Path(tmp_dir)
         data_root = prepare_data(setup, tmp)
         reference_sections(setup, tmp, data_root, results, out)
-        named_only = {"cli": cli_section, "quantized_loss": quantized_loss}  # minutes each: only when named
-        for name in [name for name in NAMED_ONLY if name in setup.only]:
-            results[name] = guarded(named_only[name], setup, tmp, data_root)
-            write_json(out, results)
+        for name, measure in {"cli": cli_section, "quantized_loss": quantized_loss}.items():
+            if name in setup.only:  # minutes each: only when named
+                results[name] = guarded(measure, setup, tmp, data_root)
+                write_json(out, results)
         for spec in shipped:
             add_row(results, setup, tmp, data_root, spec)
             write_json(out, results)

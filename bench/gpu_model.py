@@ -66,7 +66,6 @@ def default_setup(tiny: bool) -> BenchSetup:
 
 
 SECTIONS = ("vae_encode", "inference", "text_cache", "loader", "profile", "cli", "quantized_loss")
-NAMED_ONLY = ("cli", "quantized_loss")  # minutes each: run only when named with --only
 
 
 def row_name(batch: int, checkpointing: bool | str, compile_: bool, variant: str = "") -> str:

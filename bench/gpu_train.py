@@ -13,7 +13,6 @@ import math
 import statistics
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,17 +65,16 @@ def bare_loop(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup) -
     does), backward, clip, optimizer and LR step; warm-up steps first. Every step draws the same noise (no Trainer:
     global step 0), so two rows' losses on the same batch compare the models alone."""
     from pico_lightning.model.sdpa import attention_backend
+    from pico_lightning.training.module import step_autocast
     from pico_lightning.training.optim import clip_gradients
 
     optimizer, schedule = optimizer_and_schedule(module)
-    mixed = cfg.train.precision == "bf16-mixed"
-    autocast = torch.autocast(setup.device.type, dtype=torch.bfloat16) if mixed else nullcontext()
     ends, losses = [], []
     with attention_backend(cfg.train.attention_backend), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"You are trying to `self.log\(\)`")  # no Trainer: logging is off
         for step in range(setup.warmup + setup.timed):
             inputs = move_data_to_device(module.on_before_batch_transfer(copy.deepcopy(batch), 0), setup.device)
-            with autocast:
+            with step_autocast(cfg.train.precision, setup.device.type):
                 loss = module.training_step(inputs, step)
             loss.backward()
             losses.append(loss.detach())

@@ -94,10 +94,11 @@ def test_simulated_two_node_run_ends_identical(visrel_tiny, tmp_path):
 
 def _progressed(run_dir: Path, steps: int) -> bool:
     logged = run_dir / "metrics.jsonl"
-    return (run_dir / "checkpoints" / "last.ckpt").exists() and logged.exists() and len(_losses(run_dir)) >= steps
+    saved = (run_dir / "checkpoints" / "last.ckpt").exists()
+    return saved and logged.exists() and len(losses_by_step(run_dir)) >= steps
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
+def losses_by_step(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in metrics_rows(run_dir) if "train/loss" in r}  # last write wins
 
 
@@ -127,9 +128,9 @@ def test_sigkill_then_resume_logs_the_same_losses(visrel_tiny, tmp_path):
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert len(_losses(run_dir)) < 12  # it really died mid-run
+    assert len(losses_by_step(run_dir)) < 12  # it really died mid-run
     resumed = pico_train([*overrides, "run.name=killed", "run.resume=auto"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, got = _losses(tmp_path / "runs" / "uninterrupted"), _losses(run_dir)
+    expected, got = losses_by_step(tmp_path / "runs" / "uninterrupted"), losses_by_step(run_dir)
     assert sorted(got) == sorted(expected) == list(range(12))
     assert all(got[s] == pytest.approx(expected[s], abs=1e-6) for s in expected)

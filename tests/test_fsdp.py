@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_train_overrides
 from safetensors.torch import load_file
-from test_distributed import metrics_rows, pico_train
+from test_distributed import losses_by_step, pico_train
 
 from pico_lightning.config import LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.model.backbone import build_parts
@@ -36,10 +36,6 @@ def test_fsdp_is_fsdp2_over_every_rank():
     assert build_strategy(TrainConfig(strategy="ddp")) == "ddp"
 
 
-def _losses(run_dir) -> dict[int, float]:
-    return {r["step"]: r["train/loss"] for r in metrics_rows(run_dir) if "train/loss" in r}  # last write wins
-
-
 def test_fsdp_on_two_cpu_ranks_trains_like_ddp_resumes_and_exports(visrel_tiny, tmp_path):
     """Two ranks, 4 steps: FSDP's losses equal DDP's (same data and noise per rank, gradients averaged either way);
     a run stopped at its step-2 checkpoint and resumed logs the same losses; the LoRA export matches DDP's. The 3
@@ -60,7 +56,7 @@ def test_fsdp_on_two_cpu_ranks_trains_like_ddp_resumes_and_exports(visrel_tiny, 
     resumed = pico_train([*base, "train.strategy=fsdp", "run.name=resumed", "run.resume=auto"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     runs = tmp_path / "runs"
-    ddp, fsdp, again = (_losses(runs / name) for name in ("ddp", "fsdp", "resumed"))
+    ddp, fsdp, again = (losses_by_step(runs / name) for name in ("ddp", "fsdp", "resumed"))
     assert sorted(ddp) == sorted(fsdp) == sorted(again) == [0, 1, 2, 3]
     assert all(fsdp[s] == pytest.approx(ddp[s], rel=1e-4) for s in ddp)
     assert all(again[s] == pytest.approx(fsdp[s], abs=1e-6) for s in fsdp)

@@ -80,8 +80,8 @@ def float8_compatible(linear: nn.Linear) -> bool:
 def check_float8_device(device: torch.device) -> None:
     """Raise unless ``device`` multiplies float8: a CPU (slowly, for tests) or a CUDA GPU of compute capability
     8.9 or more (Ada, Hopper, Blackwell)."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
-        major, minor = torch.cuda.get_device_capability(device)
+    if device.type == "cuda" and (capability := torch.cuda.get_device_capability(device)) < (8, 9):
+        major, minor = capability
         raise UserError(
             f"model.base_quantization=float8 needs float8 matrix units (CUDA compute capability 8.9 or more); "
             f"{torch.cuda.get_device_name(device)} has {major}.{minor}: use model.base_quantization=int8"

@@ -14,17 +14,17 @@ from torch import nn
 
 from pico_lightning.model.backbone import dit_blocks
 
-# FLUX's single block returns its text and image tokens as two views of one tensor. FSDP2 warns that an in-place op
-# on such a view would skip its pre-backward gather; diffusers' FluxTransformer2DModel only reads them out of place,
-# and tests/test_fsdp.py checks that FSDP's losses and LoRA equal DDP's.
-warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(FSDPFluxSingleTransformerBlock\) returned a view")
-
 
 def shard_transformer(transformer: nn.Module, mesh) -> int:
     """Shard ``transformer`` in place over ``mesh`` (a 1-D DeviceMesh): its blocks, then the root; returns how many
     blocks."""
     from torch.distributed.fsdp import fully_shard
 
+    # FLUX's single block returns its text and image tokens as two views of one tensor. FSDP2 warns that an in-place
+    # op on such a view would skip its pre-backward gather; diffusers' FluxTransformer2DModel only reads them out of
+    # place, and tests/test_fsdp.py checks that FSDP's losses and LoRA equal DDP's.
+    view_warning = r"FSDP2-wrapped module \(FSDPFluxSingleTransformerBlock\) returned a view"
+    warnings.filterwarnings("ignore", message=view_warning)
     blocks = dit_blocks(transformer)
     for block in blocks:
         fully_shard(block, mesh=mesh)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import lightning.pytorch as pl
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from pico_lightning.config import EvalConfig, LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.data.batch import TrainBatch
@@ -46,6 +48,15 @@ from pico_lightning.training.divergence import DivergenceGuard
 from pico_lightning.training.optim import build_optimizer, build_schedule, clip_gradients
 
 log = logging.getLogger(__name__)
+
+
+def step_autocast(precision: str, device_type: str) -> AbstractContextManager:
+    """The autocast a training step runs under for ``train.precision``: Lightning's own mixed-precision context for
+    the ``*-mixed`` precisions, none otherwise (for the probe and the benchmarks' bare loop, which run steps outside
+    the Trainer)."""
+    if precision in ("bf16-mixed", "16-mixed"):
+        return MixedPrecision(precision, device_type).autocast_context_manager()
+    return nullcontext()
 
 
 class TrainingDivergedError(UserError):
@@ -125,11 +136,10 @@ class PicoModule(pl.LightningModule):
         mask = target_mask(layout).to(device).expand(batch, 1, -1, -1)
         first = torch.zeros(batch, dtype=torch.long)  # the first prompt for every episode
         text = TextInputs(self.prompt_embeds[first].to(device), self.pooled_embeds[first].to(device))
-        mixed = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.cfg.precision)
         trainable = sum(p.numel() for p in parts.transformer.parameters() if p.requires_grad)
 
         def probe():
-            with torch.autocast(device.type, dtype=mixed, enabled=mixed is not None):
+            with step_autocast(self.cfg.precision, device.type):
                 generator = torch.Generator(device).manual_seed(0)
                 return fill_prediction(parts, grid, mask, text, generator, self.cfg, self.model_cfg.guidance)
 
