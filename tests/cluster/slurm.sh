@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# A real one-node SLURM on this host for the cluster tests (`make test-cluster`), from the OS packages.
-#   tests/cluster/slurm.sh up     install slurm-wlm + munge if absent (Debian, as root), write a one-node slurm.conf
-#                                 (CPUs from nproc, no GRES), start munged, slurmctld and slurmd; wait for the node
+# A real two-node SLURM on this host for the cluster tests (`make test-cluster`), from the OS packages.
+#   tests/cluster/slurm.sh up     install slurm-wlm + munge if absent (Debian, as root), write a slurm.conf with two
+#                                 nodes, node1 and node2 (Debian's SLURM runs several slurmd on one host: one
+#                                 NodeName each, its own port, 127.0.0.1; CPUs from nproc each, no GRES), start
+#                                 munged, slurmctld and one slurmd per node; wait for both nodes
 #   tests/cluster/slurm.sh down   stop only what `up` started (pids in $STATE/started)
 # On a workstation: run it as root (or in a container), then `make test-cluster` does the same.
 set -euo pipefail
 STATE=${PICO_SLURM_STATE:-/var/spool/pico-slurm}
 CONF=/etc/slurm/slurm.conf
+NODES="node1 node2"
 
 install_packages() {
     command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v munged >/dev/null && return
@@ -24,9 +27,11 @@ write_conf() {
     host=$(hostname -s)
     cpus=$(nproc)
     mem=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024))
-    mkdir -p /etc/slurm "$STATE/ctld" "$STATE/d" /var/log/slurm
+    mkdir -p /etc/slurm "$STATE/ctld" /var/log/slurm
+    for node in $NODES; do mkdir -p "$STATE/d-$node"; done
+    for node in $NODES; do grep -qw "$node" /etc/hosts || echo "127.0.0.1 $node" >>/etc/hosts; done
     cat >"$CONF" <<CONF
-# written by tests/cluster/slurm.sh: one node, this host, CPU only
+# written by tests/cluster/slurm.sh: two nodes on this host (multiple slurmd), CPU only
 ClusterName=pico
 SlurmctldHost=$host
 AuthType=auth/munge
@@ -36,17 +41,19 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/d
+SlurmdSpoolDir=$STATE/d-%n
 SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
+SlurmdPidFile=$STATE/slurmd-%n.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=/var/log/slurm/slurmd-%n.log
+SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=600
 KillWait=30
 SchedulerParameters=defer_batch=0
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+NodeName=node1 NodeHostname=$host NodeAddr=127.0.0.1 Port=17001 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=node2 NodeHostname=$host NodeAddr=127.0.0.1 Port=17002 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
 }
 
@@ -69,17 +76,17 @@ up() {
         echo slurmctld >>"$STATE/started"
     fi
     if ! pgrep -x slurmd >/dev/null; then
-        slurmd
+        for node in $NODES; do slurmd -N "$node"; done
         echo slurmd >>"$STATE/started"
     fi
     for _ in $(seq 60); do
-        if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
-            sinfo
+        if [ "$(sinfo -h -N -o %t 2>/dev/null | grep -cE '^(idle|mix|alloc)')" -eq 2 ]; then
+            sinfo -N
             return 0
         fi
         sleep 1
     done
-    echo "slurm.sh: the node did not come up; see /var/log/slurm/" >&2
+    echo "slurm.sh: the two nodes did not come up; see /var/log/slurm/" >&2
     exit 1
 }
 
