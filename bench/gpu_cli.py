@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.gpu_model import BenchSetup, bench_overrides
+from pico_lightning.run_dir import RunDir
 
 STEPS, RESUMED, EVERY, WARMUP = 20, 30, 10, 3
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -45,15 +46,15 @@ def train_resume_export(setup: BenchSetup, tmp: Path, base: list[str], strategy:
     """`pico train` to STEPS, `pico train` resumed to RESUMED, `pico export`; the losses of steps 0..RESUMED-1 (each
     logged once), seconds per step of the first run, and what export wrote."""
     name = f"cli-{strategy}"
-    run_dir, train = tmp / "runs" / name, ["train", str(setup.experiment), *base, f"train.strategy={strategy}"]
-    step_s = timed_train([*train, f"run.name={name}", f"train.max_steps={STEPS}"], run_dir)
-    timed_train([*train, f"run.name={name}", f"train.max_steps={RESUMED}", "run.resume=auto"], run_dir)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    run, train = RunDir(tmp / "runs" / name), ["train", str(setup.experiment), *base, f"train.strategy={strategy}"]
+    step_s = timed_train([*train, f"run.name={name}", f"train.max_steps={STEPS}"], run)
+    timed_train([*train, f"run.name={name}", f"train.max_steps={RESUMED}", "run.resume=auto"], run)
+    rows = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     steps = [row["step"] for row in rows if "train/loss" in row]
     if sorted(steps) != list(range(RESUMED)):
         raise RuntimeError(f"{name}: steps logged {steps}, expected 0..{RESUMED - 1} once each")
     lora = tmp / f"{name}-lora"
-    pico(["export", str(run_dir), "--out", str(lora)])
+    pico(["export", str(run.path), "--out", str(lora)])
     losses = [row["train/loss"] for row in sorted(rows, key=lambda row: row["step"]) if "train/loss" in row]
     return {
         "step_s": step_s,
@@ -62,9 +63,9 @@ def train_resume_export(setup: BenchSetup, tmp: Path, base: list[str], strategy:
     }
 
 
-def timed_train(args: list[str], run_dir: Path) -> float:
+def timed_train(args: list[str], run: RunDir) -> float:
     """Run `pico ARGS`, noting when each step's metrics row appears; the median seconds between rows after WARMUP."""
-    metrics, seen = run_dir / "metrics.jsonl", {}
+    metrics, seen = run.metrics, {}
     process = subprocess.Popen(command(args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while process.poll() is None:
         if metrics.is_file():

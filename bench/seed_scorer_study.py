@@ -70,10 +70,12 @@ def study(run_dir: Path, seeds: int, steps: int, scorer_steps: int) -> dict:
     from pico_lightning.inference.loading import load_inference_model
     from pico_lightning.inference.routing import SCORES
     from pico_lightning.panels import split_grid
+    from pico_lightning.run_dir import RunDir
 
-    cfg = load_config(run_dir / "config.yaml")
+    run = RunDir(run_dir)
+    cfg = load_config(run.config)
     layout = cfg.data.layout()
-    model = load_inference_model(cfg.model, run_dir / "lora")
+    model = load_inference_model(cfg.model, run.lora)
     items = DatasetCatalogue(cfg.data, cfg.eval).eval_items()
     scorer = EvalConfig(num_steps=steps, num_seeds=seeds, scorer_steps=scorer_steps)
     rows = []

@@ -48,12 +48,22 @@ def failed_write(err: Exception, directory: Path) -> Exception:
     return disk_full(directory) if shutil.disk_usage(directory).free < 1 << 20 else err
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+def write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` atomically; ``mode``: its permission bits (default: those of any new file)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
 
 
 def write_json(path: str | os.PathLike, payload: object) -> None:
     """Write ``payload`` as indented JSON to ``path`` atomically."""
     write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def umask() -> int:
+    """The process's file-creation mask: what a temporary directory's private files are opened up to when they
+    are put in place (reading the mask means setting it, so it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

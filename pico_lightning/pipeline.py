@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from pico_lightning.config import ConfigError, ExperimentConfig, load_config
 from pico_lightning.errors import UserError
+from pico_lightning.run_dir import RunDir
 
 if TYPE_CHECKING:  # torch-free at import: `pico --help` and `import pico_lightning` stay fast
     from PIL.Image import Image
@@ -98,27 +99,17 @@ def resolve_source(run_dir=None, model_dir=None, config=None, lora=None, overrid
             "or --config EXPERIMENT.yaml for its base model alone (e.g. experiments/demo.yaml)"
         )
     if run_dir:
-        run = run_directory(run_dir)
-        cfg = load_config(run / "config.yaml", overrides)
-        if not lora and not (run / "lora").is_dir():
+        run = RunDir.existing(run_dir)
+        cfg = load_config(run.config, overrides)
+        if not lora and not run.lora.is_dir():
             raise ConfigError(
-                f"{run}: no lora/ (the run has not finished); write it with `pico export {run} --out {run / 'lora'}` "
-                "(from its last checkpoint), or pass --lora PATH"
+                f"{run.path}: no lora/ (the run has not finished); write it with `pico export {run.path} "
+                f"--out {run.lora}` (from its last checkpoint), or pass --lora PATH"
             )
-        return cfg, str(lora or run / "lora")
+        return cfg, str(lora or run.lora)
     if model_dir:
         return load_config(config, [f"model.pretrained_dir={model_dir}", *overrides]), lora
     return load_config(config, overrides), lora
-
-
-def run_directory(path: str | Path) -> Path:
-    """``path`` as a run directory (one holding config.yaml); a one-line UserError for anything else."""
-    run = Path(path)
-    if not run.is_dir():
-        raise UserError(f"{run}: not a run directory (no such directory; expected the directory `pico train` writes)")
-    if not (run / "config.yaml").is_file():
-        raise UserError(f"{run}: not a run directory (no config.yaml; expected the directory `pico train` writes)")
-    return run
 
 
 def check_panel_fits(layout, parts, name: str = "panel_size") -> None:

@@ -14,7 +14,8 @@ from test_distributed import losses_by_step, pico_train
 from pico_lightning.config import LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.model.backbone import build_parts
 from pico_lightning.model.lora import WEIGHTS_NAME, add_lora, export_lora
-from pico_lightning.training.fit_end import export_run_lora
+from pico_lightning.run_dir import RunDir
+from pico_lightning.training.lifecycle import export_run_lora
 from pico_lightning.training.module import PicoModule, TrainingDivergedError
 from pico_lightning.training.strategy import LoraFSDP, build_strategy
 
@@ -88,7 +89,7 @@ def test_every_rank_enters_the_gather_and_only_rank_zero_writes(tmp_path):
     calls = []
     module = SimpleNamespace(transformer=_lora_transformer())
     strategy = SimpleNamespace(lightning_module_state_dict=lambda: calls.append("gather") or {})
-    export_run_lora(SimpleNamespace(strategy=strategy, is_global_zero=False), module, tmp_path)
+    export_run_lora(SimpleNamespace(strategy=strategy, is_global_zero=False), module, RunDir(tmp_path))
     assert calls == ["gather"] and not (tmp_path / "lora").exists()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from conftest import tiny_train_overrides
 
+from pico_lightning.run_dir import RunDir
 from pico_lightning.signals import LATCH
 from pico_lightning.training.checkpoints import resume_checkpoint
 
@@ -59,9 +60,9 @@ def test_resume_takes_the_newest_loadable_checkpoint_lightnings_included(tmp_pat
     for name, age in (("checkpoints/step-000100.ckpt", 30), ("checkpoints/last.ckpt", 20), ("hpc_ckpt_1.ckpt", 10)):
         torch.save({"state_dict": {}}, tmp_path / name)
         os.utime(tmp_path / name, (time.time() - age, time.time() - age))
-    assert resume_checkpoint(checkpoints, "auto") == tmp_path / "hpc_ckpt_1.ckpt"
+    assert resume_checkpoint(RunDir(tmp_path), "auto") == tmp_path / "hpc_ckpt_1.ckpt"
     (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"truncated")
-    assert resume_checkpoint(checkpoints, "auto") == checkpoints / "last.ckpt"
+    assert resume_checkpoint(RunDir(tmp_path), "auto") == checkpoints / "last.ckpt"
 
 
 def test_a_kept_latch_outlives_its_block_for_a_process_about_to_exit():

@@ -1,11 +1,14 @@
 """Nothing lost under careless use: atomic checkpoints, resume past a truncated file, metrics cut back on resume,
-one process per run directory, Ctrl-C that says what was saved."""
+one process per run directory (with flock or without), Ctrl-C that says what was saved."""
 
 import errno
+import fcntl
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +20,9 @@ import torch
 from conftest import FixedDataModule, tiny_train_overrides
 
 from pico_lightning.errors import UserError
+from pico_lightning.run_dir import RunDir
 from pico_lightning.training import checkpoints
 from pico_lightning.training.checkpoints import AtomicCheckpointIO, read_checkpoint, resume_checkpoint
-from pico_lightning.training.lock import RunLock
 from pico_lightning.training.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,12 +57,12 @@ def test_resume_skips_a_truncated_last_checkpoint(tmp_path):
     io.save_checkpoint({"state_dict": {}}, directory / "last.ckpt")
     data = (directory / "last.ckpt").read_bytes()
     (directory / "last.ckpt").write_bytes(data[: len(data) // 3])  # what a copy onto a full disk leaves
-    assert resume_checkpoint(directory, "auto") == directory / "step-000004.ckpt"
+    assert resume_checkpoint(RunDir(tmp_path), "auto") == directory / "step-000004.ckpt"
     with pytest.raises(UserError, match="already has checkpoints"):
-        resume_checkpoint(directory, "never")
+        resume_checkpoint(RunDir(tmp_path), "never")
     (directory / "step-000004.ckpt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="unreadable checkpoint"):
-        resume_checkpoint(directory, "auto")
+        resume_checkpoint(RunDir(tmp_path), "auto")
 
 
 def test_resume_cuts_metrics_back_to_the_checkpoint(tiny_cfg):
@@ -78,11 +81,74 @@ def test_resume_cuts_metrics_back_to_the_checkpoint(tiny_cfg):
     assert all(a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6) for a, b in zip(rows, reference))
 
 
-def test_a_run_directory_takes_one_process_at_a_time(tiny_cfg):
-    with RunLock(tiny_cfg.run.path()):
-        with pytest.raises(UserError, match=f"run in use by pid {os.getpid()}"):
+def no_flock(handle, operation):
+    """``fcntl.flock`` on a filesystem without it (Lustre mounted without -o flock says ENOSYS, NFS ENOLCK)."""
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+
+def lock_lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "pico_lightning.run_dir"]
+
+
+def in_use_by(pid: int, host: str) -> str:
+    return re.escape(f"run in use by pid {pid} on {host}; wait for it to finish or choose another run.name")
+
+
+@pytest.mark.parametrize("flock", [True, False], ids=["flock", "no-flock"])
+def test_a_run_directory_takes_one_process_at_a_time(tiny_cfg, monkeypatch, caplog, flock):
+    """Also where the filesystem has no flock (some Lustre and NFS mounts): the run starts with one warning line."""
+    if not flock:
+        monkeypatch.setattr(fcntl, "flock", no_flock)
+    with RunDir(tiny_cfg.run.path()).lock():
+        with pytest.raises(UserError, match=in_use_by(os.getpid(), socket.gethostname())):
             fit(tiny_cfg, FixedDataModule(panel_size=16))
+    caplog.clear()
     fit(tiny_cfg, FixedDataModule(panel_size=16))  # released: the run goes ahead
+    warned = lock_lines(caplog)
+    assert len(warned) == (0 if flock else 1) and all("no flock on this filesystem" in line for line in warned)
+
+
+def test_without_flock_the_lock_is_the_file_and_says_who_holds_it(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    run = RunDir(tmp_path / "run")
+    with run.lock():
+        (line,) = lock_lines(caplog)
+        assert line == (
+            f"{run.lock_file}: no flock on this filesystem (No locks available); the lock is the file itself, "
+            "removed when the run ends"
+        )
+        assert run.lock_file.read_text() == f"{socket.gethostname()} {os.getpid()}"
+        with pytest.raises(UserError, match=in_use_by(os.getpid(), socket.gethostname())) as refused:
+            run.lock().__enter__()
+        assert str(refused.value).endswith(f"(if that process is gone, remove {run.lock_file})")
+    assert not run.lock_file.exists()  # released: the file was the lock
+
+
+def test_without_flock_a_dead_process_lock_on_this_host_is_taken_over(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.lock_file.write_text(f"{socket.gethostname()} {dead.pid}")
+    with run.lock():
+        assert run.lock_file.read_text() == f"{socket.gethostname()} {os.getpid()}"
+    host = socket.gethostname()
+    taken = f"{run.lock_file}: taking over the lock of pid {dead.pid} on {host}, which is no longer running"
+    assert lock_lines(caplog)[1:] == [taken]  # after the no-flock line
+
+
+@pytest.mark.parametrize("holder", ["other-host", "live"])
+def test_without_flock_a_live_or_foreign_lock_is_refused(tmp_path, monkeypatch, holder):
+    """A holder on another host cannot be checked, so it is never taken over."""
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    host, pid = ("gpu-node-7", 12345) if holder == "other-host" else (socket.gethostname(), os.getppid())
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.lock_file.write_text(f"{host} {pid}")
+    with pytest.raises(UserError, match=in_use_by(pid, host)):
+        run.lock().__enter__()
+    assert run.lock_file.read_text() == f"{host} {pid}"  # left to its holder
 
 
 def test_ctrl_c_exits_130_and_says_how_to_continue(visrel_tiny, tmp_path):

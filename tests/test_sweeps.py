@@ -12,7 +12,7 @@ import pytest
 from pico_lightning.cli import main
 from pico_lightning.errors import UserError
 from pico_lightning.sweeps import launch, report
-from pico_lightning.sweeps.spec import check_runs, expand, load_spec
+from pico_lightning.sweeps.spec import check_runs, expand, load_spec, sweep_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,6 +117,9 @@ def test_slurm_dry_run_writes_a_job_array(tmp_path, monkeypatch):
     assert argv[:3] == ["pico", "train", str(tmp_path / "base.yaml")]
     shape = ["train.devices=4", "train.num_nodes=2", "train.accelerator=gpu", "train.strategy=ddp", "run.resume=auto"]
     assert argv[3:] == [*shape, *plan["runs"][1]["overrides"]]
+    sweep_run(out, plan["runs"][1]["name"]).write_summary(3, {})  # finished: the array task asks and skips it
+    job = subprocess.run(["bash", str(out / "sweep.sbatch")], env=env, capture_output=True, text=True, check=True)
+    assert job.stdout == f"{sweep_run(out.resolve(), plan['runs'][1]['name']).path}: finished\n"
 
 
 def test_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch, capsys):
@@ -155,7 +158,7 @@ def test_local_sweep_trains_then_skips_finished_runs(tmp_path, monkeypatch, caps
     monkeypatch.setattr(launch, "run_command", fake_train(calls))
     assert main(["sweep", str(path), "--out", str(out)]) == 0
     assert calls == ["num_tasks3", "num_tasks6"]
-    assert all(launch.is_finished(out / "runs" / name) for name in calls)
+    assert all(sweep_run(out, name).is_finished() for name in calls)
     assert main(["sweep", str(path), "--out", str(out)]) == 0
     assert calls == ["num_tasks3", "num_tasks6"]  # nothing trained again
     assert capsys.readouterr().out.count("skipped (already finished)") == 2
@@ -230,7 +233,7 @@ def test_report_writes_table_csv_and_seen_vs_unseen_plots(tmp_path, capsys):
 
 def test_report_plot_lines_mean_and_spread(tmp_path):
     plan = json.loads((fake_sweep(tmp_path) / "sweep.json").read_text())
-    results = [report.read_run(tmp_path / "runs" / run["name"], run["name"], run["params"]) for run in plan["runs"]]
+    results = [report.read_run(sweep_run(tmp_path, run["name"]), run["name"], run["params"]) for run in plan["runs"]]
     keys = ["eval/held_in/psnr", "eval/held_out/psnr"]
     figure = report.plot_metric(results, "psnr", keys, plan["grid"])
     labels = figure.axes[0].get_legend_handles_labels()[1]

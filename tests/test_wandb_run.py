@@ -14,27 +14,28 @@ import torch
 from conftest import FixedDataModule, FixedEpisodes, tiny_train_overrides
 from wandb_reader import read_run_dir
 
-from pico_lightning.training.wandb_run import ID_FILE, LoggedSteps, run_id
+from pico_lightning.run_dir import RunDir
+from pico_lightning.training.wandb_run import LoggedSteps
 
 
 def test_run_id_is_kept_in_the_run_dir(tmp_path):
     run_dir = tmp_path / "runs" / "a"
-    assert run_id(run_dir, create=False) is None  # other ranks never invent one
-    first = run_id(run_dir, create=True)
-    assert (run_dir / ID_FILE).read_text().strip() == first and run_id(run_dir, create=True) == first
+    assert RunDir(run_dir).wandb_id(create=False) is None  # other ranks never invent one
+    first = RunDir(run_dir).wandb_id(create=True)
+    assert (run_dir / "wandb_id").read_text().strip() == first and RunDir(run_dir).wandb_id(create=True) == first
     moved = tmp_path / "elsewhere" / "a"
     shutil.move(run_dir, moved)
-    assert run_id(moved, create=True) == first  # a moved run keeps its W&B run
+    assert RunDir(moved).wandb_id(create=True) == first  # a moved run keeps its W&B run
     shutil.rmtree(moved)
-    assert run_id(moved, create=True) != first  # an rm -rf'd and restarted run gets a fresh one
+    assert RunDir(moved).wandb_id(create=True) != first  # an rm -rf'd and restarted run gets a fresh one
 
 
 def test_run_id_of_a_run_trained_before_the_id_file(tmp_path):
     """A run directory from before ``wandb_id`` (its id was a hash of its path) continues the W&B run it holds."""
     (tmp_path / "a" / "wandb" / "offline-run-20261101_100000-0123456789ab").mkdir(parents=True)
     (tmp_path / "a" / "wandb" / "run-20261102_100000-ba9876543210").mkdir()  # the newest, an online start
-    assert run_id(tmp_path / "a", create=True) == "ba9876543210"
-    assert (tmp_path / "a" / ID_FILE).read_text().strip() == "ba9876543210"
+    assert RunDir(tmp_path / "a").wandb_id(create=True) == "ba9876543210"
+    assert (tmp_path / "a" / "wandb_id").read_text().strip() == "ba9876543210"
 
 
 def test_logged_steps_drop_what_wandb_holds(tmp_path):
@@ -55,14 +56,14 @@ def test_project_and_entity_from_environment_unless_configured(tiny_cfg, tmp_pat
     monkeypatch.setenv("WANDB_PROJECT", "env-project")
     monkeypatch.setenv("WANDB_ENTITY", "env-entity")
     cfg = replace(tiny_cfg, logging=replace(tiny_cfg.logging, wandb_mode="offline"))
-    init = build_loggers(cfg, tmp_path / "a")[1]._wandb_init
+    init = build_loggers(cfg, RunDir(tmp_path / "a"))[1]._wandb_init
     assert init["project"] == "env-project" and "entity" not in init  # wandb reads WANDB_ENTITY itself
     assert init["job_type"] == "train" and init["resume"] == "allow" and "anonymous" not in init
     named = replace(cfg, logging=replace(cfg.logging, project="p", entity="e"))
-    init = build_loggers(named, tmp_path / "b")[1]._wandb_init
+    init = build_loggers(named, RunDir(tmp_path / "b"))[1]._wandb_init
     assert (init["project"], init["entity"]) == ("p", "e")
     monkeypatch.delenv("WANDB_PROJECT")
-    assert build_loggers(cfg, tmp_path / "c")[1]._wandb_init["project"] == "pico"
+    assert build_loggers(cfg, RunDir(tmp_path / "c"))[1]._wandb_init["project"] == "pico"
 
 
 class _CrashingEpisodes(FixedEpisodes):
@@ -106,7 +107,7 @@ def test_resume_after_a_crash_logs_every_step_once(tiny_cfg, capsys):
 
     logged = read_run_dir(run_dir)
     assert sorted(_train_steps(logged.rows)) == list(range(8))  # every step once across both offline files
-    wandb_id = (run_dir / ID_FILE).read_text().strip()
+    wandb_id = (run_dir / "wandb_id").read_text().strip()
     assert [run.run_id for run in logged.runs] == [wandb_id, wandb_id]  # the resume continued the same W&B run
     assert {run.job_type for run in logged.runs} == {"train"}
     assert logged.exit_codes == [1, 0]  # the crashed start shows as failed on the dashboard, the resume as finished
@@ -138,7 +139,7 @@ def test_two_process_ddp_has_one_wandb_run(visrel_tiny, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "ddp"
     logged = read_run_dir(run_dir)
-    assert [run.run_id for run in logged.runs] == [(run_dir / ID_FILE).read_text().strip()]
+    assert [run.run_id for run in logged.runs] == [(run_dir / "wandb_id").read_text().strip()]
     assert [line for line in result.stdout.splitlines() if "W&B" in line] == [
         f"W&B offline run; upload it with: wandb sync {path}" for path in (run_dir / "wandb").glob("offline-run-*")
     ] * 2

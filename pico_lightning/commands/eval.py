@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pico_lightning.commands.outputs import writable_dir
+    from pico_lightning.run_dir import RunDir
 
     overrides = list(args.overrides)
     if args.suite:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.num_seeds={args.seeds}")
     args.overrides = overrides
     cfg, lora = resolve_model(args)
-    default = Path(args.run_dir) / "eval" / "final" if args.run_dir else Path("eval_out")
+    default = RunDir(args.run_dir).final_eval if args.run_dir else Path("eval_out")
     out = writable_dir(Path(args.out) if args.out else default, "--out")  # now, not after the evaluation
     from pico_lightning.training.offline_eval import run_evaluation
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         from pico_lightning.training.loggers import wandb_mode
         from pico_lightning.training.wandb_run import log_evaluation
 
-        log_evaluation(Path(args.run_dir), cfg.logging, wandb_mode(cfg), metrics)
+        log_evaluation(RunDir(args.run_dir), cfg.logging, wandb_mode(cfg), metrics)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.count("/") <= 2}, indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'gallery.png'}")
     return 0

@@ -28,15 +28,15 @@ def run(args: argparse.Namespace) -> int:
 
     from pico_lightning.commands.outputs import not_a_file
     from pico_lightning.config import load_config
-    from pico_lightning.model.lora_card import read_summary, write_lora_card
-    from pico_lightning.pipeline import run_directory
+    from pico_lightning.model.lora_card import write_lora_card
+    from pico_lightning.run_dir import RunDir
     from pico_lightning.training.checkpoints import export_checkpoint
 
     not_a_file(Path(args.out), "--out")
-    run_dir = run_directory(args.run_dir)
-    ckpt = Path(args.checkpoint) if args.checkpoint else run_dir / "checkpoints" / "last.ckpt"
-    path = export_checkpoint(run_dir / "config.yaml", ckpt, args.out)
-    summary = None if args.checkpoint else read_summary(run_dir)  # the final evaluation describes last.ckpt
-    card = write_lora_card(args.out, load_config(run_dir / "config.yaml"), summary)
+    run = RunDir.existing(args.run_dir)
+    ckpt = Path(args.checkpoint) if args.checkpoint else run.last_checkpoint
+    path = export_checkpoint(run.config, ckpt, args.out)
+    summary = None if args.checkpoint else run.read_summary()  # the final evaluation describes last.ckpt
+    card = write_lora_card(args.out, load_config(run.config), summary)
     print(f"wrote {path} and {card}")
     return 0

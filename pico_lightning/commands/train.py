@@ -34,17 +34,18 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_experiment(args)
     if cfg is None:  # --print-config
         return 0
+    from pico_lightning.run_dir import RunDir
     from pico_lightning.training.preemption import Preempted, requeue_slurm_job
     from pico_lightning.training.train import fit
 
     say = rank_zero_only(print)  # every line once, however many ranks srun or torchrun started
     say(f"run directory: {cfg.run.path()}", flush=True)
     try:
-        run_dir = fit(cfg)
+        run = RunDir(fit(cfg))
     except Preempted as stop:
         requeued = requeue_slurm_job() if rank_zero_only.rank == 0 and stop.signum == signal.SIGUSR1 else None
         again = f"requeued SLURM job {requeued}" if requeued else "continue with the same command and run.resume=auto"
         say(f"pico train: {stop}; {again}", file=sys.stderr, flush=True)
         return stop.exit_code
-    say(f"finished: {run_dir / 'summary.json'}, LoRA in {run_dir / 'lora'}")
+    say(f"finished: {run.summary}, LoRA in {run.lora}")
     return 0

@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from pico_lightning.run_dir import RunDir
 
 SHOWN = ("psnr", "ssim", "miou")
 SWAPPED_PSNR = "eval/held_in/swapped_psnr"
@@ -99,27 +100,29 @@ def run_demo(experiment: Path, out: Path, overrides: list[str]) -> dict:
     print("[demo] evaluating the pretrained base without LoRA (seed scorer on)")
     before = run_evaluation(cfg, None, out / "eval_before")
     print(f"[demo] LoRA-tuning the base for {cfg.train.max_steps} steps on CPU")
-    run_dir = fit(cfg)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run = RunDir(fit(cfg))
+    summary = run.read_summary()
     after = summary["eval"]
     table = comparison_table(before, after)
     (out / "results.md").write_text(table + "\n")
     write_json(out / "results.json", {"before": before, "after": after})
     print("\n" + table + "\n\n[demo] in-context evidence:\n" + evidence(after) + "\n")
-    _print_files(out, run_dir, summary["step"])
+    _print_files(out, run, summary["step"])
     return {"before": before, "after": after}
 
 
-def _print_files(out: Path, run_dir: Path, step: int) -> None:
-    wandb_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+def _print_files(out: Path, run: RunDir, step: int) -> None:
+    from pico_lightning.model.lora import WEIGHTS_NAME
+
+    wandb_runs = sorted(run.path.glob("wandb/offline-run-*"))
     print("[demo] files:")
     for name, path in (
-        ("run directory", run_dir),
-        ("checkpoint", run_dir / "checkpoints" / "last.ckpt"),
-        ("LoRA (diffusers format)", run_dir / "lora" / "pytorch_lora_weights.safetensors"),
-        ("training metrics", run_dir / "metrics.jsonl"),
-        ("eval metrics", run_dir / "eval" / f"step_{step}" / "metrics.json"),
-        ("gallery", run_dir / "eval" / f"step_{step}" / "gallery.png"),
+        ("run directory", run.path),
+        ("checkpoint", run.last_checkpoint),
+        ("LoRA (diffusers format)", run.lora / WEIGHTS_NAME),
+        ("training metrics", run.metrics),
+        ("eval metrics", run.eval_metrics(step)),
+        ("gallery", run.eval_gallery(step)),
         ("gallery before training", out / "eval_before" / "gallery.png"),
         ("W&B offline run", wandb_runs[-1] if wandb_runs else "(W&B disabled)"),
         ("before/after table", out / "results.md"),

@@ -24,6 +24,7 @@ from torch import nn
 
 from pico_lightning.config import LoraConfig
 from pico_lightning.errors import UserError
+from pico_lightning.files import umask
 
 ADAPTER = "default"
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
@@ -79,16 +80,10 @@ def export_lora(transformer: nn.Module, out_dir: str | Path, state_dict: dict | 
         transformer_lora_adapter_metadata=transformer.peft_config[ADAPTER].to_dict(),
     )
     out_dir.mkdir(exist_ok=True)
-    os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~_umask())  # as any new file: the temp dir made it private (0600)
+    os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~umask())  # as any new file: the temp dir made it private (0600)
     os.replace(tmp / WEIGHTS_NAME, out_dir / WEIGHTS_NAME)
     shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / WEIGHTS_NAME
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_lora(transformer: nn.Module, path: str | Path) -> None:

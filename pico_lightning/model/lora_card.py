@@ -30,12 +30,6 @@ def write_lora_card(lora_dir: str | Path, cfg: ExperimentConfig, summary: dict |
     return path
 
 
-def read_summary(run_dir: str | Path) -> dict | None:
-    """A run's summary.json, or None when the run has not finished."""
-    path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def lora_card(cfg: ExperimentConfig, lora_dir: Path, summary: dict | None = None) -> str:
     """The card's Markdown: metadata header, base, protocol, training, evaluation, usage."""
     sections = [

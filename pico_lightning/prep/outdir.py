@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from pico_lightning.data.schema import INDEX_NAME
 from pico_lightning.errors import UserError
+from pico_lightning.files import umask
 
 T = TypeVar("T")
 
@@ -48,7 +49,7 @@ def build_replacing(out: Path, build: Callable[[Path], T]) -> T:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
         result = build(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a dataset directory is shared like any other
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it 0700; a dataset directory is shared like any other
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -63,9 +64,3 @@ def build_replacing(out: Path, build: Callable[[Path], T]) -> T:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already unless the build failed
     return result
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

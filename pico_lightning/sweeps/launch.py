@@ -1,14 +1,14 @@
 """Launch a sweep's runs: one after another on this machine, or as a Slurm job array (one array task per run).
 
 Both write the plan first: ``SWEEP_DIR/sweep.json`` (name, base, grid, fixed, runs with their overrides) and
-``SWEEP_DIR/runs.txt`` (one shell-quoted override line per run, in array-index order). Every run is started
-with ``run.resume=auto``, so launching a sweep again continues interrupted runs and skips finished ones.
+``SWEEP_DIR/runs.txt`` (one shell-quoted override line per run, in array-index order); every sweep file is written
+atomically. Every run is started with ``run.resume=auto``, so launching a sweep again continues interrupted runs
+and skips finished ones (:meth:`RunDir.is_finished`, asked by the array script too).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -20,7 +20,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pico_lightning.errors import UserError
-from pico_lightning.sweeps.spec import AblationSpec, Run, SlurmSection, check_runs, expand, load_spec
+from pico_lightning.files import write_text
+from pico_lightning.sweeps.spec import RUNS, AblationSpec, Run, SlurmSection, check_runs, expand, load_spec, sweep_run
 
 
 def launch_sweep(spec_path: str, launcher: str, dry_run: bool, out: str | None, extra: list[str]) -> int:
@@ -32,14 +33,14 @@ def launch_sweep(spec_path: str, launcher: str, dry_run: bool, out: str | None, 
     print(f"sweep {spec.sweep.name}: {len(runs)} runs of {spec.sweep.base} -> {sweep_dir}")
     if launcher == "local" and dry_run:
         for index, run in enumerate(runs):
-            done = " (finished: would be skipped)" if is_finished(sweep_dir / "runs" / run.name) else ""
+            done = " (finished: would be skipped)" if sweep_run(sweep_dir, run.name).is_finished() else ""
             command = shlex.join(train_args(spec.sweep.base, run.overrides))
             print(f"[{index + 1}/{len(runs)}] pico {command}{done}")
         return 0
     write_plan(spec, runs, sweep_dir)
     if launcher == "local":
         return 1 if run_local(spec.sweep.base, runs, sweep_dir) else 0
-    todo = [index for index, run in enumerate(runs) if not is_finished(sweep_dir / "runs" / run.name)]
+    todo = [index for index, run in enumerate(runs) if not sweep_run(sweep_dir, run.name).is_finished()]
     if not todo:
         print(f"sweep {spec.sweep.name}: all {len(runs)} runs finished; nothing to submit")
         return 0
@@ -63,8 +64,8 @@ def write_plan(spec: AblationSpec, runs: list[Run], sweep_dir: Path) -> None:
         "fixed": sweep.fixed,
         "runs": [{"name": run.name, "params": run.params, "overrides": run.overrides} for run in runs],
     }
-    (sweep_dir / "sweep.json").write_text(json.dumps(plan, indent=2) + "\n")
-    (sweep_dir / "runs.txt").write_text("".join(shlex.join(run.overrides) + "\n" for run in runs))
+    write_text(sweep_dir / "sweep.json", json.dumps(plan, indent=2) + "\n")
+    write_text(sweep_dir / "runs.txt", "".join(shlex.join(run.overrides) + "\n" for run in runs))
 
 
 def train_args(base: str, overrides: list[str]) -> list[str]:
@@ -77,18 +78,10 @@ def run_command(argv: list[str]) -> int:
     return subprocess.call(argv)
 
 
-def is_finished(run_dir: Path) -> bool:
-    """Whether a run directory holds summary.json with status "finished"."""
-    try:
-        return json.loads((run_dir / "summary.json").read_text()).get("status") == "finished"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def run_local(base: str, runs: list[Run], sweep_dir: Path) -> list[str]:
     """Train the runs one after another, skipping finished ones; returns the names of the failed runs."""
     skipped, failed = [], []
-    start, todo = time.monotonic(), [run for run in runs if not is_finished(sweep_dir / "runs" / run.name)]
+    start, todo = time.monotonic(), [run for run in runs if not sweep_run(sweep_dir, run.name).is_finished()]
     for index, run in enumerate(runs):
         prefix = f"[{index + 1}/{len(runs)}] {run.name}"
         if run not in todo:
@@ -100,7 +93,7 @@ def run_local(base: str, runs: list[Run], sweep_dir: Path) -> list[str]:
         code = run_command([*pico, "embed", base, *run.overrides]) or run_command(
             [*pico, *train_args(base, run.overrides)]
         )
-        if code != 0 or not is_finished(sweep_dir / "runs" / run.name):
+        if code != 0 or not sweep_run(sweep_dir, run.name).is_finished():
             why = f"exit code {code}" if code else "no summary.json with status finished"
             print(f"{prefix}: FAILED ({why})", flush=True)
             failed.append(run.name)
@@ -182,8 +175,8 @@ def write_slurm_script(spec: AblationSpec, runs: list[Run], indices: list[int], 
         "set -euo pipefail",
         *slurm.setup,
         f"NAMES=({' '.join(run.name for run in runs)})",
-        f"RUN_DIR={shlex.quote(str(root / 'runs'))}/${{NAMES[$SLURM_ARRAY_TASK_ID]}}",
-        'if grep -qs \'"status": *"finished"\' "$RUN_DIR/summary.json"; then',
+        f"RUN_DIR={shlex.quote(str(root / RUNS))}/${{NAMES[$SLURM_ARRAY_TASK_ID]}}",
+        'if python -m pico_lightning.run_dir is-finished "$RUN_DIR"; then',
         '    echo "$RUN_DIR: finished"; exit 0',
         "fi",
         f'LINE=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(root / "runs.txt"))})',
@@ -193,8 +186,7 @@ def write_slurm_script(spec: AblationSpec, runs: list[Run], indices: list[int], 
         job_body(),
     ]
     script = sweep_dir / "sweep.sbatch"
-    script.write_text("\n".join(body))
-    os.chmod(script, 0o755)
+    write_text(script, "\n".join(body), mode=0o755)
     return script
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pico_lightning.errors import UserError
+from pico_lightning.run_dir import RunDir
+from pico_lightning.sweeps.spec import sweep_run
 
 SUITE_LABELS = {"held_in": "seen tasks (held_in)", "held_out": "unseen tasks (held_out)"}
 SUITE_COLOURS = {"held_in": "tab:blue", "held_out": "tab:orange"}
@@ -63,22 +65,14 @@ def _numeric(flat: dict) -> dict[str, float]:
     }
 
 
-def read_run(run_dir: Path, name: str, params: dict[str, Any]) -> RunResult:
+def read_run(run: RunDir, name: str, params: dict[str, Any]) -> RunResult:
     """A run's final metrics, or its latest evaluation when it has not finished."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("status") == "finished":
-            return RunResult(name, params, "finished", summary.get("step"), _numeric(summary.get("eval", {})))
-    except (OSError, ValueError, AttributeError):
-        pass
-    steps = []
-    for path in run_dir.glob("eval/step_*/metrics.json"):
-        suffix = path.parent.name.removeprefix("step_")
-        if suffix.isdigit():
-            steps.append((int(suffix), path))
-    for step, path in sorted(steps, reverse=True):
+    if run.is_finished():
+        summary = run.read_summary()
+        return RunResult(name, params, "finished", summary.get("step"), _numeric(summary.get("eval", {})))
+    for step in reversed(run.evaluated_steps()):
         try:
-            return RunResult(name, params, "unfinished", step, _numeric(json.loads(path.read_text())))
+            return RunResult(name, params, "unfinished", step, _numeric(json.loads(run.eval_metrics(step).read_text())))
         except (OSError, ValueError):
             continue
     return RunResult(name, params, "missing", None, {})
@@ -222,7 +216,7 @@ def write_report(sweep_dir: Path, wanted: list[str], out: Path | None) -> list[P
     out = out or sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     grid = plan.get("grid", {})
-    results = [read_run(sweep_dir / "runs" / run["name"], run["name"], run.get("params", {})) for run in plan["runs"]]
+    results = [read_run(sweep_run(sweep_dir, run["name"]), run["name"], run.get("params", {})) for run in plan["runs"]]
     metrics = select_metrics(results, wanted)
     rows = table_rows(results, list(grid), metrics)
     markdown = to_markdown(rows)

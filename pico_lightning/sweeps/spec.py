@@ -38,8 +38,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pico_lightning.config.yaml_file import read_yaml
 from pico_lightning.errors import UserError
+from pico_lightning.run_dir import RunDir
 
 RESERVED_KEYS = ("run.dir", "run.name", "logging.group")  # the sweep sets these per run
+RUNS = "runs"  # every run's run.dir: SWEEP_DIR/runs
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}")
 _SLURM_MEM = re.compile(r"\d+[KMGT]?")
@@ -212,7 +214,7 @@ def expand(spec: AblationSpec, sweep_dir: str | Path, extra: list[str] | tuple[s
     check_extra(list(extra), spec)
     sweep = spec.sweep
     fixed = [f"{key}={_format(value)}" for key, value in sweep.fixed.items()]
-    runs_dir = _format(str(Path(sweep_dir) / "runs"))
+    runs_dir = _format(str(Path(sweep_dir) / RUNS))
     runs = []
     for values in itertools.product(*sweep.grid.values()):
         params = dict(zip(sweep.grid, values, strict=True))
@@ -225,6 +227,11 @@ def expand(spec: AblationSpec, sweep_dir: str | Path, extra: list[str] | tuple[s
         clash = next(name for name in names if names.count(name) > 1)
         raise UserError(f"sweep {sweep.name}: two grid points share the run name {clash!r}; rename a value")
     return runs
+
+
+def sweep_run(sweep_dir: str | Path, name: str) -> RunDir:
+    """The run directory of the sweep's run ``name``: SWEEP_DIR/runs/<name>, as :func:`expand` places it."""
+    return RunDir(Path(sweep_dir) / RUNS / name)
 
 
 def check_runs(spec: AblationSpec, runs: list[Run], spec_path: str | Path) -> None:

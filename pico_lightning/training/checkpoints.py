@@ -5,8 +5,8 @@ A checkpoint's ``state_dict`` holds only the trainable LoRA parameters under the
 Lightning's own save writes through a temporary file that fsspec may keep on another filesystem (``/tmp``) and then
 *copies* over the checkpoint, so a full disk can leave a truncated ``last.ckpt``: :class:`AtomicCheckpointIO` writes
 beside the destination and renames instead, and :func:`resume_checkpoint` skips an unreadable file.
-'last.ckpt`` at the final step, when ``train.max_steps`` is not a multiple of ``train.checkpoint_every``, is
-written by ``FitEnd`` (training/fit_end.py).
+``last.ckpt`` at the final step, when ``train.max_steps`` is not a multiple of ``train.checkpoint_every``, is
+written by ``FitEnd`` (training/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from torch import nn
 
 from pico_lightning.errors import UserError
 from pico_lightning.files import atomic_path, failed_write
+from pico_lightning.run_dir import RunDir
 
 PREFIX = "transformer."
-LAST = "last.ckpt"
-HPC = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue checkpoints, in the run directory
 log = logging.getLogger(__name__)
 
 
@@ -51,16 +50,18 @@ def is_loadable(path: Path) -> bool:
         return False
 
 
-def resume_checkpoint(checkpoint_dir: Path, resume: str) -> Path | None:
-    """The checkpoint to continue from under ``run.resume=auto``: the newest loadable one of last.ckpt, the step
-    checkpoints and Lightning's ``hpc_ckpt_*.ckpt`` beside ``checkpoints/`` (left by an older auto-requeued run);
-    an unreadable one is skipped with a warning. ``never`` refuses a directory that has checkpoints."""
-    candidates = [checkpoint_dir / LAST, *checkpoint_dir.glob("step-*.ckpt"), *checkpoint_dir.parent.glob(HPC)]
-    found = sorted((path for path in candidates if path.is_file()), key=_age_order, reverse=True)
+def resume_checkpoint(run: RunDir, resume: str) -> Path | None:
+    """The checkpoint of ``run`` to continue from under ``run.resume=auto``: the newest loadable one of last.ckpt,
+    the step checkpoints and Lightning's ``hpc_ckpt_*.ckpt`` beside ``checkpoints/`` (left by an older
+    auto-requeued run); an unreadable one is skipped with a warning. ``never`` refuses a run that has checkpoints."""
+    candidates = [run.last_checkpoint, *run.step_checkpoints(), *run.hpc_checkpoints()]
+    # newest first; at equal times last.ckpt, then the higher step
+    age = lambda path: (path.stat().st_mtime, path == run.last_checkpoint, path.name)
+    found = sorted((path for path in candidates if path.is_file()), key=age, reverse=True)
     if resume != "auto":
         if found:
             raise UserError(
-                f"{checkpoint_dir.parent}: this run already has checkpoints; "
+                f"{run.path}: this run already has checkpoints; "
                 "continue it with run.resume=auto or choose another run.name"
             )
         return None
@@ -72,11 +73,6 @@ def resume_checkpoint(checkpoint_dir: Path, resume: str) -> Path | None:
     if found:
         raise UserError(f"{found[0]}: unreadable checkpoint and no loadable step checkpoint beside it")
     return None
-
-
-def _age_order(path: Path) -> tuple[float, bool, str]:
-    """Sorted in reverse: newest first; at equal times last.ckpt, then the higher step."""
-    return (path.stat().st_mtime, path.name == LAST, path.name)
 
 
 def read_checkpoint(path: str | Path) -> dict:

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig, to_container
 from pico_lightning.files import write_text
+from pico_lightning.run_dir import RunDir
 from pico_lightning.training.wandb_run import PicoWandbLogger, build_wandb_logger
 
 
@@ -72,14 +73,14 @@ def wandb_mode(cfg: ExperimentConfig) -> str:
     return os.environ.get("WANDB_MODE") or cfg.logging.wandb_mode
 
 
-def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
+def build_loggers(cfg: ExperimentConfig, run: RunDir) -> list[Logger]:
     """metrics.jsonl always; W&B unless its mode is 'disabled' (name, group, tags and config from the experiment;
     its id, step bookkeeping and links in training/wandb_run.py)."""
-    loggers: list[Logger] = [JsonlLogger(run_dir / "metrics.jsonl")]
+    loggers: list[Logger] = [JsonlLogger(run.metrics)]
     mode = wandb_mode(cfg)
     if mode != "disabled":
         os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(build_wandb_logger(cfg.logging, mode, run_dir, cfg.run.name, to_container(cfg)))
+        loggers.append(build_wandb_logger(cfg.logging, mode, run, cfg.run.name, to_container(cfg)))
     return loggers
 
 

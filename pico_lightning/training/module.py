@@ -199,7 +199,7 @@ class PicoModule(pl.LightningModule):
 
     def validation_step(self, item: EvalItem, batch_idx: int) -> EvalOutput:
         """Seed-scored fill of one evaluation episode; metrics update locally and sync at the epoch's end. The
-        output goes to the callbacks' ``on_validation_batch_end`` (the gallery: training/validation.py)."""
+        output goes to the callbacks' ``on_validation_batch_end`` (the gallery: training/lifecycle.py)."""
         output = evaluate_item(self, item, self.eval_cfg, self.layout, self.model_cfg.guidance)
         if item.counted:  # an uncounted repeat only keeps this rank in step with the others (data/eval_items.py)
             self.val_metrics.update(output)
@@ -238,7 +238,7 @@ class PicoModule(pl.LightningModule):
         self._raise_if_diverged(include_latest=False)
 
     def on_train_end(self) -> None:
-        """Lightning runs this after every callback's ``on_train_end`` (training/fit_end.py ``FitEnd``: the last
+        """Lightning runs this after every callback's ``on_train_end`` (training/lifecycle.py ``FitEnd``: the last
         checkpoint, the LoRA export, the summary) and before ``Strategy.teardown``, which moves the module to the
         CPU (single device, DDP): a ~24 GB device-to-host copy per rank for FLUX.1-Fill. With
         ``release_after_training`` nothing is left to copy."""

@@ -29,8 +29,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from pico_lightning.run_dir import RunDir
 from pico_lightning.signals import LATCH
-from pico_lightning.training.checkpoints import HPC, LAST
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class Preempted(Exception):
 class Preemption(pl.Callback):
     """Turn SIGUSR1 / SIGTERM into one checkpoint at the current step and a clean stop (see the module doc)."""
 
-    def __init__(self, checkpoint_dir: Path):
-        self.checkpoint_dir = Path(checkpoint_dir)
+    def __init__(self, run: RunDir):
+        self.run = run
         self.saved: Preempted | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -60,7 +60,7 @@ class Preemption(pl.Callback):
         an older run are stale."""
         LATCH.install()
         if trainer.is_global_zero:
-            for stale in Path(trainer.default_root_dir).glob(HPC):
+            for stale in self.run.hpc_checkpoints():
                 stale.unlink(missing_ok=True)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -70,7 +70,7 @@ class Preemption(pl.Callback):
         signum = self._signal_of_any_rank(trainer)
         if not signum:
             return
-        path = self.checkpoint_dir / LAST
+        path = self.run.last_checkpoint
         # with the optimizer and the loops; every rank calls it (a collective under FSDP), rank 0 writes
         trainer.save_checkpoint(path, weights_only=False)
         self.saved = Preempted(signum, trainer.global_step, path)

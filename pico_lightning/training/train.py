@@ -5,11 +5,11 @@
     torchrun --nproc-per-node 8 -m pico_lightning.cli train experiments/flux_fill.yaml train.devices=8
     srun pico train experiments/flux_fill.yaml train.devices=8 train.num_nodes=4    # SLURM, see experiments/launch/
 
-The run directory (run.dir/run.name) receives config.yaml, metrics.jsonl, checkpoints/ (LoRA + optimizer + loop
-state; last, step and best), eval/step_<N>/, lora/ (diffusers format) and summary.json; wandb/ unless W&B is off.
-Evaluation runs as Lightning validation every eval.every_n_steps and at the last step, inside the fit; one callback
-then ends the fit (last checkpoint, lora/, summary.json) and the base is dropped before Lightning's teardown would
-copy it to the host (training/fit_end.py).
+The run directory (run.dir/run.name, pico_lightning/run_dir.py) receives config.yaml, metrics.jsonl, checkpoints/
+(LoRA + optimizer + loop state; last, step and best), eval/step_<N>/, lora/ (diffusers format) and summary.json;
+wandb/ unless W&B is off. Evaluation runs as Lightning validation every eval.every_n_steps and at the last step,
+inside the fit; one callback then ends the fit (last checkpoint, lora/, summary.json) and the base is dropped before
+Lightning's teardown would copy it to the host. training/lifecycle.py tells what is written when, in order.
 """
 
 from __future__ import annotations
@@ -21,24 +21,21 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.evaluation.evaluator import evaluation_plan
+from pico_lightning.run_dir import RunDir
 from pico_lightning.signals import LATCH
-from pico_lightning.training.artifacts import RunArtifacts
 from pico_lightning.training.attention_backend import AttentionBackend
 from pico_lightning.training.checkpoints import AtomicCheckpointIO, resume_checkpoint
-from pico_lightning.training.fit_end import FitEnd
-from pico_lightning.training.lock import RunLock
+from pico_lightning.training.lifecycle import FitEnd, lifecycle_callbacks
 from pico_lightning.training.loggers import build_loggers, finish_wandb
 from pico_lightning.training.module import PicoModule
-from pico_lightning.training.preemption import Preemption, cluster_plugins
+from pico_lightning.training.preemption import cluster_plugins
 from pico_lightning.training.progress import StepProgressBar
 from pico_lightning.training.prompts import prompt_table, run_prompts
 from pico_lightning.training.strategy import build_strategy
-from pico_lightning.training.validation import EvalArtifacts
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -64,44 +61,12 @@ def build_module(
     )
 
 
-def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> list[pl.Callback]:
-    checkpoints = run_dir / "checkpoints"
-    callbacks: list[pl.Callback] = [
-        StepProgressBar(),
-        AttentionBackend(cfg.train.attention_backend),
-        RunArtifacts(cfg, run_dir),
-        Preemption(checkpoints),
-        FitEnd(cfg, run_dir, validate),
-        ModelCheckpoint(
-            dirpath=checkpoints,
-            filename="step-{step:06d}",
-            auto_insert_metric_name=False,
-            save_last=True,
-            every_n_train_steps=cfg.train.checkpoint_every,
-            save_top_k=1,
-            save_on_train_epoch_end=False,
-            enable_version_counter=False,
-        ),
-    ]
-    if validate:
-        callbacks.append(EvalArtifacts(run_dir / "eval", cfg.eval.gallery_episodes, cfg.data.layout()))
-        if cfg.eval.every_n_steps:
-            callbacks.append(
-                ModelCheckpoint(
-                    dirpath=checkpoints,
-                    filename="best",
-                    monitor="eval/score",
-                    mode="max",
-                    save_top_k=1,
-                    auto_insert_metric_name=False,
-                    save_on_train_epoch_end=False,
-                    enable_version_counter=False,
-                )
-            )
-    return callbacks
+def build_callbacks(cfg: ExperimentConfig, run: RunDir, validate: bool) -> list[pl.Callback]:
+    """The progress bar and attention backend, then the callbacks that write the run directory (lifecycle.py)."""
+    return [StepProgressBar(), AttentionBackend(cfg.train.attention_backend), *lifecycle_callbacks(cfg, run, validate)]
 
 
-def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callback], validate: bool) -> pl.Trainer:
+def build_trainer(cfg: ExperimentConfig, run: RunDir, callbacks: list[pl.Callback], validate: bool) -> pl.Trainer:
     train = cfg.train
     every = cfg.eval.every_n_steps or train.max_steps + 1  # 0: only the final evaluation (run after fit)
     return pl.Trainer(
@@ -114,10 +79,10 @@ def build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list[pl.Callb
         accumulate_grad_batches=train.accumulate_grad_batches,
         gradient_clip_val=train.gradient_clip_val or None,
         log_every_n_steps=cfg.logging.log_every_n_steps,
-        logger=build_loggers(cfg, run_dir),
+        logger=build_loggers(cfg, run),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO(), *cluster_plugins()],
-        default_root_dir=str(run_dir),
+        default_root_dir=str(run.path),
         use_distributed_sampler=False,
         val_check_interval=every * train.accumulate_grad_batches,  # counted in batches, across data epochs
         check_val_every_n_epoch=None,
@@ -136,37 +101,33 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
 
     torch.set_float32_matmul_precision("high")
     _quiet_known_noise()
-    run_dir = cfg.run.path()
-    ckpt = resume_checkpoint(run_dir / "checkpoints", cfg.run.resume)
+    run = RunDir(cfg.run.path())
+    ckpt = resume_checkpoint(run, cfg.run.resume)
     datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval)
     plan = evaluation_plan(datamodule.eval_items()) if cfg.eval.suites else None
     module = build_module(cfg, run_prompts(datamodule.prompts()), plan, release_after_training=True)
-    trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir, bool(plan)), bool(plan))
+    trainer = build_trainer(cfg, run, build_callbacks(cfg, run, bool(plan)), bool(plan))
     return module, trainer, datamodule, ckpt
 
 
 def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
     """Train ``cfg``, evaluate the final step, write summary.json; returns the run directory.
 
-    :class:`~pico_lightning.training.fit_end.FitEnd` ends the fit inside ``trainer.fit``; a run resumed after it had
-    finished trains nothing, so it is evaluated again here and FitEnd reports it. The launching process holds the
+    :class:`~pico_lightning.training.lifecycle.FitEnd` ends the fit inside ``trainer.fit``; a run resumed after it
+    had finished trains nothing, so FitEnd evaluates and reports it after the fit. The launching process holds the
     run directory's lock for the whole fit (a second `pico train` on the same run.name is refused). A fit stopped
     by SIGUSR1 / SIGTERM raises :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and
     its loggers are closed."""
-    run_dir = cfg.run.path()
-    with RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
+    run = RunDir(cfg.run.path())
+    with run.lock() if rank_zero_only.rank == 0 else nullcontext():
         module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
         try:
             with LATCH.armed():
                 _fit(trainer, module, datamodule, ckpt)
-            ending = next(c for c in trainer.callbacks if isinstance(c, FitEnd))
-            if not ending.ended:  # a resumed run that was already finished
-                if ending.validate:
-                    trainer.validate(module, datamodule=datamodule, verbose=False)
-                ending.report(trainer)
+            next(c for c in trainer.callbacks if isinstance(c, FitEnd)).after_fit(trainer, module, datamodule)
         finally:
             finish_wandb(trainer.loggers)
-    return run_dir
+    return run.path
 
 
 def _fit(trainer: pl.Trainer, module: PicoModule, datamodule, ckpt: Path | None) -> None:
@@ -176,7 +137,7 @@ def _fit(trainer: pl.Trainer, module: PicoModule, datamodule, ckpt: Path | None)
     except SystemExit:
         if not trainer.interrupted:
             raise
-        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        last = RunDir(trainer.default_root_dir).last_checkpoint
         saved = f"last checkpoint {last}" if last.is_file() else "no checkpoint was written yet"
         raise RunInterrupted(
             f"stopped at step {trainer.global_step}; {saved}; continue with the same command and run.resume=auto"

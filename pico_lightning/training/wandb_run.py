@@ -1,8 +1,8 @@
 """The W&B run of a run directory: one id kept in the directory, no step logged twice, links, the LoRA as artifact.
 
-- ``<run dir>/wandb_id`` holds the W&B run id, generated when the directory is first trained. It travels with the
-  directory: a moved run keeps its W&B run, a resumed one continues it (``resume="allow"``), and `pico eval RUN`
-  logs into it; an ``rm -rf``'d and restarted run gets a fresh id.
+- ``<run dir>/wandb_id`` holds the W&B run id (:meth:`RunDir.wandb_id`), generated when the directory is first
+  trained. It travels with the directory: a moved run keeps its W&B run, a resumed one continues it
+  (``resume="allow"``), and `pico eval RUN` logs into it; an ``rm -rf``'d and restarted run gets a fresh id.
 - ``<run dir>/wandb_steps.json`` holds, per metric key, the highest step already sent to W&B, so the steps that a
   run resumed from an earlier checkpoint trains again are not logged twice (:class:`PicoWandbLogger`).
 - At the start and end of a fit, rank zero prints one line: the run's URL (online) or the exact ``wandb sync``
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,37 +23,15 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.compat import drop_wandb_anonymous, wandb_run_started
 from pico_lightning.config import LoggingConfig
-from pico_lightning.files import write_json, write_text
+from pico_lightning.files import write_json
+from pico_lightning.run_dir import RunDir
 
-ID_FILE = "wandb_id"
-STEPS_FILE = "wandb_steps.json"
 BOOKKEEPING = frozenset({"epoch"})  # added by Lightning to every row: never a reason to keep or drop one
 
 
 def wandb_project(logging: LoggingConfig) -> str:
     """logging.project, else the WANDB_PROJECT environment variable, else 'pico'."""
     return logging.project or os.environ.get("WANDB_PROJECT") or "pico"
-
-
-def run_id(run_dir: Path, create: bool) -> str | None:
-    """The W&B run id kept in ``run_dir/wandb_id``; with ``create``, one is written when there is none: the id of
-    the W&B run the directory already holds, else a new one. Only one process may create it (global rank zero):
-    two writers could leave an id that the W&B run does not have."""
-    path = Path(run_dir) / ID_FILE
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    if not create:
-        return None
-    new = _id_in_wandb_dir(run_dir) or uuid.uuid4().hex[:12]  # wandb 0.31 keeps its generator private
-    write_text(path, new + "\n")
-    return new
-
-
-def _id_in_wandb_dir(run_dir: Path) -> str | None:
-    """The id of the newest W&B run already in ``run_dir/wandb`` (``[offline-]run-<time>-<id>``), so a directory
-    trained before ``wandb_id`` existed (its id was a hash of its path) keeps continuing its W&B run."""
-    found = sorted(Path(run_dir).glob("wandb/*run-*-*"), key=lambda path: path.name.split("run-", 1)[1])
-    return found[-1].name.rsplit("-", 1)[1] if found else None
 
 
 class LoggedSteps:
@@ -96,10 +73,10 @@ class PicoWandbLogger(WandbLogger):
     rows leaves those steps missing from W&B, never doubled; metrics.jsonl holds them all.
     """
 
-    def __init__(self, run_dir: Path, **kwargs):
+    def __init__(self, run: RunDir, **kwargs):
         super().__init__(**kwargs)
         drop_wandb_anonymous(self)  # Lightning passes wandb's deprecated `anonymous`: a warning on every run
-        self._logged = LoggedSteps(Path(run_dir) / STEPS_FILE)
+        self._logged = LoggedSteps(run.wandb_steps)
         self.failed = False
 
     @property
@@ -134,20 +111,20 @@ class PicoWandbLogger(WandbLogger):
             self._logged.record(metrics, step)
 
 
-def build_wandb_logger(logging: LoggingConfig, mode: str, run_dir: Path, name: str, config: dict) -> PicoWandbLogger:
+def build_wandb_logger(logging: LoggingConfig, mode: str, run: RunDir, name: str, config: dict) -> PicoWandbLogger:
     """The fit's W&B logger: project and entity from the config, else WANDB_PROJECT / WANDB_ENTITY (wandb reads
-    the latter itself), job type 'train', the run id of ``run_dir``."""
+    the latter itself), job type 'train', the W&B run id of ``run`` (its files in ``run``'s ``wandb/``)."""
     extra = {"entity": logging.entity} if logging.entity else {}
     return PicoWandbLogger(
-        run_dir,
+        run,
         name=name,
         project=wandb_project(logging),
         group=logging.group or None,
         tags=list(logging.tags) or None,
-        save_dir=str(run_dir),
+        save_dir=str(run.path),
         mode=mode,  # not Lightning's `offline`, which sets WANDB_MODE for the whole process
         config=config,
-        id=run_id(run_dir, create=rank_zero_only.rank == 0),
+        id=run.wandb_id(create=rank_zero_only.rank == 0),
         resume="allow",
         job_type="train",
         **extra,
@@ -179,7 +156,7 @@ def log_lora(loggers, lora_dir: Path, config: dict, metrics: Mapping[str, float]
     runs[0].log_artifact(artifact, aliases=["latest", f"step-{step}"])
 
 
-def log_evaluation(run_dir: Path, logging: LoggingConfig, mode: str, metrics: Mapping[str, float]) -> None:
+def log_evaluation(run: RunDir, logging: LoggingConfig, mode: str, metrics: Mapping[str, float]) -> None:
     """`pico eval RUN`: put ``metrics`` (eval/... keys) in the summary of the run's own W&B run, resumed with job
     type 'eval'. Summary, not history: the evaluation belongs to the finished run, not to a training step, and the
     training's history stays one row per step; a key the training also logged shows this latest value."""
@@ -188,9 +165,9 @@ def log_evaluation(run_dir: Path, logging: LoggingConfig, mode: str, metrics: Ma
     import wandb
 
     extra = {"entity": logging.entity} if logging.entity else {}
-    run = wandb.init(
-        dir=str(run_dir),
-        id=run_id(run_dir, create=True),
+    wandb_run = wandb.init(
+        dir=str(run.path),
+        id=run.wandb_id(create=True),
         resume="allow",
         job_type="eval",
         project=wandb_project(logging),
@@ -199,8 +176,8 @@ def log_evaluation(run_dir: Path, logging: LoggingConfig, mode: str, metrics: Ma
         **extra,
     )
     try:
-        run.summary.update({k: float(v) for k, v in metrics.items()})
-        print(where(run), flush=True)
+        wandb_run.summary.update({k: float(v) for k, v in metrics.items()})
+        print(where(wandb_run), flush=True)
     finally:
-        run.finish()
+        wandb_run.finish()
         wandb.teardown()
