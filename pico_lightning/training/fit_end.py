@@ -29,8 +29,8 @@ import lightning.pytorch as pl
 from pico_lightning.config import ExperimentConfig, to_container
 from pico_lightning.files import write_json
 from pico_lightning.model.lora import WEIGHTS_NAME, export_lora
-from pico_lightning.model.lora_card import write_lora_card
 from pico_lightning.training.checkpoints import LAST
+from pico_lightning.training.lora_card import write_lora_card
 from pico_lightning.training.validation import logged_evaluation
 from pico_lightning.training.wandb_run import log_lora
 

@@ -25,7 +25,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig
+from pico_lightning.data.catalogue import run_prompts
 from pico_lightning.evaluation.evaluator import evaluation_plan
+from pico_lightning.model.text import prompt_table
 from pico_lightning.signals import LATCH
 from pico_lightning.training.artifacts import RunArtifacts
 from pico_lightning.training.attention_backend import AttentionBackend
@@ -36,7 +38,6 @@ from pico_lightning.training.loggers import build_loggers, finish_wandb
 from pico_lightning.training.module import PicoModule
 from pico_lightning.training.preemption import Preemption, cluster_plugins
 from pico_lightning.training.progress import StepProgressBar
-from pico_lightning.training.prompts import prompt_table, run_prompts
 from pico_lightning.training.strategy import build_strategy
 from pico_lightning.training.validation import EvalArtifacts
 
