@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -73,7 +72,6 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path) -> list[Logger]:
     loggers: list[Logger] = [JsonlLogger(run_dir / "metrics.jsonl")]
     mode = cfg.logging.mode()
     if mode != "disabled":
-        os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(build_wandb_logger(cfg.logging, mode, run_dir, cfg.run.name, to_container(cfg)))
     return loggers
 
