@@ -85,6 +85,7 @@ def test_a_run_directory_takes_one_process_at_a_time(tiny_cfg):
     fit(tiny_cfg, FixedDataModule(panel_size=16))  # released: the run goes ahead
 
 
+@pytest.mark.slow  # a `pico train` process
 def test_ctrl_c_exits_130_and_says_how_to_continue(visrel_tiny, tmp_path):
     overrides = [*tiny_train_overrides(visrel_tiny, tmp_path, "int"), "train.max_steps=500", "eval.suites=[]"]
     command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml", *overrides]
