@@ -6,7 +6,7 @@ STAMP := .make/install.stamp
 DEMO_DIR ?= outputs/demo
 PYTEST := $(PYTHON) -m pytest -q -p no:cacheprovider
 
-.PHONY: help install demo test test-full test-cluster lint bench bench-gpu clean
+.PHONY: help install demo test test-slow test-full test-cluster lint bench bench-gpu clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ demo: install  ## the main job, offline on CPU: data, tiny training, seed-scored
 
 test: install  ## the fast suite (skips `slow`, `gpu` and `slurm`)
 	$(PYTEST) -m "not slow and not gpu and not slurm"
+
+test-slow: install  ## only what `make test` skips for time: the multi-process and long tests (`slow`), as CI runs them
+	$(PYTEST) -m "slow and not gpu and not slurm"
 
 test-full: install  ## everything but `gpu` and `slurm`, the multi-process and long tests included
 	$(PYTEST) -m "not gpu and not slurm"

@@ -160,10 +160,10 @@ def measure_encode(module, cfg, setup: BenchSetup) -> dict:
     from bench.gpu_infer import timed
     from pico_lightning.model.conditioning import fill_condition, pack_latents
     from pico_lightning.objective import encode_fill_inputs
-    from pico_lightning.testing import fixed_batch
     from pico_lightning.training.module import step_autocast
+    from tests.support import fixed_batch
 
-    batch = fixed_batch(cfg.data.panel_size, 1)
+    batch = fixed_batch(batch_size=1, panel_size=cfg.data.panel_size)
     grid, mask = batch["grid"].to(setup.device), batch["mask"].to(setup.device)
     autoencoder, generator = module.autoencoder, torch.Generator(setup.device).manual_seed(0)
 

@@ -29,7 +29,7 @@ def episode(module, setup: BenchSetup, panel_size: int, text_len: int):
     """A random 2x2 grid (from uint8 pixels, so the pipeline's PIL copy is the same picture), its mask, and random
     prompt embeddings in the transformer's dtype."""
     from pico_lightning import panels
-    from pico_lightning.inference.sampler import TextInputs
+    from pico_lightning.model.conditioning import TextInputs
 
     layout = panels.Layout(2, 2, panel_size)
     pixels = np.random.default_rng(0).integers(0, 256, (layout.height, layout.width, 3), dtype=np.uint8)
@@ -52,7 +52,7 @@ def sampler_vs_diffusers(module, setup: BenchSetup, panel_size: int, text_len: i
     from diffusers import FluxFillPipeline
 
     from pico_lightning import panels
-    from pico_lightning.testing import sample
+    from tests.support import sample
 
     layout, pixels, grid, mask, text = episode(module, setup, panel_size, text_len)
     parts = module.parts

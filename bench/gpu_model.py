@@ -138,7 +138,7 @@ def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[
     from pico_lightning.training.module import PicoModule
     from pico_lightning.training.train import build_trainer
 
-    torch.set_float32_matmul_precision("high")  # as `pico train` does (training/train.prepare)
+    torch.set_float32_matmul_precision("high")  # as `pico train` does (training/train.fit_settings)
     module = PicoModule(
         cfg.model,
         cfg.train,

@@ -101,8 +101,8 @@ def median_step(ends: list[float], warmup: int) -> float:
 def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts: list[str], variant: str = "") -> dict:
     """Build the row's module, time the bare loop (fixed batch only), then a Lightning fit. Returns the step window
     timer, the bare step seconds and losses, and the fit's error (the bare timing survives a failing fit)."""
-    from pico_lightning.testing import fixed_batch
     from pico_lightning.training.attention_backend import AttentionBackend
+    from tests.support import fixed_batch
 
     windows = StepWindows(setup)
     callbacks = [windows, AttentionBackend(cfg.train.attention_backend)]
@@ -114,7 +114,7 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
     result["checkpointed_blocks"] = len(plan.checkpointed) if plan else None
     fixed = isinstance(loader_or_datamodule, torch.utils.data.DataLoader)
     if fixed:
-        batch = fixed_batch(cfg.data.panel_size, cfg.train.batch_size)
+        batch = fixed_batch(batch_size=cfg.train.batch_size, panel_size=cfg.data.panel_size)
         result["bare_step_s"], result["bare_losses"] = bare_loop(module, batch, cfg, setup)
     release_memory()
     if setup.device.type == "cuda":
@@ -137,10 +137,10 @@ def training_row(
     variant: str = "",
 ):
     """One row of the table: Lightning vs bare step, peak memory, samples/s (MFU is added by the caller)."""
-    from pico_lightning.testing import fixed_loader
+    from tests.support import fixed_loader
 
     cfg = row_config(setup, tmp, batch, checkpointing, compile_, data_root, variant)
-    fit = fit_windows(cfg, setup, tmp, fixed_loader(cfg.data.panel_size, batch), PROMPTS, variant)
+    fit = fit_windows(cfg, setup, tmp, fixed_loader(batch_size=batch, panel_size=cfg.data.panel_size), PROMPTS, variant)
     row = {key: fit[key] for key in ("bare_step_s", "bare_losses", "checkpointed_blocks")}
     if fit["error"]:
         return {**row, "error": fit["error"]}
@@ -174,7 +174,7 @@ def loader_wait(setup: BenchSetup, tmp: Path, data_root: Path, fixed_gap_s: floa
 def quantized_loss(setup: BenchSetup, tmp: Path, data_root: Path, steps: int = 50) -> dict:
     """The default 24 GB base (``setup.variants[0]``: float8 or int8) against the bf16 base: the losses of ``steps``
     bare steps each (batch 1, checkpointing, uncompiled), on the same batch and noise from the same LoRA init."""
-    from pico_lightning.testing import fixed_batch
+    from tests.support import fixed_batch
 
     if not setup.variants:
         return {"error": "no 8-bit base on this device (float8 needs compute capability 8.9+, int8 needs torchao)"}
@@ -183,7 +183,8 @@ def quantized_loss(setup: BenchSetup, tmp: Path, data_root: Path, steps: int = 5
     for variant in ("", kind):
         cfg = row_config(long, tmp, 1, True, False, data_root, variant)
         module, _ = build_lightning(cfg, setup, PROMPTS, [], tmp / "runs" / cfg.run.name)
-        losses[variant or "bf16"] = bare_loop(module, fixed_batch(cfg.data.panel_size, 1), cfg, long)[1]
+        batch = fixed_batch(batch_size=1, panel_size=cfg.data.panel_size)
+        losses[variant or "bf16"] = bare_loop(module, batch, cfg, long)[1]
         del module
         release_memory()
     diffs = [q - b for q, b in zip(losses[kind], losses["bf16"])]
@@ -227,9 +228,9 @@ def step_profile(module: pl.LightningModule, cfg, setup: BenchSetup) -> dict:
     warm-up; the compiled warm-up includes compiling, ``compile_s``). The module's blocks stay compiled: profile is
     the last section on the reference module."""
     from pico_lightning.model.compilation import compile_blocks
-    from pico_lightning.testing import fixed_batch
+    from tests.support import fixed_batch
 
-    batch = fixed_batch(cfg.data.panel_size, 1)
+    batch = fixed_batch(batch_size=1, panel_size=cfg.data.panel_size)
     result = {"eager": kernel_table(module, batch, cfg, setup)}
     compile_blocks(module.transformer)
     start = time.perf_counter()

@@ -16,10 +16,10 @@ import torch
 
 from pico_lightning import flow
 from pico_lightning.config import TrainConfig
-from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.autoencoder import Autoencoder
 from pico_lightning.model.backbone import FluxParts
 from pico_lightning.model.conditioning import (
+    TextInputs,
     channels_last,
     condition_tokens,
     latent_image_ids,

@@ -132,6 +132,13 @@ def evaluation_items(cfg: ExperimentConfig) -> dict:
     return DatasetCatalogue(cfg.data, cfg.eval).eval_items()
 
 
+def run_evaluation(cfg: ExperimentConfig, lora: str | None, out_dir: Path) -> dict[str, float]:
+    """`pico eval`: seed-scored metrics of the base (+ LoRA) on ``cfg.eval.suites``; writes metrics.json and
+    gallery.png. The suites are read before the model loads, so a missing one fails fast."""
+    items = evaluation_items(cfg)
+    return PicoPipeline(cfg, lora).evaluate(out_dir, items=items)
+
+
 class PicoPipeline:
     """A base FLUX.1-Fill model (+ PICO LoRA), loaded once, that fills episodes (A -> A', B) -> B'."""
 

@@ -34,41 +34,9 @@ def _restore_torch_state():
 @pytest.fixture(scope="session")
 def tiny_flux_dir(tmp_path_factory):
     """A tiny FLUX.1-Fill directory (random init, KL autoencoder) written by FluxFillPipeline.save_pretrained."""
-    from pico_lightning.testing import save_tiny_flux_fill
+    from support import save_tiny_flux_fill
 
     return save_tiny_flux_fill(tmp_path_factory.mktemp("tiny_flux_fill"))
-
-
-class FixedEpisodes(torch.utils.data.IterableDataset):
-    """An endless stream of the same tiny batch: (x, -x) exemplar and query pairs, for module-level tests."""
-
-    def __init__(self, batch_size: int = 4, panel_size: int = 16, non_finite: bool = False):
-        from pico_lightning import panels
-
-        generator = torch.Generator().manual_seed(0)
-        layout = panels.Layout(2, 2, panel_size)
-        grids = []
-        for _ in range(batch_size):
-            a = torch.rand(3, panel_size, panel_size, generator=generator) * 2 - 1
-            grids.append(panels.compose_grid([a, -a, a.flip(-1), -a.flip(-1)], layout))
-        grid = torch.stack(grids)
-        if non_finite:
-            grid[0, 0, 0, 0] = float("nan")
-        self.batch = {
-            "grid": grid,
-            "mask": panels.target_mask(layout).expand(batch_size, -1, -1, -1).clone(),
-            "prompt": ["Edit", ""] * (batch_size // 2),
-            "task": ["negate"] * batch_size,
-            "category": ["manipulation", "restoration"] * (batch_size // 2),
-        }
-
-    def __iter__(self):
-        while True:
-            yield {k: (v.clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in self.batch.items()}
-
-
-def fixed_loader(**kwargs) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(FixedEpisodes(**kwargs), batch_size=None)
 
 
 @pytest.fixture
@@ -98,7 +66,8 @@ def tiny_cfg(tmp_path):
 
 def embedded(cfg, prompts=("", "Edit")):
     """``cfg`` after `pico embed`'s step for ``prompts`` (training only reads the text cache)."""
-    from pico_lightning.training.prompts import embed_prompts, run_prompts
+    from pico_lightning.data.catalogue import run_prompts
+    from pico_lightning.model.text import embed_prompts
 
     embed_prompts(cfg.model, run_prompts(list(prompts)))
     return cfg
@@ -109,6 +78,7 @@ class FixedDataModule:
 
     def __new__(cls, **kwargs):
         import lightning.pytorch as pl
+        from support import fixed_loader
 
         class _Module(pl.LightningDataModule):
             def prompts(self):

@@ -9,7 +9,7 @@ import torch
 from peft.utils import get_peft_model_state_dict
 
 from pico_lightning.config import load_config
-from pico_lightning.training.train import prepare
+from pico_lightning.training.train import fit_settings, prepare
 
 
 class DumpLora(pl.Callback):
@@ -28,6 +28,7 @@ class DumpLora(pl.Callback):
 if __name__ == "__main__":
     dump, overrides = Path(sys.argv[1]), sys.argv[2:]
     cfg = load_config(Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml", overrides)
-    module, trainer, datamodule, ckpt = prepare(cfg)
-    trainer.callbacks.append(DumpLora(dump))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    with fit_settings():  # as `pico train`'s fit
+        module, trainer, datamodule, ckpt = prepare(cfg)
+        trainer.callbacks.append(DumpLora(dump))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)

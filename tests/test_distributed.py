@@ -27,6 +27,7 @@ def metrics_rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # a `pico train` of two processes
 def test_two_process_ddp_trains_and_evaluates(visrel_tiny, tmp_path):
     result = pico_train([*tiny_train_overrides(visrel_tiny, tmp_path, "ddp"), "train.devices=2", "train.strategy=ddp"])
     assert result.returncode == 0, result.stderr[-3000:]

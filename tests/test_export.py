@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from conftest import embedded, fixed_loader, quiet_trainer
+from conftest import embedded, quiet_trainer
 from diffusers import FluxFillPipeline
 from PIL import Image
+from support import fixed_loader
 
 from pico_lightning import cli, panels
 from pico_lightning.config import load_config

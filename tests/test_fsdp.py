@@ -37,6 +37,7 @@ def test_fsdp_is_fsdp2_over_every_rank():
     assert build_strategy(TrainConfig(strategy="ddp")) == "ddp"
 
 
+@pytest.mark.slow  # four `pico train` runs of two processes each
 def test_fsdp_on_two_cpu_ranks_trains_like_ddp_resumes_and_exports(visrel_tiny, tmp_path):
     """Two ranks, 4 steps: FSDP's losses equal DDP's (same data and noise per rank, gradients averaged either way);
     a run stopped at its step-2 checkpoint and resumed logs the same losses; the LoRA export matches DDP's. The 3

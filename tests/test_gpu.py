@@ -8,10 +8,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from support import fixed_loader
 
 from pico_lightning.config import load_config
 from pico_lightning.config.presets import PRESETS
-from pico_lightning.testing import fixed_loader
 from pico_lightning.training.attention_backend import AttentionBackend
 from pico_lightning.training.module import PicoModule
 from pico_lightning.training.train import build_trainer
@@ -75,5 +75,5 @@ def test_one_full_size_step_with_shipped_defaults(tmp_path):
     assert sum(p.numel() for p in module.parameters()) > 11.9e9  # the full-size architecture
     recorder = LossRecorder()
     trainer = build_trainer(cfg, tmp_path / "run", [recorder, AttentionBackend(cfg.train.attention_backend)], False)
-    trainer.fit(module, fixed_loader(cfg.data.panel_size, 1))
+    trainer.fit(module, fixed_loader(batch_size=1, panel_size=cfg.data.panel_size))
     assert trainer.global_step == 1 and len(recorder.losses) == 1 and math.isfinite(recorder.losses[0])

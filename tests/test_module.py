@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import FixedDataModule, fixed_loader, quiet_trainer
+from conftest import FixedDataModule, quiet_trainer
+from support import fixed_loader
 
 from pico_lightning.training.checkpoints import read_checkpoint
 from pico_lightning.training.module import TrainingDivergedError

@@ -9,10 +9,9 @@ from diffusers.pipelines.flux.pipeline_flux_fill import retrieve_latents
 
 from pico_lightning import objective
 from pico_lightning.config import ModelConfig, TrainConfig
-from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model import autoencoder as autoencoder_module
 from pico_lightning.model.backbone import build_parts
-from pico_lightning.model.conditioning import fill_condition, pack_latents
+from pico_lightning.model.conditioning import TextInputs, fill_condition, pack_latents
 
 
 def grids_and_masks(batch: int = 2, height: int = 32, width: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import tiny_train_overrides
 
@@ -26,6 +27,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}
 
 
+@pytest.mark.slow  # three `pico train` processes
 def test_sigterm_to_the_whole_job_saves_its_step_exits_143_and_resumes_exactly(visrel_tiny, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml"]

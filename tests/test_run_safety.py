@@ -151,6 +151,7 @@ def test_without_flock_a_live_or_foreign_lock_is_refused(tmp_path, monkeypatch, 
     assert run.lock_file.read_text() == f"{host} {pid}"  # left to its holder
 
 
+@pytest.mark.slow  # a `pico train` process
 def test_ctrl_c_exits_130_and_says_how_to_continue(visrel_tiny, tmp_path):
     overrides = [*tiny_train_overrides(visrel_tiny, tmp_path, "int"), "train.max_steps=500", "eval.suites=[]"]
     command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml", *overrides]

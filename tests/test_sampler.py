@@ -5,14 +5,14 @@ import pytest
 import torch
 from diffusers import FluxFillPipeline
 from PIL import Image
+from support import sample
 
 from pico_lightning import panels
 from pico_lightning.config import ModelConfig
 from pico_lightning.inference.loading import load_inference_model
-from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model import conditioning
 from pico_lightning.model.backbone import build_parts, kl_vae
-from pico_lightning.testing import sample
+from pico_lightning.model.conditioning import TextInputs
 
 LAYOUT = panels.Layout(2, 2, 32)
 STEPS, GUIDANCE, SEED, PROMPT = 4, 30.0, 3, "Segment"

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from support import sample
 
 from pico_lightning import panels
 from pico_lightning.config import EvalConfig, ModelConfig
@@ -12,7 +13,6 @@ from pico_lightning.inference import routing
 from pico_lightning.inference.loading import load_inference_model
 from pico_lightning.inference.seed_scorer import attention_modules, capture_routing, fill_episode
 from pico_lightning.model.backbone import fill_transformer
-from pico_lightning.testing import sample
 
 LAYOUT = panels.Layout(2, 2, 16)
 

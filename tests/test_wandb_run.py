@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FixedDataModule, FixedEpisodes, tiny_train_overrides
+from conftest import FixedDataModule, tiny_train_overrides
+from support import FixedEpisodes
 from wandb_reader import read_run_dir
 
 from pico_lightning.run_dir import RunDir

@@ -30,7 +30,9 @@ def _embed(args: argparse.Namespace) -> None:
     cfg = load_experiment(args)
     if cfg is None:  # --print-config
         return
-    from pico_lightning.training.prompts import embed_run_prompts
+    from pico_lightning.data.catalogue import DatasetCatalogue, run_prompts
+    from pico_lightning.model.text import embed_prompts
 
-    prompts, encoded = embed_run_prompts(cfg.model, cfg.data)
-    print(f"{prompts} prompts embedded ({encoded} new, {prompts - encoded} already cached)")
+    prompts = run_prompts(DatasetCatalogue(cfg.data).prompts())
+    encoded = embed_prompts(cfg.model, prompts)
+    print(f"{len(prompts)} prompts embedded ({encoded} new, {len(prompts) - encoded} already cached)")

@@ -8,8 +8,15 @@ pico eval --model-dir /ckpt/FLUX.1-Fill-dev --lora lora/ --suite perseg eval.per
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pico_lightning.commands.model_args import add_model_arguments, resolve_model
+
+if TYPE_CHECKING:  # `pico --help` imports every command module: no config import at the top
+    from pico_lightning.config import LoggingConfig
+    from pico_lightning.run_dir import RunDir
 
 
 def add_parser(subparsers) -> None:
@@ -28,7 +35,6 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from pico_lightning.commands.outputs import writable_dir
     from pico_lightning.run_dir import RunDir
@@ -42,14 +48,42 @@ def run(args: argparse.Namespace) -> int:
     cfg, lora = resolve_model(args)
     default = RunDir(args.run_dir).final_eval if args.run_dir else Path("eval_out")
     out = writable_dir(Path(args.out) if args.out else default, "--out")  # now, not after the evaluation
-    from pico_lightning.training.offline_eval import run_evaluation
+    from pico_lightning.pipeline import run_evaluation
 
     metrics = run_evaluation(cfg, lora, out)
-    if args.run_dir:  # into the run's own W&B run (its id is in the run directory)
-        from pico_lightning.training.loggers import wandb_mode
-        from pico_lightning.training.wandb_run import log_evaluation
-
-        log_evaluation(RunDir(args.run_dir), cfg.logging, wandb_mode(cfg), metrics)
+    if args.run_dir:
+        log_evaluation(RunDir(args.run_dir), cfg.logging, metrics)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.count("/") <= 2}, indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'gallery.png'}")
     return 0
+
+
+def log_evaluation(run_dir: RunDir, logging: LoggingConfig, metrics: Mapping[str, float]) -> None:
+    """Put ``metrics`` (eval/... keys) in the summary of the run's own W&B run (its id is in the run directory),
+    resumed with job type 'eval'. Summary, not history: the evaluation belongs to the finished run, not to a
+    training step, and the training's history stays one row per step; a key the training also logged shows this
+    latest value."""
+    mode = logging.mode()
+    if mode == "disabled":
+        return
+    import wandb
+
+    from pico_lightning.training.wandb_run import wandb_project, where
+
+    extra = {"entity": logging.entity} if logging.entity else {}
+    run = wandb.init(
+        dir=str(run_dir.path),
+        id=run_dir.wandb_id(create=True),
+        resume="allow",
+        job_type="eval",
+        project=wandb_project(logging),
+        group=logging.group or None,
+        mode=mode,
+        **extra,
+    )
+    try:
+        run.summary.update({k: float(v) for k, v in metrics.items()})
+        print(where(run), flush=True)
+    finally:
+        run.finish()
+        wandb.teardown()

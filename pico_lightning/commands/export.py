@@ -28,9 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     from pico_lightning.commands.outputs import not_a_file
     from pico_lightning.config import load_config
-    from pico_lightning.model.lora_card import write_lora_card
     from pico_lightning.run_dir import RunDir
     from pico_lightning.training.checkpoints import export_checkpoint
+    from pico_lightning.training.lora_card import write_lora_card
 
     not_a_file(Path(args.out), "--out")
     run = RunDir.existing(args.run_dir)

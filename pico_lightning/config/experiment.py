@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pico_lightning.config.checks import ConfigError, check
+from pico_lightning.config.checks import ConfigError, check, describe
 from pico_lightning.config.data import DataConfig
 from pico_lightning.config.evaluation import EvalConfig
 from pico_lightning.config.model import LoraConfig, ModelConfig
@@ -76,7 +76,7 @@ def load_config(
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}: {_describe(err)}") from None
+        raise ConfigError(f"{source}: {describe(err)}") from None
 
 
 def _read_layer(path: str | os.PathLike) -> DictConfig:
@@ -94,16 +94,7 @@ def _merge(base: DictConfig, layer: DictConfig, source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, layer)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}: {_describe(err)}") from None
-
-
-def _describe(err: OmegaConfBaseException) -> str:
-    """``key: message`` of an OmegaConf error, in one line."""
-    key = getattr(err, "full_key", None) or "?"
-    message = str(getattr(err, "msg", None) or err).splitlines()[0]
-    if "is not a ListConfig" in message:  # a scalar where a list goes: say how to write one
-        message = f"expected a list like [{getattr(err, 'value', None) or 'a, b'}]"
-    return f"{key}: {message}"
+        raise ConfigError(f"{source}: {describe(err)}") from None
 
 
 def anchor_paths(layer: DictConfig, base: Path) -> None:

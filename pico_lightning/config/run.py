@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,10 @@ class LoggingConfig:
     """W&B tags."""
     log_every_n_steps: int = 10
     """Scalar logging interval."""
+
+    def mode(self) -> str:
+        """The W&B mode in effect: the WANDB_MODE environment variable wins over wandb_mode."""
+        return os.environ.get("WANDB_MODE") or self.wandb_mode
 
 
 @dataclass

@@ -94,11 +94,11 @@ class TrainConfig:
 
     def per_device_batch(self) -> int:
         """The batch each device sees; the global batch must divide by the world size."""
-        world = self.world_size()
-        check(
-            self.batch_size % world == 0,
-            "train.batch_size",
-            f"a multiple of devices*num_nodes={world}",
-            self.batch_size,
-        )
-        return self.batch_size // world
+        return split_batch(self.batch_size, self.world_size())
+
+
+def split_batch(batch_size: int, world: int) -> int:
+    """The share of a global batch on each of ``world`` devices; ConfigError when it does not divide (the config's
+    world at load, the one a Trainer really has at setup)."""
+    check(batch_size % world == 0, "train.batch_size", f"a multiple of devices*num_nodes={world}", batch_size)
+    return batch_size // world

@@ -7,6 +7,7 @@ first use and kept: constructing a catalogue does no IO.
     catalogue = DatasetCatalogue(cfg.data, cfg.eval)
     catalogue.prompts()        # every prompt the data can produce, "" first
     catalogue.eval_items()     # {suite: [EvalItem]} of eval.suites
+    run_prompts(catalogue.prompts())  # what `pico embed` embeds: those, plus the family labels the suites use
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ import webdataset as wds
 from pico_lightning.config import DataConfig, EvalConfig
 from pico_lightning.data import episodes as ep
 from pico_lightning.data.eval_items import EvalItem, collect_items, data_root
+from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.data.sources import ShardSet, load_shard_set
 from pico_lightning.data.stream import DecodePairs, SkipCounter
+
+
+def run_prompts(data_prompts: list[str]) -> list[str]:
+    """Every prompt a run embeds: what the data can produce, plus the family labels the eval suites use."""
+    return list(dict.fromkeys([*data_prompts, *CATEGORY_PROMPTS.values()]))
 
 
 class DatasetCatalogue:

@@ -18,6 +18,7 @@ import torch
 import webdataset as wds
 
 from pico_lightning.config import DataConfig, EvalConfig
+from pico_lightning.config.train import split_batch
 from pico_lightning.data import episodes as ep
 from pico_lightning.data.catalogue import DatasetCatalogue
 from pico_lightning.data.eval_items import EvalItem, eval_loader
@@ -53,10 +54,7 @@ class VisRelDataModule(pl.LightningDataModule):
 
     def per_device_batch(self) -> int:
         """Episodes per batch on each rank: the global batch over devices*num_nodes, which must divide it."""
-        world = self._rank_world()[1]
-        if self.global_batch_size % world:
-            raise UserError(f"train.batch_size: {self.global_batch_size} must divide by devices*num_nodes={world}")
-        return self.global_batch_size // world
+        return split_batch(self.global_batch_size, self._rank_world()[1])
 
     def prompts(self) -> list[str]:
         """The catalogue's prompts: every prompt the data can produce, "" first."""

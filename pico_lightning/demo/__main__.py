@@ -83,7 +83,7 @@ def run_demo(experiment: Path, out: Path, overrides: list[str]) -> dict:
     from pico_lightning.cli import main as pico
     from pico_lightning.config import load_config
     from pico_lightning.files import write_json
-    from pico_lightning.training.offline_eval import run_evaluation
+    from pico_lightning.pipeline import run_evaluation
     from pico_lightning.training.train import fit
 
     overrides = [

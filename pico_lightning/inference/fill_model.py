@@ -11,8 +11,8 @@ from typing import Protocol
 
 import torch
 
-from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.backbone import FluxParts
+from pico_lightning.model.conditioning import TextInputs
 
 
 class FillModel(Protocol):

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from pico_lightning.config import ModelConfig
-from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.backbone import FluxParts, build_parts, build_text_encoders
+from pico_lightning.model.conditioning import TextInputs
 from pico_lightning.model.text import TextCache, model_text_cache
 
 

@@ -21,6 +21,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from pico_lightning.flow import max_shift_tokens, shift_mu
 from pico_lightning.model.autoencoder import Autoencoder
 from pico_lightning.model.conditioning import (
+    TextInputs,
     fill_condition,
     latent_image_ids,
     pack_latents,
@@ -58,17 +59,6 @@ class FillState:
         condition = torch.cat([s.condition for s in states])
         evaluations = sum(s.model_evaluations for s in states)
         return FillState(latents, condition, first.image_ids, first.latent_size, evaluations)
-
-
-@dataclass
-class TextInputs:
-    """Prompt embeddings for one episode: (1, Lt, D) sequence and (1, D) pooled."""
-
-    prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
-
-    def expand(self, batch: int) -> TextInputs:
-        return TextInputs(self.prompt_embeds.expand(batch, -1, -1), self.pooled_prompt_embeds.expand(batch, -1))
 
 
 def init_state(

@@ -14,8 +14,9 @@ import torch
 
 from pico_lightning.config import EvalConfig
 from pico_lightning.inference.routing import RoutingCapture, mean_routing, score_routing, token_panels
-from pico_lightning.inference.sampler import FillState, TextInputs, decode, denoise, init_state, make_scheduler
+from pico_lightning.inference.sampler import FillState, decode, denoise, init_state, make_scheduler
 from pico_lightning.model.backbone import dit_blocks
+from pico_lightning.model.conditioning import TextInputs
 from pico_lightning.panels import Layout
 
 # Empty eval.score_blocks: the last 4 double blocks. Capture cost is linear in blocks (19 at full size cost ~2 s at

@@ -8,9 +8,22 @@ The DiT's input per image token is ``[packed noisy latents | packed masked-image
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pico_lightning.model.autoencoder import Autoencoder
+
+
+@dataclass
+class TextInputs:
+    """The text half of the conditioning, per grid: (B, Lt, D) prompt embeddings and (B, D) pooled ones."""
+
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+
+    def expand(self, batch: int) -> TextInputs:
+        return TextInputs(self.prompt_embeds.expand(batch, -1, -1), self.pooled_prompt_embeds.expand(batch, -1))
 
 
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,6 @@ time. Shard after LoRA and checkpointing are in place and before compiling the b
 
 from __future__ import annotations
 
-import warnings
-
 from torch import nn
 
 from pico_lightning.model.backbone import dit_blocks
@@ -20,11 +18,6 @@ def shard_transformer(transformer: nn.Module, mesh) -> int:
     blocks."""
     from torch.distributed.fsdp import fully_shard
 
-    # FLUX's single block returns its text and image tokens as two views of one tensor. FSDP2 warns that an in-place
-    # op on such a view would skip its pre-backward gather; diffusers' FluxTransformer2DModel only reads them out of
-    # place, and tests/test_fsdp.py checks that FSDP's losses and LoRA equal DDP's.
-    view_warning = r"FSDP2-wrapped module \(FSDPFluxSingleTransformerBlock\) returned a view"
-    warnings.filterwarnings("ignore", message=view_warning)
     blocks = dit_blocks(transformer)
     for block in blocks:
         fully_shard(block, mesh=mesh)

@@ -1,7 +1,11 @@
 """Prompt -> (prompt_embeds, pooled_prompt_embeds), exactly as FluxFillPipeline encodes them, cached on disk.
 
-The cache key is (encoder identity, prompt, max length, dtype); each entry is one safetensors file. Training reads
-every prompt the data can produce from the cache, so the text encoders are built (lazily) only on a cache miss.
+The cache key is (encoder identity, prompt, max length, dtype); each entry is one safetensors file. Training never
+constructs a text encoder (T5-XXL alone is 9 GB): a dedicated step (`pico embed`, :func:`embed_prompts`) fills the
+cache with every prompt the data and the evaluation suites can produce, and training only reads it
+(:func:`prompt_table`), stopping with one line that names the command to run when an entry is missing.
+
+    pico embed experiments/flux_fill.yaml model.pretrained_dir=/ckpt/FLUX.1-Fill-dev data.root=/data/visrel
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from diffusers import FluxFillPipeline
 from safetensors.torch import load_file, save_file
 
 from pico_lightning.config import ModelConfig
+from pico_lightning.errors import UserError
 from pico_lightning.files import atomic_path
-from pico_lightning.model.backbone import DTYPES, TextEncoders
+from pico_lightning.model.backbone import DTYPES, TextEncoders, build_text_encoders, model_identity
 
 PromptEmbedding = tuple[torch.Tensor, torch.Tensor]  # (L, D) sequence embeddings, (D,) pooled
 log = logging.getLogger(__name__)
@@ -115,3 +120,25 @@ def model_text_cache(cfg: ModelConfig, identity: str) -> TextCache:
     default = Path(os.environ.get("PICO_CACHE", Path.home() / ".cache" / "pico_lightning")) / "text"
     directory = Path(cfg.text_cache_dir) if cfg.text_cache_dir else default
     return TextCache(directory, identity, cfg.sequence_length(), DTYPES[cfg.dtype])
+
+
+def embed_prompts(cfg: ModelConfig, prompts: list[str]) -> int:
+    """The dedicated step: build the text encoders (only if some prompt is missing) and fill the cache; returns
+    how many prompts were encoded now."""
+    cache = model_text_cache(cfg, model_identity(cfg))
+    missing = cache.missing(prompts)
+    cache.get(missing, lambda: build_text_encoders(cfg))
+    return len(missing)
+
+
+def prompt_table(cfg: ModelConfig, prompts: list[str]) -> dict[str, PromptEmbedding]:
+    """Cached embeddings of ``prompts``; a missing one is a UserError naming the `pico embed` command."""
+    cache = model_text_cache(cfg, model_identity(cfg))
+
+    def refuse() -> TextEncoders:  # the cache's "build the encoders" fallback: never in training
+        raise UserError(
+            f"model.text_cache_dir: prompt embeddings missing in {cache.directory}; training never builds the text "
+            "encoders: embed them once with `pico embed EXPERIMENT.yaml [the same key=value overrides]`"
+        )
+
+    return cache.get(prompts, refuse)

@@ -36,6 +36,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pico_lightning.config.checks import describe
 from pico_lightning.config.yaml_file import read_yaml
 from pico_lightning.errors import UserError
 from pico_lightning.run_dir import RunDir
@@ -126,8 +127,7 @@ def load_spec(path: str | Path) -> AblationSpec:
     try:
         spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(AblationSpec), layer))
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None) or "?"
-        raise UserError(f"{path}: {key}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from None
+        raise UserError(f"{path}: {describe(err)}") from None
     _check_spec(spec, path)
     spec.sweep.base = str(Path(path).parent / spec.sweep.base)  # an absolute base stays as it is
     return spec

@@ -15,9 +15,10 @@ def train(experiment: str | Path | None, overrides: Sequence[str] = ()) -> Path:
     text cache lacks (`pico embed`), then fit (`pico train`); returns the run directory (config.yaml, checkpoints/,
     lora/, summary.json, ...)."""
     from pico_lightning.config import load_config
-    from pico_lightning.training.prompts import embed_run_prompts
+    from pico_lightning.data.catalogue import DatasetCatalogue, run_prompts
+    from pico_lightning.model.text import embed_prompts
     from pico_lightning.training.train import fit
 
     cfg = load_config(experiment, list(overrides))
-    embed_run_prompts(cfg.model, cfg.data)
+    embed_prompts(cfg.model, run_prompts(DatasetCatalogue(cfg.data).prompts()))
     return fit(cfg)

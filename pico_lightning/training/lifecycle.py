@@ -42,10 +42,10 @@ from pico_lightning.evaluation.evaluator import EvalOutput
 from pico_lightning.evaluation.gallery import gallery_image, gallery_rows, save_png
 from pico_lightning.files import write_json
 from pico_lightning.model.lora import WEIGHTS_NAME, export_lora
-from pico_lightning.model.lora_card import write_lora_card
 from pico_lightning.panels import Layout
 from pico_lightning.run_dir import BEST_CHECKPOINT, STEP_CHECKPOINT, RunDir
 from pico_lightning.training.loggers import JsonlLogger
+from pico_lightning.training.lora_card import write_lora_card
 from pico_lightning.training.preemption import Preemption
 from pico_lightning.training.wandb_run import log_lora
 

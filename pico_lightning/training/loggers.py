@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -68,18 +67,12 @@ def _before(line: str, step: int) -> bool:
     return row.get("step", 0) <= step if is_eval else row.get("step", 0) < step
 
 
-def wandb_mode(cfg: ExperimentConfig) -> str:
-    """The W&B mode: the WANDB_MODE environment variable wins over logging.wandb_mode."""
-    return os.environ.get("WANDB_MODE") or cfg.logging.wandb_mode
-
-
 def build_loggers(cfg: ExperimentConfig, run: RunDir) -> list[Logger]:
     """metrics.jsonl always; W&B unless its mode is 'disabled' (name, group, tags and config from the experiment;
     its id, step bookkeeping and links in training/wandb_run.py)."""
     loggers: list[Logger] = [JsonlLogger(run.metrics)]
-    mode = wandb_mode(cfg)
+    mode = cfg.logging.mode()
     if mode != "disabled":
-        os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(build_wandb_logger(cfg.logging, mode, run, cfg.run.name, to_container(cfg)))
     return loggers
 

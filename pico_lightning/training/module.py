@@ -28,7 +28,6 @@ from pico_lightning.data.eval_items import EvalItem
 from pico_lightning.data.schema import CATEGORIES
 from pico_lightning.errors import UserError
 from pico_lightning.evaluation.evaluator import EvalMetrics, EvalOutput, evaluate_item
-from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.backbone import FluxParts, build_parts
 from pico_lightning.model.checkpointing import (
     CheckpointPlan,
@@ -38,6 +37,7 @@ from pico_lightning.model.checkpointing import (
     plan_checkpointing,
 )
 from pico_lightning.model.compilation import compile_blocks
+from pico_lightning.model.conditioning import TextInputs
 from pico_lightning.model.lora import add_lora, load_lora
 from pico_lightning.model.quantize import quantize_base
 from pico_lightning.model.sharding import shard_transformer

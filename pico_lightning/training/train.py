@@ -15,8 +15,10 @@ Lightning's teardown would copy it to the host. training/lifecycle.py tells what
 from __future__ import annotations
 
 import logging
+import os
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -24,7 +26,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig
+from pico_lightning.data.catalogue import run_prompts
 from pico_lightning.evaluation.evaluator import evaluation_plan
+from pico_lightning.model.text import prompt_table
 from pico_lightning.run_dir import RunDir
 from pico_lightning.signals import LATCH
 from pico_lightning.training.attention_backend import AttentionBackend
@@ -34,8 +38,21 @@ from pico_lightning.training.loggers import build_loggers, finish_wandb
 from pico_lightning.training.module import PicoModule
 from pico_lightning.training.preemption import cluster_plugins
 from pico_lightning.training.progress import StepProgressBar
-from pico_lightning.training.prompts import prompt_table, run_prompts
 from pico_lightning.training.strategy import build_strategy
+
+KNOWN_NOISE = (  # warnings about choices made on purpose
+    r"Found \d+ module\(s\) in eval mode",  # the frozen base
+    r"You have overridden `on_before_batch_transfer`",  # ours: prompt ids travel with the batch
+    r"Checkpoint directory .* exists and is not empty",  # every resume
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated",  # lightning's _pytree on torch 2.13
+    r"The .(val|train)_dataloader. does not have many workers",  # eval items are in memory
+    r"You defined a `validation_step` but have no `val_dataloader`",  # eval.suites is empty
+    r"It is recommended to use `self.log\(.*sync_dist=True\)`",  # evaluation metrics are synced by torchmetrics
+    # FLUX's single block returns its text and image tokens as two views of one tensor. FSDP2 warns that an in-place
+    # op on such a view would skip its pre-backward gather; diffusers' FluxTransformer2DModel only reads them out of
+    # place, and tests/test_fsdp.py checks that FSDP's losses and LoRA equal DDP's.
+    r"FSDP2-wrapped module \(FSDPFluxSingleTransformerBlock\) returned a view",
+)
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -99,8 +116,6 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
     The evaluation episodes are read here, so a missing suite stops the run before its first step."""
     from pico_lightning.data.datamodule import VisRelDataModule
 
-    torch.set_float32_matmul_precision("high")
-    _quiet_known_noise()
     run = RunDir(cfg.run.path())
     ckpt = resume_checkpoint(run, cfg.run.resume)
     datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval)
@@ -119,7 +134,7 @@ def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None)
     by SIGUSR1 / SIGTERM raises :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and
     its loggers are closed."""
     run = RunDir(cfg.run.path())
-    with run.lock() if rank_zero_only.rank == 0 else nullcontext():
+    with fit_settings(), run.lock() if rank_zero_only.rank == 0 else nullcontext():
         module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
         try:
             with LATCH.armed():
@@ -144,17 +159,24 @@ def _fit(trainer: pl.Trainer, module: PicoModule, datamodule, ckpt: Path | None)
         ) from None
 
 
-def _quiet_known_noise() -> None:
-    """Warnings about choices made on purpose, and Lightning's banner lines (accelerator, litlogger tip, "max_steps
-    reached"), which would bury the lines that matter; Lightning's warnings still show."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    for message in (
-        r"Found \d+ module\(s\) in eval mode",  # the frozen base
-        r"You have overridden `on_before_batch_transfer`",  # ours: prompt ids travel with the batch
-        r"Checkpoint directory .* exists and is not empty",  # every resume
-        r".*`isinstance\(treespec, LeafSpec\)` is deprecated",  # lightning's _pytree on torch 2.13
-        r"The .(val|train)_dataloader. does not have many workers",  # eval items are in memory
-        r"You defined a `validation_step` but have no `val_dataloader`",  # eval.suites is empty
-        r"It is recommended to use `self.log\(.*sync_dist=True\)`",  # evaluation metrics are synced by torchmetrics
-    ):
-        warnings.filterwarnings("ignore", message=message)
+@contextmanager
+def fit_settings() -> Iterator[None]:
+    """The process-wide settings of a fit, restored when it ends (a library changes none on import or when building):
+    TF32 matmuls on GPUs (float32 matmul precision "high"), W&B's console chatter off, and quiet about choices made
+    on purpose and Lightning's banner lines (accelerator, litlogger tip, "max_steps reached"), which would bury the
+    lines that matter; Lightning's warnings still show."""
+    banner = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    precision, level, silent = torch.get_float32_matmul_precision(), banner.level, os.environ.get("WANDB_SILENT")
+    torch.set_float32_matmul_precision("high")
+    banner.setLevel(logging.WARNING)
+    os.environ.setdefault("WANDB_SILENT", "true")  # read when W&B starts, in the fit
+    try:
+        with warnings.catch_warnings():
+            for message in KNOWN_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        banner.setLevel(level)
+        if silent is None:
+            os.environ.pop("WANDB_SILENT", None)

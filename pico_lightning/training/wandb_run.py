@@ -154,30 +154,3 @@ def log_lora(loggers, lora_dir: Path, config: dict, metrics: Mapping[str, float]
     )
     artifact.add_dir(str(lora_dir))
     runs[0].log_artifact(artifact, aliases=["latest", f"step-{step}"])
-
-
-def log_evaluation(run: RunDir, logging: LoggingConfig, mode: str, metrics: Mapping[str, float]) -> None:
-    """`pico eval RUN`: put ``metrics`` (eval/... keys) in the summary of the run's own W&B run, resumed with job
-    type 'eval'. Summary, not history: the evaluation belongs to the finished run, not to a training step, and the
-    training's history stays one row per step; a key the training also logged shows this latest value."""
-    if mode == "disabled":
-        return
-    import wandb
-
-    extra = {"entity": logging.entity} if logging.entity else {}
-    wandb_run = wandb.init(
-        dir=str(run.path),
-        id=run.wandb_id(create=True),
-        resume="allow",
-        job_type="eval",
-        project=wandb_project(logging),
-        group=logging.group or None,
-        mode=mode,
-        **extra,
-    )
-    try:
-        wandb_run.summary.update({k: float(v) for k, v in metrics.items()})
-        print(where(wandb_run), flush=True)
-    finally:
-        wandb_run.finish()
-        wandb.teardown()

@@ -1,4 +1,7 @@
-"""What the tests and the benchmark share: fixed batches, a tiny FLUX.1-Fill directory, the reference sampler."""
+"""What the tests and the benchmark share: a fixed batch stream, a tiny FLUX.1-Fill directory, the reference sampler.
+
+Tests import it as ``support`` (pytest puts tests/ on the path), the benchmark as ``tests.support`` (it runs from the
+repository root: ``python -m bench.gpu``)."""
 
 from __future__ import annotations
 
@@ -8,39 +11,46 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from pico_lightning import panels
-from pico_lightning.inference.sampler import FillState, TextInputs, decode, denoise, init_state, make_scheduler
+from pico_lightning.inference.sampler import FillState, decode, denoise, init_state, make_scheduler
 from pico_lightning.model.autoencoder import Autoencoder
+from pico_lightning.model.conditioning import TextInputs
 
 
-def fixed_batch(panel_size: int, batch_size: int) -> dict:
+def fixed_batch(batch_size: int = 4, panel_size: int = 16, non_finite: bool = False) -> dict:
+    """The same tiny batch every time: (x, -x) exemplar and query pairs, prompts "Edit" and "" in turn;
+    ``non_finite`` puts a NaN in the first grid."""
     generator = torch.Generator().manual_seed(0)
     layout = panels.Layout(2, 2, panel_size)
-    grid = torch.rand(batch_size, 3, layout.height, layout.width, generator=generator) * 2 - 1
+    grids = []
+    for _ in range(batch_size):
+        a = torch.rand(3, panel_size, panel_size, generator=generator) * 2 - 1
+        grids.append(panels.compose_grid([a, -a, a.flip(-1), -a.flip(-1)], layout))
+    grid = torch.stack(grids)
+    if non_finite:
+        grid[0, 0, 0, 0] = float("nan")
     return {
         "grid": grid,
         "mask": panels.target_mask(layout).expand(batch_size, -1, -1, -1).clone(),
-        "prompt": ["Edit"] * batch_size,
-        "task": ["bench"] * batch_size,
-        "category": ["manipulation"] * batch_size,
+        "prompt": [("Edit", "")[i % 2] for i in range(batch_size)],
+        "task": ["negate"] * batch_size,
+        "category": [("manipulation", "restoration")[i % 2] for i in range(batch_size)],
     }
 
 
-class _Repeat(torch.utils.data.IterableDataset):
-    def __init__(self, batch: dict):
-        self.batch = batch
+class FixedEpisodes(torch.utils.data.IterableDataset):
+    """An endless stream of :func:`fixed_batch` (fresh copies: a step may change its batch in place)."""
+
+    def __init__(self, **kwargs):
+        self.batch = fixed_batch(**kwargs)
 
     def __iter__(self):
         while True:
             yield {k: (v.clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in self.batch.items()}
 
 
-def fixed_loader(panel_size: int, batch_size: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(_Repeat(fixed_batch(panel_size, batch_size)), batch_size=None)
-
-
-def tiny_flux_dir(tmp: Path) -> Path:
-    """A tiny FLUX.1-Fill directory (KL autoencoder) written by the stock pipeline."""
-    return save_tiny_flux_fill(tmp / "tiny_flux_fill")
+def fixed_loader(**kwargs) -> torch.utils.data.DataLoader:
+    """:class:`FixedEpisodes` as a loader of whole batches; ``kwargs`` go to :func:`fixed_batch`."""
+    return torch.utils.data.DataLoader(FixedEpisodes(**kwargs), batch_size=None)
 
 
 def save_tiny_flux_fill(path: str | Path, preset: str = "tiny-kl") -> Path:
