@@ -159,9 +159,8 @@ def measure_encode(module, cfg, setup: BenchSetup) -> dict:
     warm-up."""
     from bench.gpu_infer import timed
     from pico_lightning.model.conditioning import fill_condition, pack_latents
-    from pico_lightning.objective import encode_fill_inputs
+    from pico_lightning.objective import encode_fill_inputs, step_autocast
     from pico_lightning.testing import fixed_batch
-    from pico_lightning.training.module import step_autocast
 
     batch = fixed_batch(cfg.data.panel_size, 1)
     grid, mask = batch["grid"].to(setup.device), batch["mask"].to(setup.device)

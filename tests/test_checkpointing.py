@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import embedded
 
+from pico_lightning.inference.sampler import TextInputs
 from pico_lightning.model.backbone import dit_blocks
 from pico_lightning.model.checkpointing import measure, saved_bytes
 from pico_lightning.objective import fill_prediction
@@ -31,7 +32,7 @@ def step_inputs(module, batch=4):
     layout = module.layout
     grid = torch.zeros(batch, 3, layout.height, layout.width)
     mask = target_mask(layout).expand(batch, 1, -1, -1)
-    return grid, mask, module._text(torch.zeros(batch, dtype=torch.long))
+    return grid, mask, TextInputs(*module.prompts.rows(torch.zeros(batch, dtype=torch.long)))
 
 
 def kept_by_a_step(module) -> tuple[int, dict]:

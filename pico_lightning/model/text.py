@@ -1,7 +1,8 @@
 """Prompt -> (prompt_embeds, pooled_prompt_embeds), exactly as FluxFillPipeline encodes them, cached on disk.
 
 The cache key is (encoder identity, prompt, max length, dtype); each entry is one safetensors file. Training reads
-every prompt the data can produce from the cache, so the text encoders are built (lazily) only on a cache miss.
+every prompt the data can produce from the cache, so the text encoders are built (lazily) only on a cache miss, and
+holds them as a :class:`PromptTable`, which batches address by row.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 import torch
 from diffusers import FluxFillPipeline
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from pico_lightning.config import ModelConfig
+from pico_lightning.errors import UserError
 from pico_lightning.files import atomic_path
 from pico_lightning.model.backbone import DTYPES, TextEncoders
 
@@ -65,6 +68,31 @@ def warn_truncated(encoders: TextEncoders, prompts: list[str], max_sequence_leng
                 tokens,
                 prompt,
             )
+
+
+class PromptTable(nn.Module):
+    """A run's prompt embeddings stacked into two buffers, (P, Lt, D) and (P, D), addressed by row: they move with
+    the module that holds them and are never saved in its checkpoints."""
+
+    def __init__(self, prompts: dict[str, PromptEmbedding]):
+        super().__init__()
+        self.index = {prompt: row for row, prompt in enumerate(prompts)}
+        self.register_buffer("embeds", torch.stack([e for e, _ in prompts.values()]), persistent=False)
+        self.register_buffer("pooled", torch.stack([p for _, p in prompts.values()]), persistent=False)
+
+    def row_of(self, prompt: str) -> int:
+        """The row of ``prompt``; a prompt not in the table is a UserError naming `pico embed`."""
+        if prompt not in self.index:
+            raise UserError(f"prompt {prompt!r} has no cached embedding (run `pico embed` for this experiment)")
+        return self.index[prompt]
+
+    def ids(self, prompts: list[str]) -> torch.Tensor:
+        """(B,) rows of ``prompts``, on the host."""
+        return torch.tensor([self.row_of(p) for p in prompts])
+
+    def rows(self, ids: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Lt, D) and (B, D) embeddings of the rows ``ids``: a (B,) tensor, or a slice."""
+        return self.embeds[ids], self.pooled[ids]
 
 
 class TextCache:
