@@ -58,8 +58,8 @@ from pico_lightning.model.text import PromptEmbedding, encode_prompts
 from pico_lightning.objective import fill_loss
 from pico_lightning.training.optim import build_optimizer, clip_gradients
 
-BASE = ModelConfig(preset="demo-base")
-"""The architecture (config/presets.py demo-base: 1.86 M DiT parameters, PixelShuffle s=2, 16 T5 tokens, which the
+BASE = ModelConfig(preset="small")
+"""The architecture (config/presets.py small: 1.86 M DiT parameters, PixelShuffle s=2, 16 T5 tokens, which the
 demo's ``model.max_sequence_length`` must match)."""
 PANEL = 32
 THREADS = 1  # fixed: the saved bytes do not depend on the core count, and one thread is fastest on shared cores
