@@ -5,8 +5,9 @@ the pure maths of flow.py (flow time from a density, FLUX's resolution shift, in
 weighted MSE) with the Fill inputs of model/conditioning.py. One generator draws everything random, in a fixed
 order (the latents of grids and masked grids, one posterior draw of 2B samples from one batched encode, grids
 first; then noise, then flow times), so a caller that seeds it per step gets exact resumes. A step run outside the
-Trainer (auto checkpointing's probe, the benchmarks' bare loop) takes its precision from :func:`step_autocast`,
-Lightning's own autocast for ``train.precision``.
+Trainer (auto checkpointing's probe, :class:`StepProbe`; the benchmarks' bare loop) takes its precision from
+:func:`step_autocast`, Lightning's own autocast for ``train.precision``. :func:`category_means` splits a batch's loss
+by task family, as the training step logs it.
 
     loss = fill_loss(parts, grid, mask, text, generator, cfg.train, cfg.model.guidance).mean()
 """
