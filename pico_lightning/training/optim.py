@@ -60,4 +60,3 @@ def build_schedule(
     constant, or a cosine decay reaching 0 at ``max_steps``."""
     name = {"constant": "constant_with_warmup", "cosine": "cosine"}[schedule]
     return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
-
