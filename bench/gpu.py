@@ -159,8 +159,7 @@ def measure_encode(module, cfg, setup: BenchSetup) -> dict:
     warm-up."""
     from bench.gpu_infer import timed
     from pico_lightning.model.conditioning import fill_condition, pack_latents
-    from pico_lightning.objective import encode_fill_inputs
-    from pico_lightning.training.module import step_autocast
+    from pico_lightning.objective import encode_fill_inputs, step_autocast
     from tests.support import fixed_batch
 
     batch = fixed_batch(batch_size=1, panel_size=cfg.data.panel_size)

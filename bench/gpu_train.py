@@ -65,7 +65,7 @@ def bare_loop(module: pl.LightningModule, batch: dict, cfg, setup: BenchSetup) -
     does), backward, clip, optimizer and LR step; warm-up steps first. Every step draws the same noise (no Trainer:
     global step 0), so two rows' losses on the same batch compare the models alone."""
     from pico_lightning.model.sdpa import attention_backend
-    from pico_lightning.training.module import step_autocast
+    from pico_lightning.objective import step_autocast
     from pico_lightning.training.optim import clip_gradients
 
     optimizer, schedule = optimizer_and_schedule(module)

@@ -1,7 +1,7 @@
 """The private attributes of our libraries that pico_lightning relies on, each with why no public API serves.
 
 Everything else uses public APIs; what is here is pinned by setup.cfg (lightning <2.7, diffusers <0.43) and checked
-by the tests that cover its callers (tests/test_wandb_run.py, tests/test_seed_scorer.py).
+by the tests that cover its callers (tests/test_wandb_run.py, tests/test_seed_scorer.py, tests/test_quantize.py).
 
 - Lightning 2.6's ``WandbLogger`` always passes wandb's ``anonymous`` setting to ``wandb.init`` (None unless asked),
   and wandb 0.31 prints "The anonymous setting has no effect" on every run for it (a ``termwarn``, not a Python
@@ -14,15 +14,26 @@ by the tests that cover its callers (tests/test_wandb_run.py, tests/test_seed_sc
   dispatch, so the capture repeats its body: the module-private ``_get_qkv_projections`` (fused or separate QKV
   projections) and the processor's private ``_attention_backend`` / ``_parallel_config`` (what
   ``set_attention_backend`` chose), passed to ``dispatch_attention_fn``.
+- The float8 base (model/float8.py) multiplies with ``torch._scaled_mm``, the op behind torchao's float8 tensors
+  (which have no backward through it). torch 2.13's public ``torch.nn.functional.scaled_mm`` (row-wise scaling
+  recipes) gives the same bytes on the CPU, but it is new and dispatches to another op (``_scaled_mm_v2``) not yet
+  measured on a GPU; the swap is one line here once it is.
 """
 
 from __future__ import annotations
 
+import torch
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 from diffusers.models.transformers.transformer_flux import _get_qkv_projections as flux_qkv_projections
 from lightning.pytorch.loggers import WandbLogger
 
-__all__ = ["drop_wandb_anonymous", "flux_dispatch_settings", "flux_qkv_projections", "wandb_run_started"]
+__all__ = [
+    "drop_wandb_anonymous",
+    "flux_dispatch_settings",
+    "flux_qkv_projections",
+    "scaled_float8_matmul",
+    "wandb_run_started",
+]
 
 
 def drop_wandb_anonymous(logger: WandbLogger) -> None:
@@ -39,3 +50,11 @@ def flux_dispatch_settings(processor: FluxAttnProcessor) -> dict:
     """The attention backend and parallel config a FLUX attention processor dispatches with, as
     ``dispatch_attention_fn`` keywords."""
     return {"backend": processor._attention_backend, "parallel_config": processor._parallel_config}
+
+
+def scaled_float8_matmul(
+    a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
+    """``(a * scale_a) @ (b * scale_b)`` for float8 ``a`` (M, K) and ``b`` (K, N) with float32 scales (M, 1) and
+    (1, N), in ``out_dtype``: on the float8 matrix units of a GPU that has them."""
+    return torch._scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=out_dtype)

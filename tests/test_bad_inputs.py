@@ -89,7 +89,7 @@ def test_infer_lora_for_another_model(capsys, tmp_path, pictures):
     from pico_lightning.model.backbone import build_parts
     from pico_lightning.model.lora import add_lora, export_lora
 
-    other = build_parts(ModelConfig(preset="demo-base"))
+    other = build_parts(ModelConfig(preset="small"))
     add_lora(other.transformer, LoraConfig(rank=2))
     export_lora(other.transformer, tmp_path / "lora")
     fails(capsys, infer_args(pictures, tmp_path, *tiny(tmp_path), "--lora", str(tmp_path / "lora")), "does not fit")

@@ -8,14 +8,15 @@ from conftest import embedded
 
 from pico_lightning.model.backbone import dit_blocks
 from pico_lightning.model.checkpointing import measure, saved_bytes
+from pico_lightning.model.conditioning import TextInputs
 from pico_lightning.objective import fill_prediction
 from pico_lightning.training.train import build_module
 
 
 @pytest.fixture
-def demo_cfg(tiny_cfg):
-    """demo_cfg on the demo base's architecture: two double-stream and two single-stream blocks."""
-    return embedded(replace(tiny_cfg, model=replace(tiny_cfg.model, preset="demo-base")))
+def small_cfg(tiny_cfg):
+    """tiny_cfg on the small preset: two double-stream and two single-stream blocks."""
+    return embedded(replace(tiny_cfg, model=replace(tiny_cfg.model, preset="small")))
 
 
 def built(cfg, **train):
@@ -31,7 +32,7 @@ def step_inputs(module, batch=4):
     layout = module.layout
     grid = torch.zeros(batch, 3, layout.height, layout.width)
     mask = target_mask(layout).expand(batch, 1, -1, -1)
-    return grid, mask, module._text(torch.zeros(batch, dtype=torch.long))
+    return grid, mask, TextInputs(*module.prompts.rows(torch.zeros(batch, dtype=torch.long)))
 
 
 def kept_by_a_step(module) -> tuple[int, dict]:
@@ -46,9 +47,9 @@ def kept_by_a_step(module) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def costs(demo_cfg):
+def costs(small_cfg):
     """What one block of each kind keeps, measured on the plain (unplanned) module."""
-    module = built(demo_cfg)
+    module = built(small_cfg)
     grid, mask, text = step_inputs(module)
     per_kind, rest = measure(
         module.transformer, lambda: fill_prediction(module.parts, grid, mask, text, None, module.cfg, 30.0)
@@ -73,14 +74,14 @@ def test_every_block_kind_is_measured_and_a_checkpoint_saves_bytes(costs):
 
 
 @pytest.mark.parametrize("checkpointed", [0, 1, 3, 4])
-def test_auto_checkpoints_the_fewest_blocks_that_fit_the_budget(demo_cfg, costs, checkpointed, capsys):
-    module = built(demo_cfg, gradient_checkpointing="auto", memory_budget_gb=budget_for(costs, checkpointed) * 1.001)
+def test_auto_checkpoints_the_fewest_blocks_that_fit_the_budget(small_cfg, costs, checkpointed, capsys):
+    module = built(small_cfg, gradient_checkpointing="auto", memory_budget_gb=budget_for(costs, checkpointed) * 1.001)
     plan = module.checkpoint_plan
     assert f"gradient checkpointing (auto): {checkpointed} of 4 DiT blocks" in capsys.readouterr().out
     assert len(plan.checkpointed) == checkpointed and plan.need <= plan.room
     if checkpointed:  # one block fewer would not fit this budget
         tight = budget_for(costs, checkpointed) * 0.99
-        tighter = built(demo_cfg, gradient_checkpointing="auto", memory_budget_gb=tight).checkpoint_plan
+        tighter = built(small_cfg, gradient_checkpointing="auto", memory_budget_gb=tight).checkpoint_plan
         assert len(tighter.checkpointed) == min(checkpointed + 1, 4)
         assert (tighter.need > tighter.room) == (checkpointed == 4)  # all recompute, and still too much
     kept, _ = kept_by_a_step(module)
@@ -88,9 +89,9 @@ def test_auto_checkpoints_the_fewest_blocks_that_fit_the_budget(demo_cfg, costs,
     assert 0.85 * (plan.need + rest) <= kept <= plan.need + rest  # the plan counts what the step keeps
 
 
-def test_the_planned_step_keeps_less_and_computes_the_same_gradients(demo_cfg, costs):
-    plain_kept, plain_grads = kept_by_a_step(built(demo_cfg))
-    module = built(demo_cfg, gradient_checkpointing="auto", memory_budget_gb=budget_for(costs, 2) * 1.001)
+def test_the_planned_step_keeps_less_and_computes_the_same_gradients(small_cfg, costs):
+    plain_kept, plain_grads = kept_by_a_step(built(small_cfg))
+    module = built(small_cfg, gradient_checkpointing="auto", memory_budget_gb=budget_for(costs, 2) * 1.001)
     kept, grads = kept_by_a_step(module)
     assert module.checkpoint_plan.checkpointed and kept < plain_kept
     assert grads.keys() == plain_grads.keys() and grads
@@ -98,6 +99,6 @@ def test_the_planned_step_keeps_less_and_computes_the_same_gradients(demo_cfg, c
         torch.testing.assert_close(grad, plain_grads[name], msg=name)
 
 
-def test_auto_on_a_cpu_without_a_budget_checkpoints_nothing(demo_cfg):
-    module = built(demo_cfg, gradient_checkpointing="auto")
+def test_auto_on_a_cpu_without_a_budget_checkpoints_nothing(small_cfg):
+    module = built(small_cfg, gradient_checkpointing="auto")
     assert module.checkpoint_plan is None and not module.transformer.gradient_checkpointing

@@ -149,6 +149,7 @@ def test_version_config_keys_and_log_level(capsys, monkeypatch):
     assert cli.main(["config", "keys", "train"]) == 0
     out = capsys.readouterr().out
     assert "train.max_steps: int = 200\n    Optimizer steps.\n" in out and "lora." not in out
+    assert "demo" not in out and "full_finetune" not in out  # the demo base's pretraining recipe is the demo's own
     assert cli.main(["config", "keys", "nosuch"]) == 2
     assert "sections are data, eval" in capsys.readouterr().err
     for name in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):

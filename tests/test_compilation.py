@@ -31,7 +31,7 @@ def forward_backward(transformer: torch.nn.Module) -> tuple[torch.Tensor, torch.
 
 @pytest.mark.slow  # ~35 s on 2 cores: Dynamo traces the checkpointed blocks
 def test_compiled_blocks_match_eager():
-    transformer = build_parts(ModelConfig(preset="demo-base")).transformer
+    transformer = build_parts(ModelConfig(preset="small")).transformer
     add_lora(transformer, LoraConfig())
     transformer.enable_gradient_checkpointing()
     expected = forward_backward(transformer)

@@ -6,8 +6,7 @@ import torch
 from conftest import FixedDataModule
 
 from pico_lightning.training import module as module_mod
-from pico_lightning.training.divergence import DivergenceGuard
-from pico_lightning.training.module import TrainingDivergedError
+from pico_lightning.training.divergence import DivergenceGuard, TrainingDivergedError
 from pico_lightning.training.train import fit
 
 

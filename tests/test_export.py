@@ -139,6 +139,6 @@ def test_lora_for_another_model_is_refused(trained, tmp_path):
     from pico_lightning.model.backbone import build_parts
 
     _, lora_dir, _ = trained
-    other = build_parts(ModelConfig(preset="demo-base"))  # another width
+    other = build_parts(ModelConfig(preset="small"))  # another width
     with pytest.raises(UserError, match="does not fit"):
         load_lora(other.transformer, lora_dir)

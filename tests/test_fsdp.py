@@ -15,8 +15,9 @@ from pico_lightning.config import LoraConfig, ModelConfig, TrainConfig
 from pico_lightning.model.backbone import build_parts
 from pico_lightning.model.lora import WEIGHTS_NAME, add_lora, export_lora
 from pico_lightning.run_dir import RunDir
+from pico_lightning.training.divergence import TrainingDivergedError
 from pico_lightning.training.lifecycle import export_run_lora
-from pico_lightning.training.module import PicoModule, TrainingDivergedError
+from pico_lightning.training.module import PicoModule
 from pico_lightning.training.strategy import LoraFSDP, build_strategy
 
 

@@ -7,8 +7,11 @@ import torch
 from conftest import FixedDataModule, quiet_trainer
 from support import fixed_loader
 
+from pico_lightning.model.build import build_trainable
+from pico_lightning.model.conditioning import TextInputs
+from pico_lightning.objective import fill_prediction
 from pico_lightning.training.checkpoints import read_checkpoint
-from pico_lightning.training.module import TrainingDivergedError
+from pico_lightning.training.divergence import TrainingDivergedError
 from pico_lightning.training.train import build_module, fit
 
 # rank 16 on the default tiny DiT (width 32, 1 double + 1 single block), r * (in + out) per Linear:
@@ -20,9 +23,21 @@ TINY_LORA_PARAMS = 8192 + 10240 + 3072 + 2560 + 3072
 def _fixed_loss(module, batch, seed=123):
     """The loss at fixed noise and timesteps: comparable before and after training."""
     batch = module.on_before_batch_transfer(dict(batch), 0)
+    text, generator = TextInputs(*module.prompts.rows(batch["prompt_id"])), torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        pred, target = module(batch["grid"], batch["mask"], batch["prompt_id"], torch.Generator().manual_seed(seed))
+        pred, target = fill_prediction(
+            module.parts, batch["grid"], batch["mask"], text, generator, module.cfg, module.model_cfg.guidance
+        )
     return float((pred - target).pow(2).mean())
+
+
+@pytest.mark.parametrize("with_lora", [True, False])
+def test_the_built_model_trains_exactly_its_lora(tiny_cfg, with_lora):
+    parts, plan = build_trainable(tiny_cfg.model, tiny_cfg.train, tiny_cfg.lora if with_lora else None)
+    trainable = {n: p.numel() for n, p in parts.transformer.named_parameters() if p.requires_grad}
+    assert sum(trainable.values()) == (TINY_LORA_PARAMS if with_lora else 0) and plan is None
+    assert all("lora_" in name for name in trainable)
+    assert not any(p.requires_grad for p in parts.autoencoder.parameters())
 
 
 def test_only_lora_parameters_change(tiny_cfg):

@@ -17,7 +17,7 @@ LOSS_RTOL = 0.02  # int8 moves this loss by ~1e-4, float8 by ~2e-4 (relative); a
 
 def loss_and_grads(kind: str) -> tuple[float, float, torch.nn.Module]:
     """A squared-error loss of the tiny bf16 DiT (2 + 2 blocks) with LoRA on a fixed batch, and the LoRA grad norm."""
-    transformer = build_parts(ModelConfig(dtype="bfloat16", preset="demo-base")).transformer
+    transformer = build_parts(ModelConfig(dtype="bfloat16", preset="small")).transformer
     quantized = quantize_base(transformer, kind)
     assert quantized == (0 if kind == "none" else 2 * 14 + 2 * 6)  # Linears per double / single block, adaLN included
     add_lora(transformer, LoraConfig())

@@ -19,7 +19,7 @@ LAYOUT = panels.Layout(2, 2, 16)
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    cfg = ModelConfig(preset="demo-base", text_cache_dir=str(tmp_path_factory.mktemp("text")))
+    cfg = ModelConfig(preset="small", text_cache_dir=str(tmp_path_factory.mktemp("text")))
     return load_inference_model(cfg, device="cpu")
 
 
@@ -121,7 +121,7 @@ def test_compiled_blocks_score_and_sample_as_eager(model, episode, tmp_path, mon
     from pico_lightning.model import compilation
 
     monkeypatch.setattr(compilation, "compile_blocks", partial(compilation.compile_blocks, backend="eager"))
-    cfg = ModelConfig(preset="demo-base", text_cache_dir=str(tmp_path / "text"))
+    cfg = ModelConfig(preset="small", text_cache_dir=str(tmp_path / "text"))
     compiled = loading.load_inference_model(cfg, device="cpu", compile=True)
     assert all(block._compiled_call_impl is not None for block in compiled.parts.transformer.transformer_blocks)
     grid, mask = episode

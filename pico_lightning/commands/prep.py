@@ -79,15 +79,8 @@ def _visrel_lite(args: argparse.Namespace, out: Path, progress: bool) -> int:
             raise UserError(f"{flag}: {value} is too small; it must be >= {minimum}")
     if args.size > MAX_SIZE:  # a typo (--size 12800) would run for hours and fill the disk
         raise UserError(f"--size: {args.size} px is too large for this demo set; it must be <= {MAX_SIZE}")
-    from pico_lightning.prep.outdir import build_replacing
-    from pico_lightning.prep.suites import build_suites, write_suites
-    from pico_lightning.prep.visrel_lite import build_visrel_lite
+    from pico_lightning.prep.visrel_lite import write_visrel_lite
 
-    def build(tmp: Path) -> dict:
-        index = build_visrel_lite(tmp, args.seed, args.samples_per_task, args.size, progress=progress)
-        write_suites(tmp, build_suites(seed=args.seed, episodes_per_suite=args.suite_episodes, size=args.size))
-        return index
-
-    index = build_replacing(out, build)
+    index = write_visrel_lite(out, args.seed, args.samples_per_task, args.size, args.suite_episodes, progress)
     print(f"wrote {index['num_samples']} samples of {len(index['tasks'])} tasks to {args.out} (+ suites/)")
     return 0

@@ -14,9 +14,9 @@ from pico_lightning.config.presets import PIPELINE_MAX_SEQUENCE_LENGTH, PRESETS
 class ModelConfig:
     pretrained_dir: str = ""
     """Local diffusers-format FLUX.1-Fill directory; empty builds the in-process ``preset`` (random init)."""
-    preset: Literal["tiny", "tiny-kl", "demo-base", "flux-fill-dev"] = "tiny"
-    """The in-process architecture when pretrained_dir is empty (config/presets.py): tiny (tests), tiny-kl,
-    demo-base (the demo base's architecture) or flux-fill-dev (FLUX.1-Fill-dev's geometry, random init)."""
+    preset: Literal["tiny", "tiny-kl", "small", "flux-fill-dev"] = "tiny"
+    """The in-process architecture when pretrained_dir is empty (config/presets.py): tiny (tests), tiny-kl, small
+    (2 + 2 blocks) or flux-fill-dev (FLUX.1-Fill-dev's geometry, random init)."""
     init_seed: int = 0
     """In-process model only: seed of the random initialisation, so every process builds the same base."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"

@@ -22,14 +22,10 @@ class TrainConfig:
     """AdamW weight decay."""
     warmup_steps: int = 0
     """Linear warm-up steps."""
-    schedule: Literal["constant", "cosine", "cosine_to_tenth"] = "constant"
-    """Learning-rate schedule after warm-up: constant, cosine down to 0, or cosine down to 0.1x the peak (the
-    demo base's pretraining)."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate schedule after warm-up: constant, or cosine down to 0."""
     gradient_clip_val: float = 1.0
     """Gradient-norm clipping (0 disables)."""
-    full_finetune: bool = False
-    """Train every DiT parameter instead of a LoRA (the demo base's pretraining): needs a module built without a
-    LoRA; `pico train` always attaches one, so it refuses this."""
     gradient_checkpointing: bool | Literal["auto"] = False
     """Recompute the DiT's activations in the backward pass (saves memory at ~30% more compute): every block (true),
     none (false), or auto: the fewest blocks that make the fit's activations fit ``memory_budget_gb``, measured

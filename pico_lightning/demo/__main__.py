@@ -2,7 +2,8 @@
 
     python -m pico_lightning.demo --out outputs/demo [key=value ...]
 
-1. `pico prep visrel-lite` into OUT/data (skipped when it is already there), then `pico embed` (the prompts),
+1. VisRel-lite into OUT/data, as `pico prep visrel-lite` writes it (skipped when it is already there), then the
+   prompts' embeddings, as `pico embed` makes them,
 2. seed-scored evaluation of the tiny pretrained base alone (no LoRA) into OUT/eval_before,
 3. `pico train experiments/demo.yaml` into OUT/runs/demo (resumable: a second demo continues or reuses it),
    which evaluates the LoRA at the end of fit; both evaluations include the exemplar-swap control
@@ -27,9 +28,12 @@ def prepare_data(root: Path, seed: int) -> None:
     if (root / "index.json").is_file() and (root / "suites").is_dir():
         print(f"[demo] data already at {root}")
         return
-    from pico_lightning.cli import main as pico
+    from pico_lightning.prep.outdir import check_out_dir
+    from pico_lightning.prep.visrel_lite import write_visrel_lite
 
-    pico(["prep", "visrel-lite", "--out", str(root), "--seed", str(seed)])
+    check_out_dir(root, overwrite=False)
+    index = write_visrel_lite(root, seed, progress=sys.stderr.isatty())
+    print(f"[demo] wrote {index['num_samples']} samples of {len(index['tasks'])} tasks to {root} (+ suites/)")
 
 
 def draw_episodes(cfg, path: Path, count: int = 4) -> None:
@@ -80,9 +84,10 @@ def evidence(after: dict) -> str:
 
 
 def run_demo(experiment: Path, out: Path, overrides: list[str]) -> dict:
-    from pico_lightning.cli import main as pico
     from pico_lightning.config import load_config
+    from pico_lightning.data.catalogue import DatasetCatalogue, run_prompts
     from pico_lightning.files import write_json
+    from pico_lightning.model.text import embed_prompts
     from pico_lightning.pipeline import run_evaluation
     from pico_lightning.training.train import fit
 
@@ -95,7 +100,9 @@ def run_demo(experiment: Path, out: Path, overrides: list[str]) -> dict:
     ]
     cfg = load_config(experiment, overrides)
     prepare_data(out / "data", cfg.data.seed)
-    pico(["embed", str(experiment), *overrides])
+    prompts = run_prompts(DatasetCatalogue(cfg.data).prompts())
+    encoded = embed_prompts(cfg.model, prompts)
+    print(f"[demo] {len(prompts)} prompts embedded ({encoded} new, {len(prompts) - encoded} already cached)")
     draw_episodes(cfg, out / "episodes.png")
     print("[demo] evaluating the pretrained base without LoRA (seed scorer on)")
     before = run_evaluation(cfg, None, out / "eval_before")

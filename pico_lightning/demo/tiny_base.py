@@ -6,12 +6,13 @@
 
 The model is built by the same code as every tiny PICO model (``build_parts`` + ``build_text_encoders`` from
 :data:`BASE`: a Fill ``FluxTransformer2DModel`` over the lossless PixelShuffle autoencoder, tiny CLIP and T5), then
-*all* its DiT parameters train, through the same PicoModule and Lightning Trainer as a LoRA fit
-(``train.full_finetune``) and so with the package's one objective (:func:`pico_lightning.objective.fill_loss`:
-logit-normal t with FLUX's resolution shift, loss on the masked tokens), on :mod:`pico_lightning.demo.generic_grids`,
-never on VisRel, in two phases: exemplar grids alone (``--exemplar-steps``: copy or negative, told apart only by
-A -> A', which teaches the base to read its exemplar), then the whole generic mix with a share of exemplar grids
-kept in it (``--steps``, ``--exemplar-share``); why, and what each choice measured: bench/RESULTS.md.
+*all* its DiT parameters train on the Lightning Trainer, in a LightningModule of the demo's own
+(:class:`BasePretraining`) made of the library's pieces of a LoRA fit: the one objective
+(:func:`pico_lightning.objective.fill_loss`: logit-normal t with FLUX's resolution shift, loss on the masked tokens),
+its AdamW and its gradient clipping. The data are :mod:`pico_lightning.demo.generic_grids`, never VisRel, in two
+phases: exemplar grids alone (``--exemplar-steps``: copy or negative, told apart only by A -> A', which teaches the
+base to read its exemplar), then the whole generic mix with a share of exemplar grids kept in it (``--steps``,
+``--exemplar-share``); why, and what each choice measured: bench/RESULTS.md.
 ``--exemplar-steps 0 --steps 2000 --exemplar-share 0 --seed 0`` is the earlier mix-only base. The result is written
 with ``FluxFillPipeline.save_pretrained`` plus a ``SHA256SUMS`` manifest that the loader checks. Seeded and
 single-process: the same command on the same torch build and thread count writes the same bytes, and the recipe
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -36,6 +38,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, IterableDataset
 
 from pico_lightning import flow
@@ -43,19 +46,25 @@ from pico_lightning.config import ModelConfig, TrainConfig
 from pico_lightning.demo.generic_grids import generic_batch
 from pico_lightning.model.backbone import (
     MANIFEST,
+    FluxParts,
     ModelDirError,
+    build_parts,
     build_text_encoders,
     check_model_dir,
     save_pipeline,
 )
-from pico_lightning.model.text import encode_prompts
-from pico_lightning.training.module import PicoModule
+from pico_lightning.model.conditioning import TextInputs
+from pico_lightning.model.text import PromptEmbedding, encode_prompts
+from pico_lightning.objective import fill_loss
+from pico_lightning.training.optim import build_optimizer, clip_gradients
 
-BASE = ModelConfig(preset="demo-base")
-"""The architecture (config/presets.py demo-base: 1.86 M DiT parameters, PixelShuffle s=2, 16 T5 tokens, which the
+BASE = ModelConfig(preset="small")
+"""The architecture (config/presets.py small: 1.86 M DiT parameters, PixelShuffle s=2, 16 T5 tokens, which the
 demo's ``model.max_sequence_length`` must match)."""
 PANEL = 32
 THREADS = 1  # fixed: the saved bytes do not depend on the core count, and one thread is fastest on shared cores
+WEIGHT_DECAY = 0.01
+GRADIENT_CLIP = 1.0  # the largest gradient norm
 
 
 @dataclass(frozen=True)
@@ -81,23 +90,21 @@ def pretrain(
     through ``phases`` in order (a 0-step phase is skipped), flow times t from ``density``; returns the pipeline parts
     and the loss curve (steps counted over all phases).
 
-    Each phase is one ``Trainer.fit`` of the same :class:`PicoModule` (``train.full_finetune``: no LoRA, every DiT
-    parameter trains, with the library's objective, AdamW, clipping at 1 and the ``cosine_to_tenth`` schedule), so a
-    phase starts a fresh optimizer and schedule while the weights, the data stream and the noise stream go on."""
+    Each phase is one ``Trainer.fit`` of the same :class:`BasePretraining`, so a phase starts a fresh optimizer and
+    schedule while the weights, the data stream and the noise stream go on."""
     torch.manual_seed(seed)
     cfg = replace(BASE, pretrained_dir=init) if init else BASE
     text = build_text_encoders(cfg)
-    prompts = {"": encode_prompts(text, [""], BASE.sequence_length())[0]}
-    module = _StreamedNoise(cfg, _phase_config(phases[0], batch, density), prompts)
-    module.generator = torch.Generator().manual_seed(seed)
+    prompt = encode_prompts(text, [""], BASE.sequence_length())[0]
+    module = BasePretraining(build_parts(cfg), prompt, density, cfg.guidance, torch.Generator().manual_seed(seed))
     rng, curve = np.random.default_rng(seed), _Curve(log_every)
     for phase in (phase for phase in phases if phase.steps):
-        module.cfg = _phase_config(phase, batch, density)
+        module.phase = phase
         trainer = pl.Trainer(
             accelerator="cpu",
             devices=1,
             max_steps=phase.steps,
-            gradient_clip_val=module.cfg.gradient_clip_val,
+            gradient_clip_val=GRADIENT_CLIP,
             callbacks=[curve],
             logger=False,
             enable_checkpointing=False,
@@ -107,42 +114,54 @@ def pretrain(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*does not have many workers")  # one thread on purpose
             warnings.filterwarnings("ignore", message=r".*no `val_dataloader`")  # pretraining does not evaluate
-            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # the weight-free autoencoder
             trainer.fit(module, DataLoader(_GenericGrids(rng, batch, phase), batch_size=None))
         curve.done += phase.steps
     module.transformer.eval().requires_grad_(False)
     return {"parts": module.parts, "text": text}, curve.points
 
 
-def _phase_config(phase: Phase, batch: int, density: str) -> TrainConfig:
-    """The training slice of one phase: peak ``lr``, warm-up over a twentieth of the steps, cosine to 0.1x."""
-    return TrainConfig(
-        max_steps=phase.steps,
-        batch_size=batch,
-        lr=phase.lr,
-        weight_decay=0.01,
-        warmup_steps=phase.steps // 20,
-        schedule="cosine_to_tenth",
-        timestep_density=density,
-        full_finetune=True,
-        accelerator="cpu",
+class BasePretraining(pl.LightningModule):
+    """Every DiT parameter of ``parts`` trains on the empty prompt, one :class:`Phase` per fit (:attr:`phase`, set
+    before each). Every step's noise and flow times come from one generator stream, as the shipped base was
+    pretrained: single-process and never resumed, the pretraining needs no per-step seeds."""
+
+    def __init__(
+        self, parts: FluxParts, prompt: PromptEmbedding, density: str, guidance: float, generator: torch.Generator
+    ):
+        super().__init__()
+        self.parts, self.transformer = parts, parts.transformer.train().requires_grad_(True)
+        self.text = TextInputs(prompt[0][None], prompt[1][None])  # (1, Lt, D), (1, D)
+        self.objective = TrainConfig(timestep_density=density)  # fill_loss reads its flow-time and loss-region knobs
+        self.guidance, self.generator = guidance, generator
+        self.phase: Phase | None = None
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        grid, mask = batch["grid"], batch["mask"]
+        text = self.text.expand(grid.shape[0])
+        return fill_loss(self.parts, grid, mask, text, self.generator, self.objective, self.guidance).mean()
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.transformer.parameters(), self.phase.lr, WEIGHT_DECAY, "32-true", False)
+        schedule = cosine_to_tenth(optimizer, self.phase.steps // 20, self.phase.steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip_gradients(optimizer, gradient_clip_val)  # one foreach norm, as a LoRA fit clips
+
+
+def cosine_to_tenth(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int) -> LambdaLR:
+    """Linear warm-up from 1/``warmup_steps`` of the peak (at least one step), then a cosine from 1x down to 0.1x
+    the peak at ``max_steps``."""
+    warmup = max(1, warmup_steps)
+    return LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, s / max_steps))),
     )
 
 
-class _StreamedNoise(PicoModule):
-    """PicoModule drawing every step's noise and flow times from one generator stream (``generator``), as the
-    shipped base was pretrained, instead of a generator seeded per step: single-process and never resumed, the
-    pretraining needs no per-step seeds."""
-
-    generator: torch.Generator
-
-    def _step_generator(self, batch_idx: int) -> torch.Generator:
-        return self.generator
-
-
 class _GenericGrids(IterableDataset):
-    """Exactly ``phase.steps`` batches of generic grids drawn from ``rng`` (shared by the phases), in the batch
-    layout PicoModule trains on. Finite, so the loader never draws a batch ahead past the phase's end."""
+    """Exactly ``phase.steps`` batches of generic grids and their masks drawn from ``rng`` (shared by the phases).
+    Finite, so the loader never draws a batch ahead past the phase's end."""
 
     def __init__(self, rng: np.random.Generator, batch: int, phase: Phase):
         self.rng, self.batch, self.phase = rng, batch, phase
@@ -150,14 +169,7 @@ class _GenericGrids(IterableDataset):
     def __iter__(self):
         for _ in range(self.phase.steps):
             grid, mask = (torch.from_numpy(a) for a in generic_batch(self.rng, self.batch, PANEL, self.phase.exemplar))
-            # inpainting, no prompt: the category only labels the logged per-category loss
-            yield {
-                "grid": grid,
-                "mask": mask,
-                "prompt": [""] * self.batch,
-                "category": ["restoration"] * self.batch,
-                "task": ["generic"] * self.batch,
-            }
+            yield {"grid": grid, "mask": mask}
 
 
 class _Curve(pl.Callback):

@@ -2,8 +2,9 @@
 
 Each Linear keeps its weight as float8 e4m3 with one float32 scale per output row (half the bf16 bytes, as int8
 does). Its forward quantizes the activations on the fly, one scale per token row, and multiplies with
-``torch._scaled_mm``: on Hopper, Ada and Blackwell that runs on the float8 matrix units, at twice the bf16 rate,
-instead of dequantizing every weight first (what a weight-only base does, in forward, backward and recompute).
+``torch._scaled_mm`` (a private op, so called through compat.py): on Hopper, Ada and Blackwell that runs on the
+float8 matrix units, at twice the bf16 rate, instead of dequantizing every weight first (what a weight-only base
+does, in forward, backward and recompute).
 
 LoRA training needs the gradient of the input only, never of the frozen weight, so the backward is one matmul of
 the row-scaled output gradient with the float8 weight read as the gradient's dtype (``_scaled_mm`` cannot take the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pico_lightning.compat import scaled_float8_matmul
 from pico_lightning.errors import UserError
 
 FLOAT8 = torch.float8_e4m3fn
@@ -43,7 +45,7 @@ class _Float8Matmul(torch.autograd.Function):
         ctx.save_for_backward(weight, scale)
         ctx.x_dtype = x.dtype
         rows, row_scale = quantize_rows(x.reshape(-1, x.shape[-1]))
-        out = torch._scaled_mm(rows, weight.t(), scale_a=row_scale, scale_b=scale, out_dtype=torch.bfloat16)
+        out = scaled_float8_matmul(rows, weight.t(), row_scale, scale, torch.bfloat16)
         return out.reshape(*x.shape[:-1], weight.shape[0]).to(out_dtype)
 
     @staticmethod

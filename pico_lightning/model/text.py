@@ -3,7 +3,8 @@
 The cache key is (encoder identity, prompt, max length, dtype); each entry is one safetensors file. Training never
 constructs a text encoder (T5-XXL alone is 9 GB): a dedicated step (`pico embed`, :func:`embed_prompts`) fills the
 cache with every prompt the data and the evaluation suites can produce, and training only reads it
-(:func:`prompt_table`), stopping with one line that names the command to run when an entry is missing.
+(:func:`prompt_table`, held as a :class:`PromptTable` that batches address by row), stopping with one line that
+names the command to run when an entry is missing.
 
     pico embed experiments/flux_fill.yaml model.pretrained_dir=/ckpt/FLUX.1-Fill-dev data.root=/data/visrel
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from diffusers import FluxFillPipeline
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from pico_lightning.config import ModelConfig
 from pico_lightning.errors import UserError
@@ -70,6 +72,31 @@ def warn_truncated(encoders: TextEncoders, prompts: list[str], max_sequence_leng
                 tokens,
                 prompt,
             )
+
+
+class PromptTable(nn.Module):
+    """A run's prompt embeddings stacked into two buffers, (P, Lt, D) and (P, D), addressed by row: they move with
+    the module that holds them and are never saved in its checkpoints."""
+
+    def __init__(self, prompts: dict[str, PromptEmbedding]):
+        super().__init__()
+        self.index = {prompt: row for row, prompt in enumerate(prompts)}
+        self.register_buffer("embeds", torch.stack([e for e, _ in prompts.values()]), persistent=False)
+        self.register_buffer("pooled", torch.stack([p for _, p in prompts.values()]), persistent=False)
+
+    def row_of(self, prompt: str) -> int:
+        """The row of ``prompt``; a prompt not in the table is a UserError naming `pico embed`."""
+        if prompt not in self.index:
+            raise UserError(f"prompt {prompt!r} has no cached embedding (run `pico embed` for this experiment)")
+        return self.index[prompt]
+
+    def ids(self, prompts: list[str]) -> torch.Tensor:
+        """(B,) rows of ``prompts``, on the host."""
+        return torch.tensor([self.row_of(p) for p in prompts])
+
+    def rows(self, ids: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Lt, D) and (B, D) embeddings of the rows ``ids``: a (B,) tensor, or a slice."""
+        return self.embeds[ids], self.pooled[ids]
 
 
 class TextCache:

@@ -2,6 +2,7 @@
 pictures and procedural scenes, written as WebDataset shards + ``index.json`` (format: ``data/schema.py``).
 
     pico prep visrel-lite --out DIR [--seed S] [--samples-per-task N]
+    write_visrel_lite(Path("DIR"), seed=0)                     # the same from Python (the demo's call)
 
 Pairs are written in blocks of at least two of one (task, variant, split), round-robin over tasks: every shard
 mixes many tasks and holds whole blocks, so any reader of a single shard can still form episodes. Each task
@@ -20,9 +21,30 @@ import numpy as np
 from tqdm import tqdm
 
 from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
+from pico_lightning.prep.outdir import build_replacing
 from pico_lightning.prep.registry import TASKS, TaskSpec
 from pico_lightning.prep.shards import Sample, shard_maxcount, write_shards
 from pico_lightning.prep.splits import split_for, variant_for
+from pico_lightning.prep.suites import build_suites, write_suites
+
+
+def write_visrel_lite(
+    out: Path,
+    seed: int = 0,
+    samples_per_task: int = 12,
+    size: int = 128,
+    suite_episodes: int = 32,
+    progress: bool = False,
+) -> dict:
+    """VisRel-lite and its evaluation suites in ``out``, built beside it and put in its place once complete; returns
+    the index (see :func:`build_visrel_lite`)."""
+
+    def build(tmp: Path) -> dict:
+        index = build_visrel_lite(tmp, seed, samples_per_task, size, progress=progress)
+        write_suites(tmp, build_suites(seed=seed, episodes_per_suite=suite_episodes, size=size))
+        return index
+
+    return build_replacing(out, build)
 
 
 def build_visrel_lite(

@@ -10,14 +10,23 @@ idles while the host launches the optimizer and the next step. With a fused Adam
    then long finished, and the module raises. Every rank records the same flag (the norm is taken over the whole
    model, across ranks under FSDP) and reads it at the same point, so all ranks stop together, with no collective.
 
-A non-fused optimizer (the CPU, or 16-mixed) has no ``found_inf``: the module keeps the immediate check there.
+A non-fused optimizer (the CPU, or 16-mixed) has no ``found_inf``: :meth:`DivergenceGuard.check` stops at once
+there, as a vote over ranks (FSDP holds gradient shards, so one rank alone raising would leave the others waiting
+in a collective). Either way the stop is a :class:`TrainingDivergedError` naming the step and its batch's tasks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from pico_lightning.errors import UserError
+
+
+class TrainingDivergedError(UserError):
+    """A non-finite loss or gradient: training stops before the bad update is applied or saved."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +45,27 @@ class StepFlag:
 
 
 class DivergenceGuard:
-    """Flags of non-finite gradient norms for a fused optimizer, read one step late."""
+    """The stop on a non-finite gradient norm: at once, or for a fused optimizer from flags read one step late."""
 
     def __init__(self) -> None:
         self._pending: list[StepFlag] = []
+        self.tasks: list[str] = []  # the current batch's tasks, for the message
+
+    def check(
+        self, norm: torch.Tensor, optimizer: torch.optim.Optimizer, step: int, any_rank: Callable[[bool], bool]
+    ) -> None:
+        """After clipping, before ``optimizer.step()``: record the flag of a fused optimizer, else stop now if
+        ``norm`` is not finite on any rank (``any_rank``: the strategy's vote, a collective every rank enters)."""
+        if self.applies_to(optimizer):
+            self.record(norm, optimizer, step, self.tasks)
+        elif any_rank(not bool(norm.isfinite())):
+            raise TrainingDivergedError(_message(step, self.tasks))
+
+    def raise_if_diverged(self, include_latest: bool = False) -> None:
+        """Stop on the first flagged step that :meth:`diverged` finds."""
+        flagged = self.diverged(include_latest)
+        if flagged is not None:
+            raise TrainingDivergedError(_message(flagged.step, flagged.tasks))
 
     @staticmethod
     def applies_to(optimizer: torch.optim.Optimizer) -> bool:
@@ -66,3 +92,7 @@ class DivergenceGuard:
         ready = self._pending if include_latest else self._pending[:-1]
         self._pending = self._pending[len(ready) :]
         return next((flag for flag in ready if flag.is_set()), None)
+
+
+def _message(step: int, tasks) -> str:
+    return f"non-finite loss/gradient at step {step}; batch tasks: {', '.join(tasks)}"

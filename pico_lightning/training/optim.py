@@ -10,7 +10,6 @@ gradients: there AdamW is foreach, and the plugin unscales before the clipping h
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Literal
 
@@ -53,23 +52,11 @@ def clip_gradients(
 
 def build_schedule(
     optimizer: torch.optim.Optimizer,
-    schedule: Literal["constant", "cosine", "cosine_to_tenth"],
+    schedule: Literal["constant", "cosine"],
     warmup_steps: int,
     max_steps: int,
 ) -> LambdaLR:
     """diffusers' schedules, stepped once per optimizer step: linear warm-up from 0 over ``warmup_steps``, then
-    constant, or a cosine decay reaching 0 at ``max_steps``; or ``cosine_to_tenth``, the demo base's."""
-    if schedule == "cosine_to_tenth":
-        return cosine_to_tenth(optimizer, warmup_steps, max_steps)
+    constant, or a cosine decay reaching 0 at ``max_steps``."""
     name = {"constant": "constant_with_warmup", "cosine": "cosine"}[schedule]
     return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max_steps)
-
-
-def cosine_to_tenth(optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int) -> LambdaLR:
-    """Linear warm-up from 1/``warmup_steps`` of the peak (at least one step), then a cosine from 1x down to 0.1x
-    the peak at ``max_steps``: the demo base's pretraining schedule."""
-    warmup = max(1, warmup_steps)
-    return LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, s / max_steps))),
-    )
