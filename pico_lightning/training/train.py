@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig
-from pico_lightning.evaluation.evaluator import evaluation_plan
+from pico_lightning.evaluation.evaluator import SuitePlan, evaluation_plan
 from pico_lightning.signals import LATCH
 from pico_lightning.training.artifacts import RunArtifacts
 from pico_lightning.training.attention_backend import AttentionBackend
@@ -48,7 +48,7 @@ class RunInterrupted(KeyboardInterrupt):
 def build_module(
     cfg: ExperimentConfig,
     prompts: list[str],
-    eval_plan: dict[str, list[str]] | None = None,
+    eval_plan: dict[str, SuitePlan] | None = None,
     release_after_training: bool = False,
 ) -> PicoModule:
     """The LightningModule for ``cfg``; the base + LoRA are built later, in ``configure_model``."""
