@@ -1,11 +1,11 @@
 """Seed-scored evaluation of one episode, and the metrics of a whole evaluation, shared by every caller.
 
 ``evaluate_item`` fills one :class:`~pico_lightning.data.eval_items.EvalItem` with the seed scorer;
-:class:`EvalMetrics` keeps, per suite and per task, torchmetrics states for the model and for the trivial baseline
-B' = B (copy the query), so a number always has its floor next to it, plus the transformer evaluations spent. Training runs
-these in Lightning's validation loop (training/module.py); ``pico eval`` and scripts use :func:`evaluate`. Noise is
-fixed by ``eval.seed`` and the episode's position (:func:`episode_seeds`), so the same episode gets the same
-candidates at every step, and different episodes get different ones.
+:class:`EvalMetrics` keeps, per suite and per task, torchmetrics states for the model and for the trivial
+baseline B' = B (copy the query), so a number always has its floor next to it, plus the transformer evaluations
+spent. Training runs these in Lightning's validation loop (training/module.py); ``pico eval`` and scripts use
+:func:`evaluate`. Noise is fixed by ``eval.seed`` and the episode's position (:func:`episode_seeds`), so the same
+episode gets the same candidates at every step, and different episodes get different ones.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from pico_lightning.config import SEED_STRIDE, EvalConfig
 from pico_lightning.data.eval_items import SWAPPED, UNSEEN, EvalItem
-from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
+from pico_lightning.evaluation.metrics import PerTaskMetrics
 from pico_lightning.inference.fill_model import FillModel
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
