@@ -35,6 +35,7 @@ def test_file_then_overrides(tmp_path):
         ("train.strategy=magic", "train.strategy"),  # not one of the choices
         ("data.panel_size=20", "nearest valid panel sizes: [16, 24]"),  # does not pack
         ("model.preset=huge", "model.preset"),  # not a preset
+        ("data.task_fraction=1.5", "data.task_fraction"),  # not a fraction
     ],
 )
 def test_bad_values_name_key_and_file(tmp_path, override, needle):
@@ -76,11 +77,17 @@ def test_saved_config_round_trips(tmp_path):
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
 
 
-def test_config_suite_names_match_the_suite_registry():
-    from pico_lightning.config import SUITES
-    from pico_lightning.data.suites import SUITE_KINDS
+def test_suite_names_are_open_and_checked_against_the_data_later():
+    assert load_config(None, ["eval.suites=[held_in,lab_edges]"]).eval.suites == ["held_in", "lab_edges"]
+    for bad, needle in (("[seen]", "name held_in"), ("[held_in,held_in]", "each suite once"), ("['a/b']", "letters")):
+        with pytest.raises(ConfigError, match=needle):
+            load_config(None, [f"eval.suites={bad}"])
 
-    assert set(SUITES) == set(SUITE_KINDS)  # config.py cannot import the registry (no torch there): keep in step
+
+def test_task_counts_as_a_fraction_of_the_pool():
+    assert load_config(None, ["data.task_fraction=0.25"]).data.task_fraction == 0.25
+    with pytest.raises(ConfigError, match="data.num_tasks/data.task_fraction: expected at most one"):
+        load_config(None, ["data.task_fraction=0.5", "data.num_tasks=4"])
 
 
 def test_several_files_merge_in_order(tmp_path):

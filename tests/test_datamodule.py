@@ -319,11 +319,36 @@ def test_each_eval_episode_draws_its_own_seeds_and_its_swapped_copy_the_same_one
         4,
         EvalConfig(suites=["held_in", "held_out"], episodes_per_suite=5, exemplar_swap=True),
     ).eval_items()
-    for suite in ("held_in", "held_out", "held_in_swapped"):
+    assert list(items) == ["seen", "held_out", "seen_swapped"]  # trains on every held-in task: no unseen group
+    for suite in items:
         assert [item.episode for item in items[suite]] == list(range(len(items[suite])))
-    seeds = [episode_seeds(0, item.episode, 4) for item in items["held_in"]]
+    seeds = [episode_seeds(0, item.episode, 4) for item in items["seen"]]
     assert len({s for block in seeds for s in block}) == 4 * len(seeds)  # no draw shared by two episodes
     assert episode_seeds(7, 3, 8)[:4] == episode_seeds(7, 3, 4)  # |S| = 4 is a prefix of |S| = 8
+
+
+def test_held_in_is_grouped_by_the_training_selection(shards):
+    path, _ = shards
+    suites = EvalConfig(suites=["held_in", "held_out"], episodes_per_suite=4, exemplar_swap=True)
+    module = VisRelDataModule(DataConfig(shards=str(path), num_workers=0, tasks=["denoise"]), 4, suites)
+    items = module.eval_items()
+    assert {suite: {i.task for i in chosen} for suite, chosen in items.items()} == {
+        "seen": {"denoise"},
+        "unseen": {"edges", "segment"},  # the pool's held-in tasks with val pairs that this run leaves out
+        "held_out": {"sketch"},
+        "seen_swapped": {"denoise"},  # one seen task: its swapped exemplars come from the unseen ones
+    }
+    assert len(items["seen"]) == len(items["unseen"]) == 4  # each group gets eval.episodes_per_suite
+    donors = {(i.task, i.grid[:, :32].sum().item()) for i in items["unseen"]}
+    assert all((d.task, d.grid[:, :32].sum().item()) not in donors for d in items["seen"])
+    assert all(any(s.grid[:, :32].sum().item() == v for _, v in donors) for s in items["seen_swapped"])
+
+
+def test_an_unknown_suite_is_one_line_listing_the_suites_of_the_data(shards):
+    path, _ = shards
+    module = VisRelDataModule(DataConfig(shards=str(path), num_workers=0), 4, EvalConfig(suites=["held_in", "lab"]))
+    with pytest.raises(UserError, match=r"^eval.suites: 'lab' is not a suite of .*; it has held_in, held_out \(and"):
+        module.eval_items()
 
 
 def test_prompts_cover_the_prompt_mode(shards):

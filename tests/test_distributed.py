@@ -35,7 +35,7 @@ def test_two_process_ddp_trains_and_evaluates(visrel_tiny, tmp_path):
     assert [r.name for r in runs] == ["ddp"]  # one run directory, written by rank zero only
     run_dir = runs[0]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["step"] == 4 and "eval/held_in/psnr" in summary["eval"]
+    assert summary["step"] == 4 and "eval/seen/psnr" in summary["eval"]
     assert (run_dir / "lora" / "pytorch_lora_weights.safetensors").is_file()
     for step in (2, 4):
         evaluated = json.loads((run_dir / "eval" / f"step_{step}" / "metrics.json").read_text())

@@ -192,3 +192,10 @@ def test_prompt_set_lists_every_prompt_once_with_the_empty_prompt_first():
     assert prompt_set(index, "none") == [""]
     assert prompt_set(index, "category") == [""] + sorted(CATEGORY_PROMPTS.values())
     assert prompt_set(index, "task") == [""] + sorted(info["prompt"] for info in index["tasks"].values())
+
+
+@pytest.mark.parametrize(("fraction", "count"), [(0.01, 1), (0.25, 3), (0.5, 6), (1.0, 12)])
+def test_task_fraction_keeps_that_share_of_the_pool_as_num_tasks_would(fraction, count):
+    index = _index()  # 12 held-in tasks
+    assert select_tasks(index, task_fraction=fraction, seed=3) == select_tasks(index, num_tasks=count, seed=3)
+    assert len(select_tasks(index, ["estimation_0", "perception_1"], task_fraction=0.5)) == 1

@@ -8,7 +8,10 @@ import torch.multiprocessing as mp
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchmetrics.utilities.data import dim_zero_sum
 
+from pico_lightning.data.eval_items import EvalItem
+from pico_lightning.evaluation.evaluator import EvalMetrics, EvalOutput, evaluation_plan
 from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics, output_to_mask
+from pico_lightning.panels import Layout, compose_grid, target_mask
 
 
 def _masks_as_panels(masks):
@@ -78,6 +81,7 @@ def test_per_task_keys_and_values():
     assert {key: result[f"user_tasks/a/{key}"] for key in ("psnr", "ssim", "episodes")} == alone.compute()
     assert result["user_tasks/episodes"] == 4 and result["user_tasks/b/episodes"] == 1
     assert not any(key.startswith("user_tasks/never/") for key in result)
+    assert result["user_tasks/tasks"] == 2
     with pytest.raises(ValueError, match="unknown tasks"):
         metrics.update(output[:1], target[:1], ["c"])
 
@@ -123,3 +127,43 @@ def test_metrics_sync_over_two_gloo_processes(tmp_path):
         assert results[rank].keys() == expected.keys()
         for key, value in expected.items():
             assert results[rank][key] == pytest.approx(value, rel=1e-5), key
+
+
+def _output(suite, task, query, target, prediction, kind="image"):
+    """An evaluated episode of ``suite``: query and target panels (3, 16, 16), the model's prediction."""
+    layout = Layout(2, 2, 16)
+    grid = compose_grid([query, target, query, None], layout)
+    item = EvalItem(suite, task, kind, "", grid, target_mask(layout), target)
+    return EvalOutput(item, prediction, {"model_evaluations": 3})
+
+
+def test_groups_and_tasks_each_have_their_copy_baseline_and_the_score_skips_unseen():
+    target, noisy = _noisy_images(3, count=4, size=16)
+    mask = torch.zeros(3, 16, 16) - 1
+    mask[:, 4:12, 4:12] = 1
+    outputs = [
+        _output("seen", "denoise", noisy[0], target[0], target[0]),  # a perfect fill
+        _output("seen", "deblur", noisy[1], target[1], noisy[1]),  # copies the query
+        _output("unseen", "edges", noisy[2], target[2], noisy[2]),
+        _output("seen_swapped", "denoise", noisy[0], target[0], noisy[0]),
+        _output("segmentation", "colour", -mask, mask, mask, kind="mask"),
+    ]
+    items = {}
+    for output in outputs:
+        items.setdefault(output.item.suite, []).append(output.item)
+    plan = evaluation_plan(items)
+    assert plan["seen"].tasks == ["deblur", "denoise"] and plan["segmentation"].kind == "mask"
+    metrics = EvalMetrics(plan, Layout(2, 2, 16))
+    for output in outputs:
+        metrics.update(output)
+    result = metrics.compute()
+    copy = SuiteMetrics("image")
+    copy.update(noisy[1:2], target[1:2])
+    assert result["eval/seen/deblur/psnr"] == result["eval/seen/deblur/baseline_psnr"] == copy.compute()["psnr"]
+    assert result["eval/seen/denoise/psnr"] == float("inf") and result["eval/seen/tasks"] == 2
+    assert "eval/seen/denoise/baseline_psnr" in result and "eval/unseen/edges/baseline_ssim" in result
+    assert result["eval/seen/swapped_psnr"] == result["eval/seen/denoise/swapped_baseline_psnr"]
+    assert result["eval/segmentation/miou"] == 1.0 and result["eval/segmentation/baseline_miou"] == 0.0
+    assert not any(key.endswith(("baseline_episodes", "baseline_tasks")) for key in result)
+    assert result["eval/model_evaluations"] == 15
+    assert result["eval/score"] == pytest.approx((result["eval/seen/ssim"] + 1.0) / 2)  # seen and segmentation

@@ -9,11 +9,12 @@ import webdataset as wds
 from PIL import Image
 
 from pico_lightning.data.suites import (
-    SUITE_KINDS,
     SuiteEpisode,
     load_named_suite,
     load_perseg,
     load_suite,
+    suite_kind,
+    suite_names,
 )
 from pico_lightning.errors import UserError
 from pico_lightning.panels import Layout, fit_panel, to_tensor
@@ -39,7 +40,7 @@ def test_suites_are_deterministic_per_seed(suites):
         assert _pixels(episodes) != _pixels(other[name])
         assert len(episodes) == 12
         assert len({episode.episode_id for episode in episodes}) == 12
-        assert {episode.kind for episode in episodes} == {SUITE_KINDS[name]}
+        assert suite_kind(name, episodes) == {"segmentation": "mask", "user_tasks": "image"}[name]
         assert all(panel.shape == (SIZE, SIZE, 3) for episode in episodes for panel in episode.panels)
 
 
@@ -97,13 +98,22 @@ def test_write_then_load_round_trip(tmp_path, suites):
     assert (tmp_path / "suites" / "segmentation.tar").read_bytes() == first  # reproducible bytes
 
 
-def test_missing_suite_names_the_file_and_the_fix(tmp_path):
-    with pytest.raises(UserError, match=r"segmentation\.tar.*pico prep visrel-lite"):
+def test_missing_suite_names_the_file_and_what_is_there(tmp_path, suites):
+    with pytest.raises(UserError, match=r"segmentation\.tar.*the suites there: none") as err:
         load_suite(tmp_path, "segmentation")
-    with pytest.raises(UserError, match="unknown"):
+    assert "visrel-lite" not in str(err.value)  # never a hint to write toy data over a user's directory
+    write_suites(tmp_path, {"user_tasks": suites["user_tasks"][:2]})
+    assert suite_names(tmp_path) == ["user_tasks"] and suite_names("") == []
+    with pytest.raises(UserError, match=r"nope\.tar.*the suites there: \['user_tasks'\]"):
         load_named_suite("nope", tmp_path)
-    with pytest.raises(UserError, match="shards"):
-        load_named_suite("held_out", tmp_path)
+
+
+def test_any_suite_name_loads_and_one_suite_has_one_kind(tmp_path, suites):
+    mixed = suites["segmentation"][:1] + suites["user_tasks"][:1]
+    write_suites(tmp_path, {"lab_edges": suites["user_tasks"][:3], "mixed": mixed})
+    assert suite_kind("lab_edges", load_named_suite("lab_edges", tmp_path)) == "image"
+    with pytest.raises(UserError, match=r"suite 'mixed': episodes of kinds \['image', 'mask'\]"):
+        suite_kind("mixed", load_named_suite("mixed", tmp_path))
 
 
 def test_episode_grid_blanks_the_target(suites):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -141,7 +142,7 @@ def fake_train(calls: list, fail: str = ""):
             return 1
         run_dir = Path(values["run.dir"]) / values["run.name"]
         (run_dir / "eval" / "step_3").mkdir(parents=True)
-        evaluation = {"eval/held_in/psnr": 20.0, "eval/held_out/psnr": 15.0}
+        evaluation = {"eval/seen/psnr": 20.0, "eval/held_out/psnr": 15.0}
         (run_dir / "eval" / "step_3" / "metrics.json").write_text(json.dumps({"step": 3, **evaluation}))
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "train/loss": 0.5}) + "\n")
         summary = {"status": "finished", "step": 3, "eval": evaluation}
@@ -182,6 +183,9 @@ def test_local_dry_run_only_prints(tmp_path, capsys):
     assert not (tmp_path / "sweep").exists()
 
 
+GRID_HEAD = ["data.num_tasks", "data.shots_per_task"]
+
+
 def fake_sweep(root: Path) -> Path:
     """A sweep dir with 8 runs: 6 finished, 1 with only an intermediate evaluation, 1 never started."""
     grid = {"data.num_tasks": [3, 6], "data.shots_per_task": [2, 4], "train.seed": [0, 1]}
@@ -193,14 +197,18 @@ def fake_sweep(root: Path) -> Path:
                 params = {"data.num_tasks": tasks, "data.shots_per_task": shots, "train.seed": seed}
                 runs.append({"name": name, "overrides": [], "params": params})
                 evaluation = {
-                    "eval/held_in/psnr": 20.0 + shots + seed,
+                    "eval/seen/psnr": 20.0 + shots + seed,
+                    "eval/seen/baseline_psnr": 14.0 + tasks,  # the seen tasks' copy baseline moves with them
+                    "eval/seen/tasks": tasks,
                     "eval/held_out/psnr": 10.0 + tasks + seed,
                     "eval/held_out/baseline_psnr": 15.0,
                     "eval/segmentation/miou": 0.1 * tasks,
                     "eval/model_evaluations": 40,
-                    "eval/held_in/episodes": 8,
-                    "eval/held_in/denoise/psnr": 30.0,
+                    "eval/seen/episodes": 8,
+                    "eval/seen/denoise/psnr": 30.0,
                 }
+                if tasks == 3:  # 6 is the whole pool: no unseen held-in task is left
+                    evaluation.update({"eval/unseen/psnr": 12.0 + seed, "eval/unseen/baseline_psnr": 13.0})
                 run_dir = root / "runs" / name
                 if name == "num_tasks6-shots_per_task4-seed1":
                     continue  # missing
@@ -220,32 +228,46 @@ def test_report_writes_table_csv_and_seen_vs_unseen_plots(tmp_path, capsys):
     assert main(["report", str(sweep_dir), "--out", str(tmp_path / "report")]) == 0
     out = tmp_path / "report"
     markdown = (out / "report.md").read_text()
-    header = "| run | status | step | data.num_tasks | data.shots_per_task | train.seed | held_in/psnr |"
+    header = "| run | status | step | data.num_tasks | data.shots_per_task | train.seed | held_out/baseline_psnr |"
     assert header in markdown
     assert "| num_tasks6-shots_per_task4-seed1 | missing |" in markdown
     assert "| num_tasks6-shots_per_task4-seed0 | unfinished | 10 |" in markdown
     assert len((out / "report.csv").read_text().splitlines()) == 9
-    assert {path.name for path in out.glob("*.png")} == {"psnr.png", "miou.png"}  # model_evaluations is constant
+    assert {path.name for path in out.glob("*.png")} == {"psnr.png", "miou.png"}  # baselines are drawn in them
     printed = capsys.readouterr().out
     assert "missing (1): num_tasks6-shots_per_task4-seed1" in printed and str(out / "psnr.png") in printed
-    assert "not plotted (the same in every run): eval/held_out/baseline_psnr, eval/model_evaluations" in printed
+    assert "not plotted (the same in every run): eval/model_evaluations\n" in printed
+
+
+def test_report_groups_table_has_each_group_with_its_seed_spread_and_baseline(tmp_path):
+    sweep_dir = fake_sweep(tmp_path / "sweep")
+    assert main(["report", str(sweep_dir)]) == 0
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "| data.num_tasks | data.shots_per_task | group | tasks | psnr | miou |" in markdown
+    assert "| 3 | 2 | seen | 3 | 22.5 [22, 23] n=2 (copy 17) |  |" in markdown  # baseline 14 + num_tasks
+    assert "| 3 | 2 | unseen |  | 12.5 [12, 13] n=2 (copy 13) |  |" in markdown
+    assert "| 6 | 2 | seen | 6 | 22.5 [22, 23] n=2 (copy 20) |  |" in markdown
+    assert "| 6 | 2 | unseen" not in markdown  # all 6 tasks trained: no unseen group
+    groups = list(csv.reader((sweep_dir / "groups.csv").open()))
+    assert groups[0] == [*GRID_HEAD, "group", "tasks", "metric", "runs", "mean", "min", "max", "baseline"]
+    assert ["6", "4", "held_out", "", "psnr", "1", "16.0", "16.0", "16.0", "15.0"] in groups
 
 
 def test_report_plot_lines_mean_and_spread(tmp_path):
     plan = json.loads((fake_sweep(tmp_path) / "sweep.json").read_text())
     results = [report.read_run(sweep_run(tmp_path, run["name"]), run["name"], run["params"]) for run in plan["runs"]]
-    keys = ["eval/held_in/psnr", "eval/held_out/psnr"]
+    keys = ["eval/seen/psnr", "eval/unseen/psnr", "eval/held_out/psnr"]
     figure = report.plot_metric(results, "psnr", keys, plan["grid"])
     labels = figure.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["unseen tasks (held_out): baseline B′ = B"] + [  # matplotlib lists plain lines first
-        f"{seen} tasks ({suite}), shots_per_task={shots}"
-        for seen, suite in (("seen", "held_in"), ("unseen", "held_out"))
-        for shots in (2, 4)
+    groups = ("seen tasks", "unseen held-in tasks", "held-out tasks")
+    assert labels == [f"{group}: baseline B′ = B" for group in groups] + [  # matplotlib lists plain lines first
+        f"{group}, shots_per_task={shots}" for group in groups for shots in (2, 4)
     ]
-    baseline = figure.axes[0].get_lines()[-1]
-    assert list(baseline.get_ydata()) == [15.0, 15.0] and baseline.get_color() == "tab:orange"
-    # unseen psnr = 10 + num_tasks + seed; the incomplete runs have shots 4, so shots 2 has both seeds
-    points = report.aggregate(results, keys[1], "data.num_tasks", [3, 6], ("data.shots_per_task", 2))
+    baselines = [line for line in figure.axes[0].get_lines() if line.get_linestyle() == ":"]
+    assert [list(line.get_ydata()) for line in baselines] == [[17.0, 20.0], [13.0], [15.0, 15.0]]  # per x
+    assert [line.get_color() for line in baselines] == ["tab:blue", "tab:green", "tab:orange"]
+    # held-out psnr = 10 + num_tasks + seed; the incomplete runs have shots 4, so shots 2 has both seeds
+    points = report.aggregate(results, keys[2], "data.num_tasks", [3, 6], ("data.shots_per_task", 2))
     assert points == [(0, 13.5, 13.0, 14.0), (1, 16.5, 16.0, 17.0)]  # (x index, mean, min, max)
 
 
@@ -253,10 +275,10 @@ def test_report_metric_selection(tmp_path, capsys):
     sweep_dir = fake_sweep(tmp_path / "sweep")
     assert main(["report", str(sweep_dir), "--metric", "psnr"]) == 0  # suite-level psnr keys only
     assert {path.name for path in sweep_dir.glob("*.png")} == {"psnr.png"}
-    assert "held_in/psnr | held_out/psnr |\n" in (sweep_dir / "report.md").read_text()
-    chosen = ["--metric", "eval/held_in/denoise/psnr", "--metric", "episodes"]
+    assert "| held_out/psnr | seen/psnr | unseen/psnr |\n" in (sweep_dir / "report.md").read_text()
+    chosen = ["--metric", "eval/seen/denoise/psnr", "--metric", "episodes"]
     assert main(["report", str(sweep_dir), *chosen]) == 0
-    assert "held_in/denoise/psnr | held_in/episodes |\n" in (sweep_dir / "report.md").read_text()
+    assert "seen/denoise/psnr | seen/episodes |\n" in (sweep_dir / "report.md").read_text()
     assert main(["report", str(sweep_dir), "--metric", "fid"]) == 2
     assert "--metric fid" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2

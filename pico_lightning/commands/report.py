@@ -1,12 +1,14 @@
-"""`pico report`: a sweep's results as a table (report.md, report.csv) and metric plots (PNG).
+"""`pico report`: a sweep's results as tables (report.md, report.csv, groups.csv) and metric plots (PNG).
 
     pico report runs/sweeps/task_diversity
     pico report runs/sweeps/task_diversity --metric psnr --metric miou --out reports/task_diversity
 
---metric takes a full key (eval/held_out/psnr, eval/held_in/denoise/psnr) or a metric name (psnr:
-every suite's psnr); default: every suite-level key except episode counts (no per-task breakdowns).
-Plots: metric vs data.num_tasks (else the first swept axis), seen (held_in) vs unseen (held_out) tasks,
-one line style per data.shots_per_task, mean over seeds with min-max error bars.
+--metric takes a full key (eval/held_out/psnr, eval/seen/denoise/psnr) or a metric name (psnr:
+every suite's psnr); default: every suite-level key except episode and task counts (no per-task breakdowns).
+Groups (report.md's second table, groups.csv): per swept value, seen / unseen held-in / held-out tasks and the
+other suites, mean [min, max] over the seeds beside the copy baseline B' = B.
+Plots: metric vs data.num_tasks or data.task_fraction (else the first swept axis), one colour per group, one
+line style per data.shots_per_task, mean over seeds with min-max error bars, each baseline dotted.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ class DataConfig:
     """Never train on these tasks."""
     num_tasks: int = 0
     """Keep this many tasks, a seeded choice stratified over the four families (0 = all)."""
+    task_fraction: float = 0.0
+    """Keep this fraction of the held-in tasks (rounded, at least 1), chosen as data.num_tasks chooses (0 = off):
+    a task count that fits any pool size, as an ablation over datasets needs."""
     shots_per_task: int = 0
     """Keep this many samples per task (0 = all)."""
     sampling: Literal["task_balanced", "uniform", "weighted"] = "task_balanced"
@@ -63,6 +66,13 @@ class DataConfig:
             self.prompt_dropout,
         )
         check(self.num_tasks >= 0, "data.num_tasks", "an integer >= 0", self.num_tasks)
+        check(0.0 <= self.task_fraction <= 1.0, "data.task_fraction", "a number in [0, 1]", self.task_fraction)
+        check(
+            not (self.num_tasks and self.task_fraction),
+            "data.num_tasks/data.task_fraction",
+            "at most one of them set",
+            (self.num_tasks, self.task_fraction),
+        )
         check(self.shots_per_task >= 0, "data.shots_per_task", "an integer >= 0", self.shots_per_task)
         check(self.num_workers >= 0, "data.num_workers", "an integer >= 0", self.num_workers)
         check(self.epoch_batches >= 1, "data.epoch_batches", "an integer >= 1", self.epoch_batches)

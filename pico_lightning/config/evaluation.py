@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pico_lightning.config.checks import check
 
-SUITES = ("segmentation", "user_tasks", "held_in", "held_out", "perseg")  # data/suites.py defines them
+HELD_IN_GROUPS = ("seen", "unseen")  # the groups `held_in` is reported as (data/eval_items.py): no suite's name
 SEED_STRIDE = 1 << 16  # each evaluation episode owns a block of this many seeds, so eval.num_seeds is at most this
 
 
 @dataclass
 class EvalConfig:
     suites: list[str] = field(default_factory=lambda: ["segmentation", "user_tasks", "held_in"])
-    """Evaluation suites to run."""
+    """Evaluation suites to run: `held_in` (val pairs of the held-in tasks, reported as two groups: eval/seen/*
+    over the tasks this run trains on, eval/unseen/* over the pool's others), `held_out` (test pairs of the tasks
+    no run trains on), `perseg` (eval.perseg_dir), or any suite the data holds as DATA/suites/<name>.tar. Names are
+    checked against the data when the run reads it."""
     every_n_steps: int = 0
     """Evaluate during training every N steps (0 = only at the end of fit)."""
     episodes_per_suite: int = 8
@@ -37,7 +41,7 @@ class EvalConfig:
     gallery_episodes: int = 4
     """Episodes per suite drawn in the gallery and the W&B table (fixed across steps)."""
     exemplar_swap: bool = False
-    """Also evaluate the held-in episodes with the exemplar pair of another task (eval/held_in/swapped_<metric>):
+    """Also evaluate the held-in episodes with the exemplar pair of another task (eval/seen/swapped_<metric>):
     the control that shows whether outputs follow the exemplar."""
     compile: bool = False
     """Regional torch.compile of the DiT's repeated blocks for sampling in `pico infer`, `pico eval` and PicoPipeline
@@ -56,8 +60,9 @@ class EvalConfig:
             self.scorer_steps,
         )
         check(self.every_n_steps >= 0, "eval.every_n_steps", "an integer >= 0", self.every_n_steps)
-        unknown = [s for s in self.suites if s not in SUITES]
-        check(not unknown, "eval.suites", f"names from {list(SUITES)}", self.suites)
+        bad = [s for s in self.suites if not re.fullmatch(r"[\w.-]+", s) or s in HELD_IN_GROUPS]
+        check(not bad, "eval.suites", f"suite names (letters, digits, _ . -; not {HELD_IN_GROUPS}: name held_in)", bad)
+        check(len(set(self.suites)) == len(self.suites), "eval.suites", "each suite once", self.suites)
         check(
             "perseg" not in self.suites or bool(self.perseg_dir),
             "eval.perseg_dir",

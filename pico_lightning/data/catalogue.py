@@ -6,7 +6,7 @@ first use and kept: constructing a catalogue does no IO.
 
     catalogue = DatasetCatalogue(cfg.data, cfg.eval)
     catalogue.prompts()        # every prompt the data can produce, "" first
-    catalogue.eval_items()     # {suite: [EvalItem]} of eval.suites
+    catalogue.eval_items()     # {suite or group: [EvalItem]} of eval.suites (held_in -> seen, unseen)
     run_prompts(catalogue.prompts())  # what `pico embed` embeds: those, plus the family labels the suites use
 """
 
@@ -16,7 +16,7 @@ import webdataset as wds
 
 from pico_lightning.config import DataConfig, EvalConfig
 from pico_lightning.data import episodes as ep
-from pico_lightning.data.eval_items import EvalItem, collect_items, data_root
+from pico_lightning.data.eval_items import EvalData, EvalItem, collect_items, data_root
 from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.data.sources import ShardSet, load_shard_set
 from pico_lightning.data.stream import DecodePairs, SkipCounter
@@ -67,19 +67,29 @@ class DatasetCatalogue:
         )
         return ep.fixed_episodes(pairs, n_per_task, cfg.seed, self.layout, cfg.resize, cfg.prompt)
 
+    def eval_data(self) -> EvalData:
+        """Where the evaluation episodes come from; held_in's seen group is the training selection's tasks."""
+        cfg, shards = self.cfg, bool(self.cfg.root or self.cfg.shards)
+        held_in = shards and "held_in" in self.eval_cfg.suites  # else no need to read the shards here
+        return EvalData(
+            data_root(cfg.shards, cfg.root),
+            self.eval_episodes if shards else None,
+            self.shards().keep.tasks if held_in else frozenset(),
+            self.eval_cfg.perseg_dir,
+        )
+
     def eval_items(self) -> dict[str, list[EvalItem]]:
-        """The fixed evaluation items of ``eval.suites`` (read once); a suite without episodes is a UserError."""
+        """The fixed evaluation items of ``eval.suites`` (read once): ``held_in`` as its groups ``seen`` and
+        ``unseen``; an unknown suite or one without episodes is a UserError."""
         if self._items is None:
             cfg, evaluation = self.cfg, self.eval_cfg
             self._items = collect_items(
                 evaluation.suites,
-                data_root(cfg.shards, cfg.root),
+                self.eval_data(),
                 self.layout,
                 cfg.resize,
                 cfg.prompt,
                 evaluation.episodes_per_suite,
-                self.eval_episodes if cfg.root or cfg.shards else None,
-                evaluation.perseg_dir,
                 evaluation.exemplar_swap,
             )
         return self._items

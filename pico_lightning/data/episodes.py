@@ -74,9 +74,15 @@ def check_task_names(index: dict, names: Iterable[str], key: str) -> None:
 
 
 def select_tasks(
-    index: dict, tasks: Sequence[str] = (), exclude_tasks: Sequence[str] = (), num_tasks: int = 0, seed: int = 0
+    index: dict,
+    tasks: Sequence[str] = (),
+    exclude_tasks: Sequence[str] = (),
+    num_tasks: int = 0,
+    seed: int = 0,
+    task_fraction: float = 0.0,
 ) -> list[str]:
-    """Held-in tasks to train on: ``tasks`` (or all) minus ``exclude_tasks``, then ``num_tasks`` of them.
+    """Held-in tasks to train on: ``tasks`` (or all) minus ``exclude_tasks``, then ``num_tasks`` of them (or
+    ``task_fraction`` of them, rounded, at least one).
 
     The ``num_tasks`` choice is seeded and stratified: round-robin over the families (in a seeded order), a
     seeded order of tasks within each, so the families are as even as the counts allow. Sorted names.
@@ -90,6 +96,8 @@ def select_tasks(
     chosen = sorted(set(base) - set(exclude_tasks))
     if not chosen:
         raise UserError("data.tasks/data.exclude_tasks: no held-in task left to train on")
+    if task_fraction:
+        num_tasks = max(1, round(task_fraction * len(chosen)))
     if num_tasks == 0:
         return chosen
     if num_tasks > len(chosen):

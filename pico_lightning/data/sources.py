@@ -164,7 +164,7 @@ def load_shard_set(cfg: DataConfig, pairs: int) -> ShardSet:
         raise UserError(f"{key}: shard(s) without a readable sample: {empty}")
     every = [meta for found in metas.values() for meta in found]
     index = index or index_from_metas(every)
-    tasks = ep.select_tasks(index, cfg.tasks, cfg.exclude_tasks, cfg.num_tasks, cfg.seed)
+    tasks = ep.select_tasks(index, cfg.tasks, cfg.exclude_tasks, cfg.num_tasks, cfg.seed, cfg.task_fraction)
     ep.check_task_names(index, cfg.task_weights, "data.task_weights")
     keep = ep.PairFilter(frozenset({"train"}), frozenset(tasks))
     if cfg.shots_per_task:

@@ -2,14 +2,15 @@
 
 An episode is the four panels A, A', B, B' (HxWx3 uint8; B' is the ground truth) plus how it is scored:
 ``kind="mask"`` (B' is a white-on-black mask, scored by IoU) or ``kind="image"`` (scored by PSNR / SSIM).
-Suites on disk live next to the VisRel shards as ``ROOT/suites/<name>.tar``, one WebDataset sample per
-episode (written by ``pico_lightning/prep/suites.py``, ``pico prep visrel-lite``)::
+Suites on disk live next to the VisRel shards as ``ROOT/suites/<name>.tar``, any name, one WebDataset sample per
+episode (written by ``pico prep``); a suite's kind is its episodes' "kind", one for the whole suite::
 
     <episode_id>.a.png  <episode_id>.a_out.png  <episode_id>.b.png  <episode_id>.b_out.png
     <episode_id>.json   {"suite", "task", "episode_id", "kind", "prompt"}
 
 PerSeg-style folders (``ROOT/Images/<object>/<stem>.jpg`` + ``ROOT/Annotations/<object>/<stem>.png``) load
-with :func:`load_perseg`. ``held_in`` / ``held_out`` episodes come from the shards (data/eval_items.py).
+with :func:`load_perseg` (suite ``perseg``). ``held_in`` / ``held_out`` episodes come from the shards
+(data/eval_items.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from __future__ import annotations
 import json
 import tarfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +32,8 @@ from pico_lightning.pictures import PICTURE_SUFFIXES, ImageInputError, read_mask
 
 KINDS = ("mask", "image")
 PANEL_KEYS = ("a.png", "a_out.png", "b.png", "b_out.png")  # tar members in panel order A, A', B, B'
-SUITE_KINDS = {
-    "segmentation": "mask",
-    "user_tasks": "image",
-    "perseg": "mask",
-    "held_in": "image",
-    "held_out": "image",
-}
+PERSEG = "perseg"  # the suite read from a PerSeg folder (eval.perseg_dir), not from the data
+REWRITE = "write the data again with `pico prep`"
 
 PictureAndMask = tuple[np.ndarray, np.ndarray]  # a PerSeg shot: its picture and its mask
 
@@ -85,13 +80,16 @@ def suite_path(root: str | Path, name: str) -> Path:
     return Path(root) / "suites" / f"{name}.tar"
 
 
+def suite_names(root: str | Path) -> list[str]:
+    """The suites a prepared data root holds (``ROOT/suites/<name>.tar``), sorted; none when ``root`` is empty."""
+    return sorted(path.name.removesuffix(".tar") for path in Path(root).glob("suites/*.tar")) if root else []
+
+
 def load_suite(root: str | Path, name: str) -> list[SuiteEpisode]:
     """Read every episode of ``ROOT/suites/<name>.tar`` in file order; a missing file is a UserError."""
     path = suite_path(root, name)
     if not path.is_file():
-        raise UserError(
-            f"{path}: suite {name!r} not found; run `pico prep visrel-lite --out {root}` to write the suites"
-        )
+        raise UserError(f"{path}: suite {name!r} not found; the suites there: {suite_names(root) or 'none'}")
     samples: dict[str, dict[str, bytes]] = {}
     try:
         with tarfile.open(path) as tar:
@@ -100,21 +98,29 @@ def load_suite(root: str | Path, name: str) -> list[SuiteEpisode]:
                 if member.isfile() and key is not None:
                     samples.setdefault(key, {})[extension] = tar.extractfile(member).read()
     except tarfile.TarError as err:
-        raise UserError(f"{path}: not a readable suite tar ({err}); re-run `pico prep visrel-lite`") from None
+        raise UserError(f"{path}: not a readable suite tar ({err}); {REWRITE}") from None
     return [_episode_from_sample(path, key, members) for key, members in samples.items()]
+
+
+def suite_kind(name: str, episodes: list[SuiteEpisode]) -> str:
+    """The one kind of a suite's episodes ("mask" or "image"); a suite mixing kinds is a UserError."""
+    kinds = sorted({episode.kind for episode in episodes})
+    if len(kinds) > 1:
+        raise UserError(f"suite {name!r}: episodes of kinds {kinds}; a suite is scored one way, {REWRITE}")
+    return kinds[0] if kinds else "image"
 
 
 def _episode_from_sample(path: Path, key: str, members: Mapping[str, bytes]) -> SuiteEpisode:
     """Decode one tar sample (member extension -> bytes) into a SuiteEpisode; a broken sample is a UserError."""
     missing = [name for name in (*PANEL_KEYS, "json") if name not in members]
     if missing:
-        raise UserError(f"{path}: sample {key!r} lacks {missing}; re-run `pico prep visrel-lite`")
+        raise UserError(f"{path}: sample {key!r} lacks {missing}; {REWRITE}")
     try:
         meta = json.loads(members["json"])
         panels = [read_picture(members[name], name) for name in PANEL_KEYS]
         return SuiteEpisode(meta["suite"], meta["task"], meta["episode_id"], panels, meta["kind"], meta["prompt"])
     except (ValueError, KeyError, TypeError) as err:  # bad json, meta or picture (ImageInputError)
-        raise UserError(f"{path}: sample {key!r} is corrupt ({err!r}); re-run `pico prep visrel-lite`") from None
+        raise UserError(f"{path}: sample {key!r} is corrupt ({err!r}); {REWRITE}") from None
 
 
 def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None) -> list[SuiteEpisode]:
@@ -133,7 +139,7 @@ def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None
         for stem, (query, query_mask) in shots[1:]:
             exemplar, exemplar_mask = shots[0][1]
             panels = [exemplar, mask_to_rgb(exemplar_mask), query, mask_to_rgb(query_mask)]
-            episodes.append(SuiteEpisode("perseg", folder.name, f"{folder.name}-{stem}", panels, "mask", "Segment"))
+            episodes.append(SuiteEpisode(PERSEG, folder.name, f"{folder.name}-{stem}", panels, "mask", "Segment"))
     if skipped:
         warnings.warn(f"load_perseg: skipped {len(skipped)}: {'; '.join(skipped)}", stacklevel=2)
     if not episodes:
@@ -166,17 +172,6 @@ def _perseg_shots(image_dir: Path, mask_dir: Path, skipped: list[str]) -> list[t
     return shots
 
 
-LOADERS: dict[str, Callable[[Path], list[SuiteEpisode]]] = {
-    "segmentation": partial(load_suite, name="segmentation"),
-    "user_tasks": partial(load_suite, name="user_tasks"),
-    "perseg": load_perseg,
-}
-
-
 def load_named_suite(name: str, root: str | Path) -> list[SuiteEpisode]:
     """Episodes of suite ``name`` under ``root`` (the prepared data dir; the PerSeg folder for ``perseg``)."""
-    if name in LOADERS:
-        return LOADERS[name](Path(root))
-    if name in SUITE_KINDS:
-        raise UserError(f"suite {name!r} is read from the shards' test split, not from a suite file")
-    raise UserError(f"suite {name!r}: unknown; expected one of {sorted(SUITE_KINDS)}")
+    return load_perseg(root) if name == PERSEG else load_suite(root, name)

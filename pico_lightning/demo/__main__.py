@@ -21,7 +21,7 @@ from pathlib import Path
 from pico_lightning.run_dir import RunDir
 
 SHOWN = ("psnr", "ssim", "miou")
-SWAPPED_PSNR = "eval/held_in/swapped_psnr"
+SWAPPED_PSNR = "eval/seen/swapped_psnr"  # the demo trains on every held-in task: held_in is all seen
 
 
 def prepare_data(root: Path, seed: int) -> None:
@@ -68,9 +68,9 @@ def comparison_table(before: dict, after: dict) -> str:
 
 def evidence(after: dict) -> str:
     """The in-context-learning checks, each with its target, measured on the trained model."""
-    held_in_gain = after["eval/held_in/psnr"] - after["eval/held_in/baseline_psnr"]
+    held_in_gain = after["eval/seen/psnr"] - after["eval/seen/baseline_psnr"]
     held_out_gain = after["eval/held_out/psnr"] - after["eval/held_out/baseline_psnr"]
-    swap_gap = after["eval/held_in/psnr"] - after[SWAPPED_PSNR]
+    swap_gap = after["eval/seen/psnr"] - after[SWAPPED_PSNR]
     checks = (
         ("held-in PSNR over the copy baseline", held_in_gain, "dB", 2.0),
         ("exemplar-swap gap on held-in (true - swapped)", swap_gap, "dB", 3.0),

@@ -1,25 +1,25 @@
 """Seed-scored evaluation of one episode, and the metrics of a whole evaluation, shared by every caller.
 
 ``evaluate_item`` fills one :class:`~pico_lightning.data.eval_items.EvalItem` with the seed scorer;
-:class:`EvalMetrics` keeps, per suite, torchmetrics states for the model and for the trivial baseline B' = B (copy
-the query), so a number always has its floor next to it, plus the transformer evaluations spent. Training runs
-these in Lightning's validation loop (training/module.py); ``pico eval`` and scripts use :func:`evaluate`. Noise is
-fixed by ``eval.seed`` and the episode's position (:func:`episode_seeds`), so the same episode gets the same
-candidates at every step, and different episodes get different ones.
+:class:`EvalMetrics` keeps, per suite and per task, torchmetrics states for the model and for the trivial
+baseline B' = B (copy the query), so a number always has its floor next to it, plus the transformer evaluations
+spent. Training runs these in Lightning's validation loop (training/module.py); ``pico eval`` and scripts use
+:func:`evaluate`. Noise is fixed by ``eval.seed`` and the episode's position (:func:`episode_seeds`), so the same
+episode gets the same candidates at every step, and different episodes get different ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
 from pico_lightning.config import SEED_STRIDE, EvalConfig
-from pico_lightning.data.eval_items import SWAPPED, EvalItem
-from pico_lightning.data.suites import SUITE_KINDS
-from pico_lightning.evaluation.metrics import PerTaskMetrics, SuiteMetrics
+from pico_lightning.data.eval_items import SWAPPED, UNSEEN, EvalItem
+from pico_lightning.evaluation.metrics import PerTaskMetrics
 from pico_lightning.inference.fill_model import FillModel
 from pico_lightning.inference.seed_scorer import fill_episode
 from pico_lightning.panels import Layout, split_grid
@@ -60,37 +60,45 @@ def evaluate_item(model: FillModel, item: EvalItem, cfg: EvalConfig, layout: Lay
     return EvalOutput(item, split_grid(image[0], layout)[-1].clamp(-1, 1).cpu(), report)
 
 
-class EvalMetrics(torch.nn.Module):
-    """Per-suite model and baseline metrics over a fixed plan ``{suite: task names}`` (the same on every rank, the
-    condition for syncing); ``compute()`` is a collective: call it on every rank."""
+class SuitePlan(NamedTuple):
+    """What :class:`EvalMetrics` needs of a suite up front: how it is scored and its task names."""
 
-    def __init__(self, plan: dict[str, list[str]], layout: Layout) -> None:
+    kind: str  # "mask" or "image" (evaluation/metrics.py)
+    tasks: list[str]
+
+
+class EvalMetrics(torch.nn.Module):
+    """Per-suite and per-task model and baseline metrics over a fixed plan ``{suite: SuitePlan}`` (the same on every
+    rank, the condition for syncing); ``compute()`` is a collective: call it on every rank."""
+
+    def __init__(self, plan: dict[str, SuitePlan], layout: Layout) -> None:
         super().__init__()
         self.layout = layout
+        self.plan = plan
         self.suites = list(plan)
-        self.model_metrics = torch.nn.ModuleList(PerTaskMetrics(s, _kind(s), plan[s]) for s in self.suites)
-        self.baselines = torch.nn.ModuleList(SuiteMetrics(_kind(s)) for s in self.suites)
+        self.model_metrics = torch.nn.ModuleList(PerTaskMetrics(s, p.kind, p.tasks) for s, p in plan.items())
+        self.baselines = torch.nn.ModuleList(PerTaskMetrics(s, p.kind, p.tasks) for s, p in plan.items())
         self.register_buffer("evaluations", torch.zeros((), dtype=torch.float64), persistent=False)
 
     def update(self, output: EvalOutput) -> None:
         index = self.suites.index(output.item.suite)
         device = self.evaluations.device
-        target = output.item.target[None].to(device)
-        self.model_metrics[index].update(output.prediction[None].to(device), target, [output.item.task])
+        target, tasks = output.item.target[None].to(device), [output.item.task]
+        self.model_metrics[index].update(output.prediction[None].to(device), target, tasks)
         query = split_grid(output.item.grid.to(device), self.layout)[-2]
-        self.baselines[index].update(query[None], target)
+        self.baselines[index].update(query[None], target, tasks)
         self.evaluations += output.report["model_evaluations"]
 
     def compute(self, reduce_sum=lambda t: t) -> dict[str, float]:
-        """Flat ``eval/<suite>/<metric>`` (+ per task, baselines, cost, ``eval/score``); ``reduce_sum`` sums the
-        evaluation count over ranks."""
+        """Flat ``eval/<suite>/<metric>``, ``eval/<suite>/<task>/<metric>``, each with its ``baseline_<metric>``,
+        plus the cost and ``eval/score``; ``reduce_sum`` sums the evaluation count over ranks."""
         metrics: dict[str, float] = {}
-        for suite, model_metrics, baseline in zip(self.suites, self.model_metrics, self.baselines, strict=True):
+        for model_metrics, baseline in zip(self.model_metrics, self.baselines, strict=True):
             metrics.update({f"eval/{k}": v for k, v in model_metrics.compute().items()})
-            metrics.update({f"eval/{suite}/baseline_{k}": v for k, v in baseline.compute().items() if k != "episodes"})
+            metrics.update({_baseline_key(k): v for k, v in baseline.compute().items() if _is_score(k)})
         metrics["eval/model_evaluations"] = float(reduce_sum(self.evaluations.clone()))
         metrics = _rename_swapped(metrics)
-        metrics["eval/score"] = summary_score(metrics, [s for s in self.suites if not s.endswith(SWAPPED)])
+        metrics["eval/score"] = summary_score(metrics, {s: p.kind for s, p in self.plan.items() if _scored(s)})
         return metrics
 
     def reset(self) -> None:
@@ -99,9 +107,12 @@ class EvalMetrics(torch.nn.Module):
         self.evaluations.zero_()
 
 
-def evaluation_plan(items: dict[str, list[EvalItem]]) -> dict[str, list[str]]:
-    """``{suite: sorted task names}`` of a set of items: what :class:`EvalMetrics` needs up front."""
-    return {suite: sorted({i.task for i in suite_items}) for suite, suite_items in items.items()}
+def evaluation_plan(items: dict[str, list[EvalItem]]) -> dict[str, SuitePlan]:
+    """``{suite: SuitePlan(kind, sorted task names)}`` of a set of items: what :class:`EvalMetrics` needs up front."""
+    return {
+        suite: SuitePlan(suite_items[0].kind if suite_items else "image", sorted({i.task for i in suite_items}))
+        for suite, suite_items in items.items()
+    }
 
 
 @torch.no_grad()
@@ -117,18 +128,31 @@ def evaluate(
     return metrics.compute(), outputs
 
 
-def summary_score(metrics: dict[str, float], suites: list[str]) -> float:
-    """One number to rank checkpoints: the mean over suites of mIoU (mask suites) or SSIM (image suites)."""
-    values = [metrics[f"eval/{s}/{'miou' if _kind(s) == 'mask' else 'ssim'}"] for s in suites]
+def summary_score(metrics: dict[str, float], kinds: dict[str, str]) -> float:
+    """One number to rank checkpoints: the mean over suites ``{suite: kind}`` of mIoU (mask suites) or SSIM (image
+    suites)."""
+    values = [metrics[f"eval/{suite}/{'miou' if kind == 'mask' else 'ssim'}"] for suite, kind in kinds.items()]
     return sum(values) / len(values) if values else 0.0
 
 
-def _kind(suite: str) -> str:
-    return SUITE_KINDS[suite.removesuffix(SWAPPED)]
+def _scored(suite: str) -> bool:
+    """Whether a suite counts in ``eval/score``: not the swap control, and not the unseen held-in tasks, whose set
+    changes with the training selection (held_in counts by its seen tasks, as when it held only trained ones)."""
+    return not suite.endswith(SWAPPED) and suite != UNSEEN
+
+
+def _is_score(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] not in ("episodes", "tasks")
+
+
+def _baseline_key(key: str) -> str:
+    """``seen/denoise/psnr`` -> ``eval/seen/denoise/baseline_psnr``."""
+    head, name = key.rsplit("/", 1)
+    return f"eval/{head}/baseline_{name}"
 
 
 def _rename_swapped(metrics: dict[str, float]) -> dict[str, float]:
-    """``eval/held_in_swapped/psnr`` -> ``eval/held_in/swapped_psnr``, beside the true exemplar's ``psnr``."""
+    """``eval/seen_swapped/psnr`` -> ``eval/seen/swapped_psnr``, beside the true exemplar's ``psnr``."""
     renamed = {}
     for key, value in metrics.items():
         parts = key.split("/")

@@ -141,13 +141,16 @@ class PerTaskMetrics(torch.nn.Module):
                 self.per_task[index].update(outputs[rows], targets[rows])
 
     def compute(self) -> dict[str, float]:
-        """Flat ``"<suite>/<metric>"`` and ``"<suite>/<task>/<metric>"`` floats; tasks with no episode on any
-        rank are left out. Collective: call on every rank."""
+        """Flat ``"<suite>/<metric>"`` and ``"<suite>/<task>/<metric>"`` floats, and ``"<suite>/tasks"`` (how many
+        tasks had episodes); tasks with no episode on any rank are left out. Collective: call on every rank."""
         results = {f"{self.suite}/{name}": value for name, value in self.overall.compute().items()}
+        scored = 0
         for task, metrics in zip(self.tasks, self.per_task, strict=True):
             values = metrics.compute()
             if values["episodes"] > 0:
+                scored += 1
                 results.update({f"{self.suite}/{task}/{name}": value for name, value in values.items()})
+        results[f"{self.suite}/tasks"] = float(scored)
         return results
 
     def reset(self) -> None:

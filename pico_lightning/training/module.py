@@ -25,7 +25,7 @@ from pico_lightning.data.batch import TrainBatch
 from pico_lightning.data.eval_items import EvalItem
 from pico_lightning.data.schema import CATEGORIES
 from pico_lightning.errors import UserError
-from pico_lightning.evaluation.evaluator import EvalMetrics, EvalOutput, evaluate_item
+from pico_lightning.evaluation.evaluator import EvalMetrics, EvalOutput, SuitePlan, evaluate_item
 from pico_lightning.model.backbone import FluxParts
 from pico_lightning.model.build import build_trainable
 from pico_lightning.model.checkpointing import CheckpointPlan
@@ -46,11 +46,11 @@ class PicoModule(pl.LightningModule):
         lora: LoraConfig | str | None = None,
         eval_cfg: EvalConfig | None = None,
         layout: Layout | None = None,
-        eval_plan: dict[str, list[str]] | None = None,
+        eval_plan: dict[str, SuitePlan] | None = None,
         release_after_training: bool = False,
     ):
         """``lora``: a LoraConfig attaches a fresh adapter to train, a path loads a diffusers-format LoRA, None
-        keeps the bare base. ``eval_plan`` ({suite: tasks}, the same on every rank) enables validation.
+        keeps the bare base. ``eval_plan`` ({suite: SuitePlan}, the same on every rank) enables validation.
         ``release_after_training`` drops the model parts at the end of training (see :meth:`on_train_end`): for a
         fit after which nothing uses the module, as `pico train`'s."""
         super().__init__()

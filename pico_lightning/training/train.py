@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.data.catalogue import run_prompts
-from pico_lightning.evaluation.evaluator import evaluation_plan
+from pico_lightning.evaluation.evaluator import SuitePlan, evaluation_plan
 from pico_lightning.model.text import prompt_table
 from pico_lightning.run_dir import RunDir
 from pico_lightning.signals import LATCH
@@ -62,7 +62,7 @@ class RunInterrupted(KeyboardInterrupt):
 def build_module(
     cfg: ExperimentConfig,
     prompts: list[str],
-    eval_plan: dict[str, list[str]] | None = None,
+    eval_plan: dict[str, SuitePlan] | None = None,
     release_after_training: bool = False,
 ) -> PicoModule:
     """The LightningModule for ``cfg``; the base + LoRA are built later, in ``configure_model``."""
