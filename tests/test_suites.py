@@ -98,8 +98,10 @@ def test_write_then_load_round_trip(tmp_path, suites):
 
 
 def test_missing_suite_names_the_file_and_the_fix(tmp_path):
-    with pytest.raises(UserError, match=r"segmentation\.tar.*pico prep visrel-lite"):
+    with pytest.raises(UserError, match=r"segmentation\.tar.*drop it from eval.suites") as error:
         load_suite(tmp_path, "segmentation")
+    assert "--suite segmentation=TASK" in str(error.value)
+    assert f"--out {tmp_path}" not in str(error.value)  # never a demo set written over the user's data
     with pytest.raises(UserError, match="unknown"):
         load_named_suite("nope", tmp_path)
     with pytest.raises(UserError, match="shards"):

@@ -3,7 +3,7 @@
 An episode is the four panels A, A', B, B' (HxWx3 uint8; B' is the ground truth) plus how it is scored:
 ``kind="mask"`` (B' is a white-on-black mask, scored by IoU) or ``kind="image"`` (scored by PSNR / SSIM).
 Suites on disk live next to the VisRel shards as ``ROOT/suites/<name>.tar``, one WebDataset sample per
-episode (written by ``pico_lightning/prep/suites.py``, ``pico prep visrel-lite``)::
+episode (written by ``pico_lightning/prep/suites.py``: ``pico prep visrel-lite`` and ``pico prep folders --suite``)::
 
     <episode_id>.a.png  <episode_id>.a_out.png  <episode_id>.b.png  <episode_id>.b_out.png
     <episode_id>.json   {"suite", "task", "episode_id", "kind", "prompt"}
@@ -90,7 +90,9 @@ def load_suite(root: str | Path, name: str) -> list[SuiteEpisode]:
     path = suite_path(root, name)
     if not path.is_file():
         raise UserError(
-            f"{path}: suite {name!r} not found; run `pico prep visrel-lite --out {root}` to write the suites"
+            f"{path}: suite {name!r} not found; drop it from eval.suites, or write data that has it into a new "
+            f"directory: `pico prep folders RAW --out NEW_DIR --suite {name}=TASK[,TASK...]` (the demo set: "
+            "`pico prep visrel-lite --out NEW_DIR`)"
         )
     samples: dict[str, dict[str, bytes]] = {}
     try:
@@ -100,7 +102,7 @@ def load_suite(root: str | Path, name: str) -> list[SuiteEpisode]:
                 if member.isfile() and key is not None:
                     samples.setdefault(key, {})[extension] = tar.extractfile(member).read()
     except tarfile.TarError as err:
-        raise UserError(f"{path}: not a readable suite tar ({err}); re-run `pico prep visrel-lite`") from None
+        raise UserError(f"{path}: not a readable suite tar ({err}); rebuild the data with `pico prep`") from None
     return [_episode_from_sample(path, key, members) for key, members in samples.items()]
 
 
@@ -108,13 +110,13 @@ def _episode_from_sample(path: Path, key: str, members: Mapping[str, bytes]) -> 
     """Decode one tar sample (member extension -> bytes) into a SuiteEpisode; a broken sample is a UserError."""
     missing = [name for name in (*PANEL_KEYS, "json") if name not in members]
     if missing:
-        raise UserError(f"{path}: sample {key!r} lacks {missing}; re-run `pico prep visrel-lite`")
+        raise UserError(f"{path}: sample {key!r} lacks {missing}; rebuild the data with `pico prep`")
     try:
         meta = json.loads(members["json"])
         panels = [read_picture(members[name], name) for name in PANEL_KEYS]
         return SuiteEpisode(meta["suite"], meta["task"], meta["episode_id"], panels, meta["kind"], meta["prompt"])
     except (ValueError, KeyError, TypeError) as err:  # bad json, meta or picture (ImageInputError)
-        raise UserError(f"{path}: sample {key!r} is corrupt ({err!r}); re-run `pico prep visrel-lite`") from None
+        raise UserError(f"{path}: sample {key!r} is corrupt ({err!r}); rebuild the data with `pico prep`") from None
 
 
 def load_perseg(root: str | Path, seed: int = 0, max_episodes: int | None = None) -> list[SuiteEpisode]:
