@@ -67,7 +67,9 @@ def evaluation_positions(task: TaskFolder, held_out: bool) -> list[int]:
     return [position for position in range(count) if split_for(position, count, held_out) == split]
 
 
-def check_suites(suites: Mapping[str, Sequence[str]], tasks: Mapping[str, TaskFolder], held_out: frozenset[str]):
+def check_suites(
+    suites: Mapping[str, Sequence[str]], tasks: Mapping[str, TaskFolder], held_out: frozenset[str]
+) -> None:
     """ValueError naming ``--suite`` and the task when a task is unknown or has too few evaluation pairs."""
     for name, names in suites.items():
         for task in names:
