@@ -74,6 +74,52 @@ def test_prep_folders_lists_the_accepted_category_names(capsys, tmp_path):
     assert "manipulation (manipulation, editing" in printed and "restoration (restoration" in printed
 
 
+def _lab(root):
+    """Two tasks of six pairs: ``noise`` (random outputs) and ``spots`` (white-on-black mask outputs)."""
+    rng = np.random.default_rng(0)
+    for category, task in (("restoration", "noise"), ("perception", "spots")):
+        for stem in range(6):
+            pictures = {"input": rng.integers(0, 256, (8, 8, 3), np.uint8)}
+            masks = np.repeat(rng.random((8, 8, 1)) > 0.5, 3, axis=2).astype(np.uint8) * 255
+            pictures["output"] = masks if task == "spots" else rng.integers(0, 256, (8, 8, 3), np.uint8)
+            for side, picture in pictures.items():
+                path = root / category / task / side / f"{stem}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(picture).save(path)
+    return root
+
+
+def test_prep_folders_holds_tasks_out_and_writes_named_suites(capsys, tmp_path):
+    flags = ["--held-out", "spots", "--suite", "masks=spots", "--suite", "both=noise,spots", "--shards", "2"]
+    assert cli.main(["prep", "folders", str(_lab(tmp_path / "raw")), "--out", str(tmp_path / "d"), *flags]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 12 pairs of 2 tasks in 2 shards" in printed
+    assert "held out (test only, the held_out suite): spots" in printed
+    assert "suite masks (mask): 6 episodes of spots" in printed  # every held-out pair is a query
+    assert "suite both (image): 8 episodes of noise, spots" in printed  # noise's 2 val pairs + spots' 6
+    assert sorted(p.name for p in (tmp_path / "d" / "suites").iterdir()) == ["both.tar", "masks.tar"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "needles"),
+    [
+        (["--held-out", "nope"], ["--held-out: no task 'nope'", "noise, spots"]),
+        (["--held-out", "noise,spots"], ["--held-out: every task is held out"]),
+        (["--suite", "s=noise,nope"], ["--suite s=noise,nope: no task 'nope'"]),
+        (["--suite", "held_out=spots"], ["--suite held_out=spots", "reserved"]),
+        (["--suite", "held_in=spots"], ["--suite held_in=spots", "reserved"]),
+        (["--suite", "s=spots", "--suite", "s=noise"], ["--suite s=noise", "given twice"]),
+        (["--suite", "spots"], ["--suite spots: expected NAME=TASK"]),
+        (["--shards", "0"], ["--shards: 0 is too small"]),
+        (["--shards", "7"], ["--shards: 7 shards would leave some empty", "at most 6"]),
+        (["--seed", "-1"], ["--seed: -1"]),
+    ],
+)
+def test_prep_folders_bad_flags_are_one_line_naming_the_flag(capsys, tmp_path, flags, needles):
+    fails(capsys, ["prep", "folders", str(_lab(tmp_path / "raw")), "--out", str(tmp_path / "d"), *flags], *needles)
+    assert not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
@@ -92,6 +138,8 @@ def test_prep_visrel_lite_bad_numbers(capsys, tmp_path, flags, needle):
 def test_the_smallest_visrel_lite_trains(capsys, tmp_path):
     assert cli.main([*LITE, "--out", str(tmp_path / "d")]) == 0
     assert capsys.readouterr().err == ""  # no progress bar when stderr is not a terminal
+    suites = json.loads((tmp_path / "d" / "index.json").read_text())["suites"]  # what the data has, listed
+    assert {name: suite["kind"] for name, suite in suites.items()} == {"segmentation": "mask", "user_tasks": "image"}
     module = VisRelDataModule(DataConfig(root=str(tmp_path / "d"), panel_size=16, epoch_batches=2), 4)
     module.setup("fit")
     assert len(list(module.train_dataloader())) == 2

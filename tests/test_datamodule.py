@@ -138,6 +138,29 @@ def test_two_ranks_read_disjoint_shards_and_yield_equal_batch_counts(shards, mon
     assert counts[0] == counts[1] == 7
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 5 worker processes")
+def test_readers_share_every_shard_when_too_few_for_each_its_own_and_resume_exactly(shards, monkeypatch, caplog):
+    path = shards[0]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    module = _module(path, batch=4, num_workers=5)  # 8 shards, 2 ranks x 5 workers = 10 readers
+    with caplog.at_level("INFO", logger="pico_lightning.data.datamodule"):
+        loader = module.train_dataloader()
+    assert loader.state.shared and "every reader draws from all shards" in caplog.text
+    stages = build_train_stages(module.data.urls, module.cfg, loader.state, module.data.keep, 2, {}, [0] * 5)
+    with monkeypatch.context() as patch:
+        patch.setattr(stream_module, "_worker", lambda: (4, 5))
+        stream = iter(dict(stages)["shards"])
+        assert len({next(stream)["url"] for _ in range(200)}) == 8  # the last reader draws from all of them
+
+    def batches(done: int) -> list[dict]:
+        module = _module(path, batch=4, num_workers=5, augment=True, epoch_batches=6)
+        return list(_placed_loader(module, done))
+
+    whole = batches(0)
+    resumed = batches(4)
+    assert len(resumed) == 2 and all(torch.equal(x["grid"], y["grid"]) for x, y in zip(resumed, whole[4:], strict=True))
+
+
 def test_same_seed_and_epoch_give_the_same_batches(shards):
     for workers in (0, 2):
         runs = []
@@ -283,9 +306,6 @@ def test_user_errors_name_the_key(shards, monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(UserError, match=r"train.batch_size: expected a multiple of devices\*num_nodes=3, got 4"):
         _module(path, batch=4)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(UserError, match="data.num_workers: 8 shards < devices"):
-        _module(path, num_workers=5).train_dataloader()
     monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(UserError, match="data.tasks: unknown task"):
         _module(path, tasks=["nope"])

@@ -102,3 +102,13 @@ def test_rewrite_replaces_stale_shards_and_checks_held_out(tmp_path):
         write_shards(_samples(4), tmp_path / "held", held_out={"denoise"})
     with pytest.raises(ValueError, match="duplicate sample key"):
         write_shards([next(_samples(1))] * 2, tmp_path / "dup")
+
+
+def test_shard_sizes_lay_out_the_samples_exactly(tmp_path):
+    write_shards(_samples(10), tmp_path, sizes=[4, 2, 4])
+    index = json.loads((tmp_path / INDEX_NAME).read_text())
+    assert index["shard_sizes"] == [4, 2, 4]
+    assert [[pair_id for _, _, pair_id, _, _ in samples] for samples in index["shard_samples"]][1] == ["0004", "0005"]
+    with pytest.raises(ValueError, match="more samples than the shard sizes hold"):
+        write_shards(_samples(10), tmp_path / "short", sizes=[4, 4])
+    assert not list((tmp_path / "short").glob("*.tar"))

@@ -102,6 +102,7 @@ def test_missing_suite_names_the_file_and_what_is_there(tmp_path, suites):
     with pytest.raises(UserError, match=r"segmentation\.tar.*the suites there: none") as err:
         load_suite(tmp_path, "segmentation")
     assert "visrel-lite" not in str(err.value)  # never a hint to write toy data over a user's directory
+    assert "--suite segmentation=TASK" in str(err.value)
     write_suites(tmp_path, {"user_tasks": suites["user_tasks"][:2]})
     assert suite_names(tmp_path) == ["user_tasks"] and suite_names("") == []
     with pytest.raises(UserError, match=r"nope\.tar.*the suites there: \['user_tasks'\]"):

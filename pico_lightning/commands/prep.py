@@ -2,6 +2,9 @@
 
 pico prep visrel-lite --out data/visrel-lite [--seed 0] [--samples-per-task 12] [--size 128]
 pico prep folders RAW_DIR --out data/my-tasks      # RAW_DIR/<category>/<task>/{input,output}/<id>.<ext>
+    [--held-out TASK[,TASK...]]                     # test only: these tasks form the held_out suite
+    [--suite NAME=TASK[,TASK...]]...                # suites/NAME.tar from the tasks' val (held out: test) pairs
+    [--shards N] [--seed 0]                         # default: enough shards for 128 readers, tasks mixed
 
 An existing, non-empty --out is refused unless --overwrite; then it is replaced wholly, and only once the new
 dataset is complete (built beside it, then swapped in).
@@ -30,9 +33,31 @@ def add_parser(subparsers) -> None:
     lite.add_argument("--samples-per-task", type=int, default=12, help="pairs per task (>= 2)")
     lite.add_argument("--size", type=int, default=128, help=f"picture side in pixels (16 to {MAX_SIZE})")
     lite.add_argument("--suite-episodes", type=int, default=32, help="episodes per evaluation suite (>= 1)")
-    folders = kinds.add_parser("folders", help="raw task folders -> shards")
+    folders = kinds.add_parser("folders", help="raw task folders -> shards (+ held-out tasks and eval suites)")
     folders.add_argument("src", help="RAW_DIR laid out as <category>/<task>/{input,output}/<id>.<ext>")
-    folders.add_argument("--out", required=True, help="output directory")
+    folders.add_argument("--out", required=True, help="output directory (shards, index.json, suites/)")
+    folders.add_argument(
+        "--held-out",
+        action="append",
+        default=[],
+        metavar="TASK[,TASK...]",
+        help="tasks written for testing only (split test); they form the held_out suite (repeatable)",
+    )
+    folders.add_argument(
+        "--suite",
+        action="append",
+        default=[],
+        metavar="NAME=TASK[,TASK...]",
+        help="write suites/NAME.tar from the tasks' evaluation pairs: val when held in, test when held out; "
+        "scored as masks when every output is two-valued, else as pictures (repeatable)",
+    )
+    folders.add_argument(
+        "--shards",
+        type=int,
+        help="shard count (default: 128, one per reader of 4 nodes x 8 GPUs x 4 workers; fewer when the data has "
+        "fewer blocks of 2 train pairs of a task, more past 1000 pairs a shard)",
+    )
+    folders.add_argument("--seed", type=int, default=0, help="picks each suite episode's exemplar")
     for kind in (lite, folders):
         kind.add_argument("--overwrite", action="store_true", help="replace an existing --out directory wholly")
     parser.set_defaults(run=run)
@@ -51,15 +76,29 @@ def run(args: argparse.Namespace) -> int:
 
 def _folders(args: argparse.Namespace, out: Path, progress: bool) -> int:
     from pico_lightning.errors import UserError
+    from pico_lightning.prep.folder_suites import parse_names, parse_suites
     from pico_lightning.prep.folders import CATEGORY_WORDS, convert_folders
     from pico_lightning.prep.outdir import build_replacing
 
+    for flag, value, minimum in (("--shards", args.shards, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < minimum:
+            raise UserError(f"{flag}: {value} is too small; it must be >= {minimum}")
     try:
-        summary = build_replacing(out, lambda tmp: convert_folders(args.src, tmp, progress=progress))
+        held_out, suites = parse_names(args.held_out, "--held-out"), parse_suites(args.suite)
+        summary = build_replacing(
+            out, lambda tmp: convert_folders(args.src, tmp, held_out, suites, args.shards, args.seed, progress)
+        )
     except ValueError as err:
         raise UserError(str(err)) from None
     skipped = {k: len(v) for k, v in summary["skipped"].items()}
-    print(f"wrote {summary['written']} pairs of {summary['num_tasks']} tasks to {args.out}; skipped {skipped}")
+    print(
+        f"wrote {summary['written']} pairs of {summary['num_tasks']} tasks in {len(summary['shards'])} shards "
+        f"to {args.out}; skipped {skipped}"
+    )
+    if summary["held_out"]:
+        print(f"  held out (test only, the held_out suite): {', '.join(summary['held_out'])}")
+    for name, suite in summary["suites"].items():
+        print(f"  suite {name} ({suite['kind']}): {suite['num_episodes']} episodes of {', '.join(suite['tasks'])}")
     for reason, items in summary["skipped"].items():
         for item in items:
             print(f"  skipped ({reason}): {item}")

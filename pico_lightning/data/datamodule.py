@@ -3,13 +3,17 @@
 The loader yields exactly ``data.epoch_batches`` batches per epoch on every rank; it keeps its own position (its
 ``state_dict``, see data/stream.py ``TrainLoader``), so a run resumed inside a data epoch gets the same batches as
 an uninterrupted one. ``setup()`` has the catalogue read the shards' samples from index.json (else scan their json
-members once, PNGs unread): that picks the shots and checks that every worker's shards can form episodes, so a bad
-split fails at start. ``val_dataloader`` serves this rank's share of the fixed
-evaluation episodes, one per batch, to Lightning's validation loop.
+members once, PNGs unread): that picks the shots. Each loader worker of each rank (a reader) reads shards of its own
+when there are enough for every reader's to form episodes; otherwise every reader draws from all shards, each
+with its own seed, so a dataset of a few hundred pairs feeds 128 readers (4 nodes x 8 GPUs x 4 workers) as it
+feeds one. Both are fixed by (shards, world size, workers), so a resumed run reads as the uninterrupted one did.
+``val_dataloader`` serves this rank's share of the fixed evaluation episodes, one per batch, to Lightning's
+validation loop.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 
@@ -30,7 +34,8 @@ from pico_lightning.data.stream import (
     build_train_stages,
     worker_shards,
 )
-from pico_lightning.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class VisRelDataModule(pl.LightningDataModule):
@@ -65,10 +70,12 @@ class VisRelDataModule(pl.LightningDataModule):
         (Lightning restores a resumed run's position through the loader's ``load_state_dict``)."""
         data, cfg = self.data, self.cfg
         rank, world = self._rank_world()
-        warmups = self._warmups(data, world, max(1, cfg.num_workers))[rank]
-        state = StreamState(cfg.seed, rank, world)
+        warmups, shared = self._readers(data, world, max(1, cfg.num_workers))
+        state = StreamState(cfg.seed, rank, world, shared=shared)
         counts = Counter(task for task, _, _ in {entry for found in data.entries.values() for entry in found})
-        stages = build_train_stages(data.urls, cfg, state, data.keep, self.per_device_batch(), dict(counts), warmups)
+        stages = build_train_stages(
+            data.urls, cfg, state, data.keep, self.per_device_batch(), dict(counts), warmups[rank]
+        )
         dataset = wds.DataPipeline(*(stage for _, stage in stages))
         return TrainLoader(dataset, state, cfg.epoch_batches, cfg.num_workers)
 
@@ -87,28 +94,31 @@ class VisRelDataModule(pl.LightningDataModule):
             return self.trainer.global_rank, self.trainer.world_size
         return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-    def _warmups(self, data: ShardSet, world: int, workers: int) -> list[list[int]]:
-        """Warm-up pairs per [rank][worker]; UserError when shards are too few or a reader cannot draw.
+    def _readers(self, data: ShardSet, world: int, workers: int) -> tuple[list[list[int]], bool]:
+        """Warm-up pairs per [rank][worker], and whether the readers share every shard (see the module docstring).
 
-        Every rank checks every rank's split, so a bad split fails on all of them alike (no DDP hang).
+        Every rank decides from every rank's split, so all decide alike (no DDP hang).
         """
-        if len(data.urls) < world * workers:
-            raise UserError(
-                f"data.num_workers: {len(data.urls)} shards < devices*num_nodes={world} x "
-                f"max(1, data.num_workers)={workers} readers; write more shards or use fewer "
-                "workers"
-            )
         pairs = ep.pairs_per_episode(self.catalogue.layout)
-        warmups = [[0] * workers for _ in range(world)]
-        for rank in range(world):
-            for worker in range(workers):
-                shards = worker_shards(data.urls, rank, world, worker, workers)
-                entries = {entry for url in shards for entry in data.entries[url]}
-                if not ep.formable(entries, pairs):
-                    raise UserError(
-                        f"data.num_workers: rank {rank} worker {worker}'s shards {shards} hold "
-                        f"no {pairs} train pairs of one selected task and variant; use fewer "
-                        "workers or devices, shards that mix tasks, or more data.shots_per_task"
-                    )
-                warmups[rank][worker] = min(WARMUP_PAIRS, len(entries))
-        return warmups
+        shares = [
+            [
+                {entry for url in worker_shards(data.urls, rank, world, worker, workers) for entry in data.entries[url]}
+                for worker in range(workers)
+            ]
+            for rank in range(world)
+        ]
+        if all(ep.formable(share, pairs) for row in shares for share in row):
+            return [[min(WARMUP_PAIRS, len(share)) for share in row] for row in shares], False
+        if self._rank_world()[0] == 0:
+            log.info(
+                "data: %d shards cannot give each of devices*num_nodes=%d x max(1, data.num_workers)=%d readers "
+                "shards of its own holding %d train pairs of one selected task and variant: every reader draws "
+                "from all shards, with its own seed (more shards that mix tasks, e.g. `pico prep folders ... "
+                "--shards N`, give disjoint ones)",
+                len(data.urls),
+                world,
+                workers,
+                pairs,
+            )
+        every = {entry for found in data.entries.values() for entry in found}
+        return [[min(WARMUP_PAIRS, len(every))] * workers for _ in range(world)], True

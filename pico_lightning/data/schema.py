@@ -26,9 +26,12 @@ episode pairs two samples of the same task and variant.
      "shards": [relative tar names], "shard_sizes": [samples per shard], "shard_bytes": [tar file sizes],
      "shard_samples": [[[task, variant, pair_id, split, source], ...] per shard],   # so loaders never scan
      "num_samples": n,
-     "suites": {...}}            # optional: evaluation suites written next to the shards
+     "suites": {name: {"file": "suites/<name>.tar", "kind": "mask" | "image", "num_episodes": n,
+                       "tasks": {task: episodes}}}}   # the evaluation suites written next to the shards
 
-Held-out tasks (unseen-task evaluation) have every sample in split ``test``.
+Held-out tasks (unseen-task evaluation) have every sample in split ``test``. ``pico prep folders`` writes shards
+that mix the tasks, each holding whole blocks of two or more pairs of one task, variant and split
+(``prep/shard_plan.py``).
 """
 
 import io

@@ -2,8 +2,8 @@
 
 It runs in each DataLoader worker of each rank (``build_train_stages``; ``TrainLoader`` wraps it):
 
-    shards    this rank's shards[rank::world], this worker's [worker::workers] of those, resampled forever
-              (seeded by data.seed, epoch, rank, worker)
+    shards    this rank's shards[rank::world], this worker's [worker::workers] of those (every shard when the
+              readers share them, ``StreamState.shared``), resampled forever (seeded by data.seed, epoch, rank, worker)
     read      tar members -> samples (webdataset; a bad shard or member is counted by the SkipCounter)
     decode    json meta -> keep the train pairs of the selected tasks (and shots); PNGs checked (chunk CRCs)
               but decoded (``pictures.read_picture``) to uint8 (3, S, S) only when an episode first uses them
@@ -54,6 +54,7 @@ class StreamState:
     world: int = 1
     epoch: int = 0
     skip: int = 0  # batches of this data epoch already trained on (all workers together)
+    shared: bool = False  # every reader draws from every shard: too few to give each reader its own (datamodule)
 
     def reader(self) -> tuple[int, int, int]:
         """(worker it plays, workers, batches it skips) for the calling DataLoader worker.
@@ -96,7 +97,7 @@ def worker_shards(urls: list[str], rank: int, world: int, worker: int, workers: 
 
 
 class RankShards(torch.utils.data.IterableDataset):
-    """Shard stage: this rank's and worker's shards, resampled forever (seed, epoch, rank, worker)."""
+    """Shard stage: this rank's and worker's shards (all when shared), resampled forever (seed, epoch, rank, worker)."""
 
     def __init__(self, urls: list[str], state: StreamState):
         super().__init__()
@@ -104,7 +105,11 @@ class RankShards(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         worker, workers, _ = self.state.reader()
-        mine = worker_shards(self.urls, self.state.rank, self.state.world, worker, workers)
+        mine = (
+            self.urls
+            if self.state.shared
+            else worker_shards(self.urls, self.state.rank, self.state.world, worker, workers)
+        )
         rng = ep.seeded_rng(self.state.seed, "shards", self.state.epoch, self.state.rank, worker)
         while True:
             yield {"url": mine[int(rng.integers(len(mine)))]}

@@ -3,7 +3,8 @@
 An episode is the four panels A, A', B, B' (HxWx3 uint8; B' is the ground truth) plus how it is scored:
 ``kind="mask"`` (B' is a white-on-black mask, scored by IoU) or ``kind="image"`` (scored by PSNR / SSIM).
 Suites on disk live next to the VisRel shards as ``ROOT/suites/<name>.tar``, any name, one WebDataset sample per
-episode (written by ``pico prep``); a suite's kind is its episodes' "kind", one for the whole suite::
+episode (written by ``pico_lightning/prep/suites.py``: ``pico prep visrel-lite`` and ``pico prep folders --suite``);
+a suite's kind is its episodes' "kind", one for the whole suite::
 
     <episode_id>.a.png  <episode_id>.a_out.png  <episode_id>.b.png  <episode_id>.b_out.png
     <episode_id>.json   {"suite", "task", "episode_id", "kind", "prompt"}
@@ -89,7 +90,11 @@ def load_suite(root: str | Path, name: str) -> list[SuiteEpisode]:
     """Read every episode of ``ROOT/suites/<name>.tar`` in file order; a missing file is a UserError."""
     path = suite_path(root, name)
     if not path.is_file():
-        raise UserError(f"{path}: suite {name!r} not found; the suites there: {suite_names(root) or 'none'}")
+        raise UserError(
+            f"{path}: suite {name!r} not found; the suites there: {suite_names(root) or 'none'}; drop it from "
+            f"eval.suites, or write data that has it into a new directory: `pico prep folders RAW --out NEW_DIR "
+            f"--suite {name}=TASK[,TASK...]`"
+        )
     samples: dict[str, dict[str, bytes]] = {}
     try:
         with tarfile.open(path) as tar:

@@ -1,4 +1,4 @@
-"""Small pixel conversions shared by the operators: uint8 RGB <-> float [0, 1], grey, masks."""
+"""Small pixel conversions shared by the operators: uint8 RGB <-> float [0, 1], grey, masks (and telling one)."""
 
 import numpy as np
 
@@ -21,3 +21,16 @@ def grey(image: np.ndarray) -> np.ndarray:
 def grey_rgb(values: np.ndarray) -> np.ndarray:
     """(H, W) float in [0, 1] or bool mask -> (H, W, 3) uint8 grey (a mask becomes white on black)."""
     return np.repeat(to_uint8(np.asarray(values, np.float64))[..., None], 3, axis=2)
+
+
+def is_mask(image: np.ndarray) -> bool:
+    """Whether an RGB uint8 (H, W, 3) picture is a mask as the mask metrics read one: at most two colours, one
+    darker and one brighter than mid-grey (RGB mean, their threshold), e.g. white on black; one colour counts."""
+    codes = image[..., 0].astype(np.uint32) << 16 | image[..., 1].astype(np.uint32) << 8 | image[..., 2]
+    first = codes.flat[0]
+    rest = codes[codes != first]
+    if rest.size and (rest != rest[0]).any():
+        return False
+    colours = [first] + ([rest[0]] if rest.size else [])
+    bright = [int(c >> 16) + int(c >> 8 & 255) + int(c & 255) > 3 * 127.5 for c in colours]
+    return len(set(bright)) == len(bright)

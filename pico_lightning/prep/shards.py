@@ -8,7 +8,8 @@ mid-way therefore leaves no final-named shard half-written and no index describi
 import json
 import os
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
+from itertools import chain, islice, repeat
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +33,21 @@ def write_shards(
     prefix: str = "visrel",
     held_out: Collection[str] = (),
     suites: dict | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> list[str]:
     """Write (input, output, meta) samples as ``prefix-%06d.tar`` shards + ``index.json``; return shard names.
 
-    Images are (H, W, 3) uint8; ``maxcount`` is samples per shard; ``held_out`` names the unseen-task tasks
-    (all their samples must be split ``test``); ``suites`` is stored in the index as-is when given.
+    Images are (H, W, 3) uint8; ``maxcount`` is samples per shard, unless ``sizes`` gives each shard's count
+    (the caller's own layout: it must account for every sample); ``held_out`` names the unseen-task tasks (all
+    their samples must be split ``test``); ``suites`` is stored in the index as-is when given.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _remove(out.glob(f".tmp-{prefix}-*.tar"))  # leftovers of an earlier crashed run
     tmp_paths: list[str] = []
     try:
-        metas, listed = _write_tmp_shards(samples, out / f".tmp-{prefix}-%06d.tar", maxcount, tmp_paths)
+        counts = repeat(maxcount) if sizes is None else sizes
+        metas, listed = _write_tmp_shards(samples, str(out / f".tmp-{prefix}-%06d.tar"), counts, tmp_paths)
         index = build_index(metas, held_out, suites)
     except BaseException:
         _remove(tmp_paths)
@@ -62,29 +66,37 @@ def write_shards(
     return names
 
 
-def _write_tmp_shards(samples: Iterable[Sample], pattern: Path, maxcount: int, tmp_paths: list[str]):
-    """Stream samples into temporary shards, appending their paths; return (metas, {path: its samples as
-    [task, variant, pair_id, split, source]})."""
+def _write_tmp_shards(samples: Iterable[Sample], pattern: str, counts: Iterable[int], tmp_paths: list[str]):
+    """Stream samples into temporary shards of ``counts`` samples each, appending their paths; return (metas,
+    {path: its samples as [task, variant, pair_id, split, source]})."""
     metas, listed, keys = [], defaultdict(list), set()
-    # mtime=0 makes the tar bytes reproducible for a given sample stream.
-    with wds.ShardWriter(str(pattern), maxcount=maxcount, verbose=0, post=tmp_paths.append, mtime=0) as sink:
-        for image_in, image_out, meta in samples:
-            key = make_key(meta.task, meta.variant, meta.pair_id)
-            if key in keys:
-                raise ValueError(f"write_shards: duplicate sample key {key!r}: pair_id must be unique per task")
-            keys.add(key)
-            sink.write(
-                {
-                    "__key__": key,
-                    "input.png": encode_png(image_in),
-                    "output.png": encode_png(image_out),
-                    "json": json.dumps(meta.to_json(), sort_keys=True).encode(),
-                }
-            )
-            metas.append(meta)
-            listed[sink.fname].append([meta.task, meta.variant, meta.pair_id, meta.split, meta.source])
+    stream = iter(samples)
+    for number, count in enumerate(counts):
+        first = next(stream, None)
+        if first is None:
+            break
+        tmp_paths.append(pattern % number)
+        # mtime=0 makes the tar bytes reproducible for a given sample stream.
+        with wds.TarWriter(tmp_paths[-1], mtime=0) as sink:
+            for image_in, image_out, meta in chain([first], islice(stream, count - 1)):
+                key = make_key(meta.task, meta.variant, meta.pair_id)
+                if key in keys:
+                    raise ValueError(f"write_shards: duplicate sample key {key!r}: pair_id must be unique per task")
+                keys.add(key)
+                sink.write(
+                    {
+                        "__key__": key,
+                        "input.png": encode_png(image_in),
+                        "output.png": encode_png(image_out),
+                        "json": json.dumps(meta.to_json(), sort_keys=True).encode(),
+                    }
+                )
+                metas.append(meta)
+                listed[tmp_paths[-1]].append([meta.task, meta.variant, meta.pair_id, meta.split, meta.source])
     if not metas:
         raise ValueError("write_shards: no samples to write")
+    if next(stream, None) is not None:
+        raise ValueError("write_shards: more samples than the shard sizes hold")
     return metas, listed
 
 

@@ -9,13 +9,14 @@
   and applies them to two different base pictures (scikit-image photos or procedural scenes) for A and B.
 
 Each suite and task draws from its own generator seeded by (seed, name): the same seed gives the same pixels.
+``write_suites`` also writes the suites of a lab's task folders (``folder_suites.py``).
 """
 
 import json
 import os
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import webdataset as wds
@@ -51,19 +52,24 @@ def build_suites(seed: int = 0, episodes_per_suite: int = 32, size: int = 128) -
     }
 
 
-def write_suites(out_dir: str | os.PathLike, suites: dict[str, list[SuiteEpisode]]) -> dict[str, dict]:
-    """Write each suite to ``out_dir/suites/<name>.tar`` atomically; return a summary for ``index.json``."""
+def write_suites(out_dir: str | os.PathLike, suites: Mapping[str, Iterable[SuiteEpisode]]) -> dict[str, dict]:
+    """Write each suite to ``out_dir/suites/<name>.tar`` atomically, its episodes as they come (lazily built ones
+    are never all in memory); return the summary ``index.json`` keeps under "suites" (see ``data/schema.py``)."""
     summary = {}
     for name, episodes in suites.items():
-        path = suite_path(out_dir, name)
+        path, tasks, kinds = suite_path(out_dir, name), Counter(), set()
         with atomic_path(path) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:  # mtime=0: same bytes per seed
             for episode in episodes:
                 sink.write(_sample(episode))
+                tasks[episode.task] += 1
+                kinds.add(episode.kind)
+            if len(kinds) != 1:  # inside the block: nothing is written
+                raise ValueError(f"write_suites: suite {name!r} has episodes of kinds {sorted(kinds)}; expected one")
         summary[name] = {
             "file": str(path.relative_to(out_dir)),
-            "kind": episodes[0].kind,
-            "num_episodes": len(episodes),
-            "tasks": dict(Counter(episode.task for episode in episodes)),
+            "kind": kinds.pop(),
+            "num_episodes": sum(tasks.values()),
+            "tasks": dict(tasks),
         }
     return summary
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
 from pico_lightning.prep.outdir import build_replacing
 from pico_lightning.prep.registry import TASKS, TaskSpec
+from pico_lightning.prep.shard_plan import cut_blocks
 from pico_lightning.prep.shards import Sample, shard_maxcount, write_shards
 from pico_lightning.prep.splits import split_for, variant_for
 from pico_lightning.prep.suites import build_suites, write_suites
@@ -40,9 +41,8 @@ def write_visrel_lite(
     the index (see :func:`build_visrel_lite`)."""
 
     def build(tmp: Path) -> dict:
-        index = build_visrel_lite(tmp, seed, samples_per_task, size, progress=progress)
-        write_suites(tmp, build_suites(seed=seed, episodes_per_suite=suite_episodes, size=size))
-        return index
+        suites = write_suites(tmp, build_suites(seed=seed, episodes_per_suite=suite_episodes, size=size))
+        return build_visrel_lite(tmp, seed, samples_per_task, size, progress=progress, suites=suites)
 
     return build_replacing(out, build)
 
@@ -53,8 +53,11 @@ def build_visrel_lite(
     samples_per_task: int = 12,
     size: int = 128,
     progress: bool = True,
+    suites: dict | None = None,
 ) -> dict:
-    """Write VisRel-lite (square RGB pairs, ``size`` px) to ``out_dir``; return its index plus ``out_dir``."""
+    """Write VisRel-lite (square RGB pairs, ``size`` px) to ``out_dir``; return its index plus ``out_dir``.
+
+    ``suites``: the summary of the suites written beside it (``prep/suites.py``), kept in the index."""
     if samples_per_task < 1:
         raise ValueError(f"samples_per_task must be >= 1, got {samples_per_task}")
     if size < 16:
@@ -68,24 +71,16 @@ def build_visrel_lite(
         disable=not progress,
     )
     held_out = [task.name for task in TASKS if task.held_out]
-    write_shards(samples, out_dir, maxcount=shard_maxcount(total), held_out=held_out)
+    write_shards(samples, out_dir, maxcount=shard_maxcount(total), held_out=held_out, suites=suites)
     return {"out_dir": str(out_dir), **json.loads((Path(out_dir) / INDEX_NAME).read_text())}
 
 
 def pair_blocks(task: TaskSpec, count: int) -> list[list[int]]:
     """The task's pair positions, grouped by (variant, split) and cut into blocks of 2 (3 for an odd rest)."""
-    groups: dict[tuple[str, str], list[int]] = {}
-    for position in range(count):
-        key = (variant_for(position, count, task.variants, task.held_out), split_for(position, count, task.held_out))
-        groups.setdefault(key, []).append(position)
-    blocks = []
-    for positions in groups.values():
-        cuts = [positions[i : i + 2] for i in range(0, len(positions), 2)]
-        if len(cuts) > 1 and len(cuts[-1]) == 1:
-            rest = cuts.pop()
-            cuts[-1] += rest
-        blocks.extend(cuts)
-    return blocks
+    keys = [
+        (variant_for(i, count, task.variants, task.held_out), split_for(i, count, task.held_out)) for i in range(count)
+    ]
+    return cut_blocks(keys)
 
 
 def generate_samples(seed: int, samples_per_task: int, size: int) -> Iterator[Sample]:
