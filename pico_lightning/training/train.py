@@ -37,6 +37,7 @@ from pico_lightning.training.module import PicoModule
 from pico_lightning.training.preemption import Preemption, cluster_plugins
 from pico_lightning.training.progress import StepProgressBar
 from pico_lightning.training.prompts import prompt_table, run_prompts
+from pico_lightning.training.shared_dir import SharedRunDir
 from pico_lightning.training.strategy import build_strategy
 from pico_lightning.training.validation import EvalArtifacts
 
@@ -67,6 +68,7 @@ def build_module(
 def build_callbacks(cfg: ExperimentConfig, run_dir: Path, validate: bool) -> list[pl.Callback]:
     checkpoints = run_dir / "checkpoints"
     callbacks: list[pl.Callback] = [
+        SharedRunDir(run_dir),  # first: no other callback reads or writes the run directory before the check
         StepProgressBar(),
         AttentionBackend(cfg.train.attention_backend),
         RunArtifacts(cfg, run_dir),
