@@ -15,7 +15,8 @@ from pathlib import Path
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser, example: str) -> None:
-    parser.usage = f"{parser.prog} [-h] [--print-config] EXPERIMENT.yaml [MORE.yaml ...] [key=value ...]"
+    files = "EXPERIMENT.yaml [MORE.yaml ...] [key=value ...]"
+    parser.usage = f"{parser.prog} [-h] [--print-config] [--defaults KEY=VALUE ...] {files}"
     parser.add_argument(
         "experiment",
         nargs="+",
