@@ -17,8 +17,9 @@ import lightning.pytorch as pl
 from pico_lightning.errors import UserError
 
 MARKER = ".rank0_marker"
-# NFS may show another client's new file only once its cached view of the directory expires (acdirmax: 60 s)
-WAIT_S = 60.0
+# NFS may show another client's new file only once its cached view of the directory expires (acdirmax: 60 s by
+# default); a rank that sees the marker sooner goes on at once, so only a run that will stop waits this long
+WAIT_S = 90.0
 
 
 class SharedRunDir(pl.Callback):
