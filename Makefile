@@ -1,5 +1,15 @@
 # pico_lightning: `make help` lists the targets. `make demo` and `make test` install first.
-PYTHON ?= python3
+# Python 3.10 or newer. An active virtual environment ($VIRTUAL_ENV) is used as it is. With none active, a system
+# Python that refuses pip installs (PEP 668: Debian 12, Ubuntu 24.04) gets a project environment, .venv, made from it;
+# any other python3 (pyenv, conda, a container's) is used as it is. PYTHON=/path/to/python picks one yourself.
+BASE_PYTHON ?= python3
+VENV := .venv
+ifeq ($(origin PYTHON),undefined)
+EXTERNALLY_MANAGED := $(if $(VIRTUAL_ENV),,$(shell $(BASE_PYTHON) -c "import os, sys, sysconfig; \
+	print(sys.prefix == sys.base_prefix and os.path.isfile(os.path.join(sysconfig.get_path('stdlib'), \
+	'EXTERNALLY-MANAGED')) or '')" 2>/dev/null))
+PYTHON := $(if $(EXTERNALLY_MANAGED),$(VENV)/bin/python,$(BASE_PYTHON))
+endif
 PIP := $(PYTHON) -m pip
 TORCH := torch==2.13.0
 STAMP := .make/install.stamp
@@ -13,10 +23,18 @@ help:  ## list the targets
 
 install: $(STAMP)  ## install torch (CPU wheel, pinned) first, then pico_lightning with [dev] at the versions of constraints.txt
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(STAMP): setup.cfg pyproject.toml constraints.txt $(filter $(VENV)/bin/python,$(PYTHON))
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[dev]" -c constraints.txt
 	@mkdir -p $(@D) && touch $@
+
+# Debian and Ubuntu ship venv's pip (ensurepip) apart, in python3-venv: say so rather than install system packages
+$(VENV)/bin/python:
+	@$(BASE_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "make: pico_lightning needs Python 3.10 or newer; $(BASE_PYTHON) is $$($(BASE_PYTHON) -V)" >&2; exit 1; }
+	@$(BASE_PYTHON) -c 'import ensurepip' 2>/dev/null || \
+		{ echo "make: $(BASE_PYTHON) cannot make $(VENV) (no ensurepip): sudo apt install python3-venv" >&2; exit 1; }
+	$(BASE_PYTHON) -m venv $(VENV)
 
 demo: install  ## the main job, offline on CPU: data, tiny training, seed-scored evaluation
 	$(PYTHON) -m pico_lightning.demo --experiment experiments/demo.yaml --out $(DEMO_DIR)

@@ -100,8 +100,8 @@ def test_slurm_dry_run_writes_a_job_array(tmp_path, monkeypatch):
     subprocess.run(["bash", "-n", str(out / "sweep.sbatch")], check=True)
     plan = json.loads((out / "sweep.json").read_text())
     assert len(plan["runs"]) == len((out / "runs.txt").read_text().splitlines()) == 12
-    # Run array task 1 with a fake srun in a 2 x 4-GPU allocation: it must train run 1 with its overrides after the
-    # shape the allocation gives (so the run's own overrides win).
+    # Run array task 1 with a fake srun in a 2 x 4-GPU allocation: it must train run 1 with the allocation's shape
+    # as defaults and its overrides after them (so the run's own overrides win).
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
     os.chmod(tmp_path / "bin" / "srun", 0o755)
@@ -112,12 +112,11 @@ def test_slurm_dry_run_writes_a_job_array(tmp_path, monkeypatch):
     assert job.stdout.startswith("[") and "pico train on 2 node(s) x 4 gpu rank(s)" in job.stdout.splitlines()[0]
     train = lines.index("train") - 1  # srun ran twice: the embed step (one task per node), then the training
     embed, argv = lines[:train], lines[train:]
-    assert embed == ["--ntasks-per-node=1", "--ntasks=2", "pico", "embed", str(tmp_path / "base.yaml")] + [
-        *plan["runs"][1]["overrides"]
-    ]
-    assert argv[:3] == ["pico", "train", str(tmp_path / "base.yaml")]
-    shape = ["train.devices=4", "train.num_nodes=2", "train.accelerator=gpu", "train.strategy=ddp", "run.resume=auto"]
-    assert argv[3:] == [*shape, *plan["runs"][1]["overrides"]]
+    shape = ["train.devices=4", "train.num_nodes=2", "train.accelerator=gpu", "run.resume=auto"]
+    defaults = [item for key in shape for item in ("--defaults", key)]
+    run = [str(tmp_path / "base.yaml"), *plan["runs"][1]["overrides"]]
+    assert embed == ["--ntasks-per-node=1", "--ntasks=2", "pico", "embed", *defaults, *run]
+    assert argv == ["pico", "train", *defaults, *run]
     sweep_run(out, plan["runs"][1]["name"]).write_summary(3, {})  # finished: the array task asks and skips it
     job = subprocess.run(["bash", str(out / "sweep.sbatch")], env=env, capture_output=True, text=True, check=True)
     assert job.stdout == f"{sweep_run(out.resolve(), plan['runs'][1]['name']).path}: finished\n"

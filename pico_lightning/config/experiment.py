@@ -1,7 +1,8 @@
 """The experiment schema: one typed dataclass per concern, loaded and validated in one place.
 
 ``load_config(paths, overrides)`` merges ``OmegaConf.structured(ExperimentConfig)`` with the YAML files, in order
-(later wins), and the command line's ``key=value`` overrides, then ``to_object`` runs every ``__post_init__``.
+(later wins), and the command line's ``key=value`` overrides (a launcher's ``defaults`` go right after the first
+file), then ``to_object`` runs every ``__post_init__``.
 Unknown keys, wrong types, YAML syntax errors and invalid values raise :class:`ConfigError` with one line naming
 the key, the file and what was expected.
 No torch import here: ``pico --help`` and config errors stay fast.
@@ -62,14 +63,16 @@ _REMOTE = re.compile(r"^(pipe:|[a-z][a-z0-9+.-]*://)")
 def load_config(
     path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    defaults: list[str] | tuple[str, ...] = (),
 ) -> ExperimentConfig:
-    """Defaults <- YAML file(s), in order (later wins) <- ``key=value`` overrides, validated; errors name the key and
-    the file."""
+    """Defaults <- first YAML file <- ``defaults`` (``key=value`` a launch script takes from the allocation) <- the
+    other YAML files, in order (later wins) <- ``key=value`` overrides, validated; errors name the key and the
+    file."""
     paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
     source = " + ".join(map(str, paths)) or "<defaults>"
-    merged = OmegaConf.structured(ExperimentConfig)
-    for file in paths:  # one file at a time, so a bad key or type names the file that holds it
-        merged = _merge(merged, _read_layer(file), str(file))
+    merged = _merge_files(OmegaConf.structured(ExperimentConfig), paths[:1])
+    merged = _merge(merged, _parse_overrides(list(defaults)), "--defaults")
+    merged = _merge_files(merged, paths[1:])
     merged = _merge(merged, _parse_overrides(list(overrides)), source)
     try:
         return OmegaConf.to_object(merged)
@@ -77,6 +80,12 @@ def load_config(
         raise ConfigError(f"{source}: {err}") from None
     except OmegaConfBaseException as err:
         raise ConfigError(f"{source}: {describe(err)}") from None
+
+
+def _merge_files(merged: DictConfig, paths: list[str | os.PathLike]) -> DictConfig:
+    for file in paths:  # one file at a time, so a bad key or type names the file that holds it
+        merged = _merge(merged, _read_layer(file), str(file))
+    return merged
 
 
 def _read_layer(path: str | os.PathLike) -> DictConfig:

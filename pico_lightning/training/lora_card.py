@@ -1,8 +1,9 @@
 """The model card (README.md) written beside every exported LoRA: what the weights are and how to use them.
 
-It names the base, PICO's protocol (grid, masked panel, prompts, sampling, seed scorer), the training recipe, the
-final evaluation when the run has one, and a stock-diffusers snippet (FluxFillPipeline + load_lora_weights) that
-reproduces `pico infer --seeds 1` on pictures already at the panel size. The snippet is produced by
+Its front matter names the base (``base_model``) and the licence the LoRA inherits from it. The card names the
+base, PICO's protocol (grid, masked panel, prompts, sampling, seed scorer), the training recipe, the final evaluation
+when the run has one, and a stock-diffusers snippet (FluxFillPipeline + load_lora_weights) that reproduces
+`pico infer --seeds 1` on pictures already at the panel size. The snippet is produced by
 :func:`diffusers_snippet` and tested by running it.
 """
 
@@ -16,9 +17,15 @@ from pico_lightning.data.schema import CATEGORY_PROMPTS
 from pico_lightning.files import write_text
 
 CARD_NAME = "README.md"
-METADATA = (
-    "---\nlibrary_name: diffusers\ntags: [lora, flux, flux-fill, inpainting, visual-in-context-learning, pico]\n---"
+TAGS = "[lora, flux, flux-fill, inpainting, visual-in-context-learning, pico]"
+FLUX_FILL_DEV = "black-forest-labs/FLUX.1-Fill-dev"
+# Black Forest Labs' weights come with their own terms, which a LoRA trained on them inherits
+FLUX_DEV_LICENSE = (
+    "license: other\nlicense_name: flux-1-dev-non-commercial-license\n"
+    f"license_link: https://huggingface.co/{FLUX_FILL_DEV}/blob/main/LICENSE.md"
 )
+# FLUX.1-Fill-dev's transformer, as its transformer/config.json states it (no other released Fill DiT is this shape)
+FLUX_FILL_DEV_SHAPE = {"num_layers": 19, "num_single_layers": 38, "in_channels": 384, "guidance_embeds": True}
 DTYPE_NAMES = {"float32": "torch.float32", "bfloat16": "torch.bfloat16", "float16": "torch.float16"}
 
 
@@ -33,7 +40,7 @@ def write_lora_card(lora_dir: str | Path, cfg: ExperimentConfig, summary: dict |
 def lora_card(cfg: ExperimentConfig, lora_dir: Path, summary: dict | None = None) -> str:
     """The card's Markdown: metadata header, base, protocol, training, evaluation, usage."""
     sections = [
-        METADATA,
+        metadata(cfg.model.pretrained_dir, cfg.model.preset),
         f"# PICO LoRA: {cfg.run.name}\n\nA LoRA for FLUX.1-Fill trained by pico_lightning for visual in-context "
         "learning: given an exemplar pair A -> A' and a query B, the model fills B' in a four-panel grid.",
         _base_section(cfg),
@@ -45,10 +52,39 @@ def lora_card(cfg: ExperimentConfig, lora_dir: Path, summary: dict | None = None
     return "\n\n".join(s for s in sections if s) + "\n"
 
 
+def metadata(pretrained_dir: str, preset: str) -> str:
+    """The card's front matter: diffusers LoRA tags, ``base_model`` and the base's licence, which the LoRA inherits.
+
+    A directory holding FLUX.1-Fill-dev's transformer is that model (a copy or a fine-tune of it, under its
+    non-commercial licence); an in-process preset is random init by pico_lightning (Apache-2.0, as this code); any
+    other directory is named by its path, its licence unknown here."""
+    if is_flux_fill_dev(pretrained_dir):
+        base = f"base_model: {FLUX_FILL_DEV}\nbase_model_relation: adapter\n{FLUX_DEV_LICENSE}"
+    elif pretrained_dir:
+        base = (
+            f"base_model: {json.dumps(f'local directory {pretrained_dir}')}\nlicense: other\n"
+            "license_name: unknown (the base directory's own licence applies)"
+        )
+    else:
+        base = f'base_model: "pico_lightning in-process preset {preset} (random init)"\nlicense: apache-2.0'
+    return f"---\nlibrary_name: diffusers\n{base}\ntags: {TAGS}\n---"
+
+
+def is_flux_fill_dev(model_dir: str) -> bool:
+    """Whether ``model_dir`` holds FLUX.1-Fill-dev's transformer (by its config's shape)."""
+    path = Path(model_dir) / "transformer" / "config.json" if model_dir else None
+    if path is None or not path.is_file():
+        return False
+    config = json.loads(path.read_text())
+    return all(config.get(key) == value for key, value in FLUX_FILL_DEV_SHAPE.items())
+
+
 def _base_section(cfg: ExperimentConfig) -> str:
     model = cfg.model
     if model.pretrained_dir:
         base = f"`{model.pretrained_dir}` (a diffusers-format FLUX.1-Fill directory), stored in {model.dtype}"
+        if is_flux_fill_dev(model.pretrained_dir):
+            base += f", with FLUX.1-Fill-dev's transformer ({FLUX_FILL_DEV}): this LoRA falls under its licence"
         autoencoder = _autoencoder_class(model.pretrained_dir)
         if autoencoder not in (None, "AutoencoderKL"):
             base += (

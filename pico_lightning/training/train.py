@@ -38,6 +38,7 @@ from pico_lightning.training.loggers import build_loggers, finish_wandb
 from pico_lightning.training.module import PicoModule
 from pico_lightning.training.preemption import cluster_plugins
 from pico_lightning.training.progress import StepProgressBar
+from pico_lightning.training.shared_dir import SharedRunDir
 from pico_lightning.training.strategy import build_strategy
 
 KNOWN_NOISE = (  # warnings about choices made on purpose
@@ -79,8 +80,14 @@ def build_module(
 
 
 def build_callbacks(cfg: ExperimentConfig, run: RunDir, validate: bool) -> list[pl.Callback]:
-    """The progress bar and attention backend, then the callbacks that write the run directory (lifecycle.py)."""
-    return [StepProgressBar(), AttentionBackend(cfg.train.attention_backend), *lifecycle_callbacks(cfg, run, validate)]
+    """The shared-directory check first (no other callback reads or writes the run directory before it), the
+    progress bar and attention backend, then the callbacks that write the run directory (lifecycle.py)."""
+    return [
+        SharedRunDir(run.path),
+        StepProgressBar(),
+        AttentionBackend(cfg.train.attention_backend),
+        *lifecycle_callbacks(cfg, run, validate),
+    ]
 
 
 def build_trainer(cfg: ExperimentConfig, run: RunDir, callbacks: list[pl.Callback], validate: bool) -> pl.Trainer:
