@@ -30,6 +30,7 @@ from pico_lightning.data.stream import (
     worker_shards,
 )
 from pico_lightning.errors import UserError
+from pico_lightning.panels import Layout
 
 
 class VisRelDataModule(pl.LightningDataModule):
@@ -67,7 +68,7 @@ class VisRelDataModule(pl.LightningDataModule):
         (Lightning restores a resumed run's position through the loader's ``load_state_dict``)."""
         data, cfg = self.data, self.cfg
         rank, world = self._rank_world()
-        warmups = self._warmups(data, world, max(1, cfg.num_workers))[rank]
+        warmups = reader_warmups(data, world, max(1, cfg.num_workers), self.catalogue.layout)[rank]
         state = StreamState(cfg.seed, rank, world)
         counts = Counter(task for task, _, _ in {entry for found in data.entries.values() for entry in found})
         stages = build_train_stages(data.urls, cfg, state, data.keep, self.per_device_batch(), dict(counts), warmups)
@@ -89,28 +90,30 @@ class VisRelDataModule(pl.LightningDataModule):
             return self.trainer.global_rank, self.trainer.world_size
         return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-    def _warmups(self, data: ShardSet, world: int, workers: int) -> list[list[int]]:
-        """Warm-up pairs per [rank][worker]; UserError when shards are too few or a reader cannot draw.
 
-        Every rank checks every rank's split, so a bad split fails on all of them alike (no DDP hang).
-        """
-        if len(data.urls) < world * workers:
-            raise UserError(
-                f"data.num_workers: {len(data.urls)} shards < devices*num_nodes={world} x "
-                f"max(1, data.num_workers)={workers} readers; write more shards or use fewer "
-                "workers"
-            )
-        pairs = ep.pairs_per_episode(self.catalogue.layout)
-        warmups = [[0] * workers for _ in range(world)]
-        for rank in range(world):
-            for worker in range(workers):
-                shards = worker_shards(data.urls, rank, world, worker, workers)
-                entries = {entry for url in shards for entry in data.entries[url]}
-                if not ep.formable(entries, pairs):
-                    raise UserError(
-                        f"data.num_workers: rank {rank} worker {worker}'s shards {shards} hold "
-                        f"no {pairs} train pairs of one selected task and variant; use fewer "
-                        "workers or devices, shards that mix tasks, or more data.shots_per_task"
-                    )
-                warmups[rank][worker] = min(WARMUP_PAIRS, len(entries))
-        return warmups
+def reader_warmups(data: ShardSet, world: int, workers: int, layout: Layout) -> list[list[int]]:
+    """Warm-up pairs per [rank][worker]; UserError when shards are too few or a reader cannot draw.
+
+    Every rank checks every rank's split, so a bad split fails on all of them alike (no DDP hang); `pico train
+    --dry-run` runs the same check for the world it is given.
+    """
+    if len(data.urls) < world * workers:
+        raise UserError(
+            f"data.num_workers: {len(data.urls)} shards < devices*num_nodes={world} x "
+            f"max(1, data.num_workers)={workers} readers; write more shards (pico prep folders --shards N) or use "
+            "fewer workers"
+        )
+    pairs = ep.pairs_per_episode(layout)
+    warmups = [[0] * workers for _ in range(world)]
+    for rank in range(world):
+        for worker in range(workers):
+            shards = worker_shards(data.urls, rank, world, worker, workers)
+            entries = {entry for url in shards for entry in data.entries[url]}
+            if not ep.formable(entries, pairs):
+                raise UserError(
+                    f"data.num_workers: rank {rank} worker {worker}'s shards {shards} hold "
+                    f"no {pairs} train pairs of one selected task and variant; use fewer "
+                    "workers or devices, shards that mix tasks, or more data.shots_per_task"
+                )
+            warmups[rank][worker] = min(WARMUP_PAIRS, len(entries))
+    return warmups

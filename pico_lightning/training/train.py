@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.evaluation.evaluator import evaluation_plan
+from pico_lightning.model.backbone import check_model_dir
 from pico_lightning.signals import LATCH
 from pico_lightning.training.artifacts import RunArtifacts
 from pico_lightning.training.attention_backend import AttentionBackend
@@ -138,7 +139,10 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
     _quiet_known_noise()
     run_dir = cfg.run.path()
     ckpt = resume_checkpoint(run_dir / "checkpoints", cfg.run.resume)
-    datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval)
+    cfg.train.per_device_batch()  # before anything is built or written: the batch divides by the world
+    if cfg.model.pretrained_dir:  # and the weights' directory has the layout
+        check_model_dir(cfg.model.pretrained_dir)
+    datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.global_batch(), cfg.eval)
     plan = evaluation_plan(datamodule.eval_items()) if cfg.eval.suites else None
     module = build_module(cfg, run_prompts(datamodule.prompts()), plan, release_after_training=True)
     trainer = build_trainer(cfg, run_dir, build_callbacks(cfg, run_dir, bool(plan)), bool(plan))
