@@ -16,7 +16,8 @@ class TrainConfig:
     """Global batch (episodes per optimizer step, summed over devices, before accumulation); it must divide by
     devices*num_nodes. null: device_batch_size episodes on every device, so the global batch follows the world."""
     device_batch_size: int | None = None
-    """Episodes per device per step when batch_size is null: the global batch is this x devices x num_nodes."""
+    """Episodes per device per step, used when batch_size is null: the global batch is this x devices x num_nodes
+    (a batch_size set on the command line takes over from it)."""
     accumulate_grad_batches: int = 1
     """Gradient accumulation through the Trainer."""
     lr: float = 1e-4
@@ -94,9 +95,9 @@ class TrainConfig:
             value = getattr(self, key)
             check(value is None or value >= 1, f"train.{key}", "an integer >= 1 or null", value)
         check(
-            (self.batch_size is None) != (self.device_batch_size is None),
+            self.batch_size is not None or self.device_batch_size is not None,
             "train.batch_size",
-            "exactly one of train.batch_size (global) and train.device_batch_size (per device) set, the other null",
+            "a global batch, or null with train.device_batch_size set",
             self.batch_size,
         )
         check(self.lr >= 0, "train.lr", "a number >= 0", self.lr)  # 0: the weights stay as loaded
