@@ -114,7 +114,7 @@ def fit_windows(cfg, setup: BenchSetup, tmp: Path, loader_or_datamodule, prompts
     result["checkpointed_blocks"] = len(plan.checkpointed) if plan else None
     fixed = isinstance(loader_or_datamodule, torch.utils.data.DataLoader)
     if fixed:
-        batch = fixed_batch(batch_size=cfg.train.batch_size, panel_size=cfg.data.panel_size)
+        batch = fixed_batch(batch_size=cfg.train.global_batch(), panel_size=cfg.data.panel_size)
         result["bare_step_s"], result["bare_losses"] = bare_loop(module, batch, cfg, setup)
     release_memory()
     if setup.device.type == "cuda":
@@ -162,7 +162,7 @@ def loader_wait(setup: BenchSetup, tmp: Path, data_root: Path, fixed_gap_s: floa
     from pico_lightning.data.datamodule import VisRelDataModule
 
     cfg = row_config(setup, tmp, 1, True, False, data_root)
-    datamodule = VisRelDataModule(cfg.data, cfg.train.batch_size)
+    datamodule = VisRelDataModule(cfg.data, cfg.train.global_batch())
     fit = fit_windows(cfg, setup, tmp, datamodule, PROMPTS + list(datamodule.prompts()))
     if fit["error"]:
         return {"error": fit["error"]}

@@ -102,13 +102,20 @@ def test_infer_lora_for_another_model(capsys, tmp_path, pictures):
         ("train.max_steps=-2", "train.max_steps"),
         ("train.max_steps=ten", "max_steps"),
         ("data.panel_size=20", "nearest valid panel sizes"),
-        ("train.devices=3", "train.batch_size"),
     ],
 )
 def test_train_bad_config(capsys, tmp_path, override, needle):
     experiment = tmp_path / "exp.yaml"
     experiment.write_text(f"train:\n  batch_size: 4\nrun:\n  dir: {tmp_path / 'runs'}\n")
     fails(capsys, ["train", str(experiment), override], needle, "exp.yaml")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_batch_that_does_not_divide_the_world(capsys, tmp_path):
+    """Checked when a world trains (not at load, so `pico embed` and --print-config work for any world)."""
+    experiment = tmp_path / "exp.yaml"
+    experiment.write_text(f"train:\n  batch_size: 4\nrun:\n  dir: {tmp_path / 'runs'}\n")
+    fails(capsys, ["train", str(experiment), "train.devices=3"], "train.batch_size", "devices*num_nodes=3")
     assert not (tmp_path / "runs").exists()
 
 
@@ -137,7 +144,7 @@ def test_export_and_eval_missing_or_corrupt_run(capsys, tmp_path):
     (run / "config.yaml").write_text("train:\n  max_steps: 3\n")
     (run / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04truncated")
     fails(capsys, ["export", str(run), "--out", str(tmp_path / "x")], "last.ckpt", "unreadable checkpoint")
-    fails(capsys, ["eval", str(run), "--suite", "nosuch"], "eval.suites")
+    fails(capsys, ["eval", str(run)], "no lora/", "pico export")  # an unfinished run: its LoRA is not written yet
 
 
 def test_sweep_and_report_bad_input(capsys, tmp_path):

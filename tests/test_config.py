@@ -66,7 +66,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 def test_batch_must_divide_world():
     with pytest.raises(ConfigError, match="train.batch_size"):
-        load_config(None, ["train.batch_size=6", "train.devices=4"])
+        load_config(None, ["train.batch_size=6", "train.devices=4"]).train.per_device_batch()
     assert load_config(None, ["train.batch_size=8", "train.devices=4"]).train.per_device_batch() == 2
 
 
@@ -109,3 +109,28 @@ def test_every_key_has_a_type_default_and_docstring():
     assert keys["train.max_steps"].doc == "Optimizer steps."
     assert {name.split(".")[0] for name in keys} == {"model", "lora", "data", "train", "eval", "logging", "run"}
     assert [name for name, key in keys.items() if not key.doc] == []
+
+
+def test_batch_and_lr_follow_the_world_with_a_per_device_batch():
+    def train(*overrides):
+        return load_config(None, ["train.batch_size=null", "train.device_batch_size=2", *overrides]).train
+
+    assert [train(f"train.devices={d}").global_batch() for d in (1, 4, 8)] == [2, 8, 16]
+    assert train("train.devices=8", "train.num_nodes=4").per_device_batch() == 2
+    scaled = train("train.devices=8", "train.lr=1e-4", "train.lr_scaling=sqrt", "train.lr_reference_batch=4")
+    assert scaled.scaled_lr() == pytest.approx(2e-4)  # batch 16 = 4 x the reference: sqrt -> 2x
+    linear = train("train.devices=8", "train.lr=1e-4", "train.lr_scaling=linear", "train.lr_reference_batch=4")
+    assert linear.scaled_lr() == pytest.approx(4e-4)
+    assert train("train.devices=8").scaled_lr() == 1e-4  # lr_scaling: none, the default
+    assert "global batch 16 = 2 per device x 8" in scaled.describe_batch()
+    assert load_config(None, ["train.batch_size=4", "train.device_batch_size=1"]).train.global_batch() == 4
+    with pytest.raises(ConfigError, match="train.batch_size: expected a global batch, or null with"):
+        load_config(None, ["train.batch_size=null"])
+
+
+def test_flux_fill_runs_on_1_4_8_and_32_gpus_as_written():
+    experiment = Path(__file__).resolve().parents[1] / "experiments" / "flux_fill.yaml"
+    for devices, nodes, lr in ((1, 1, 5e-5), (4, 1, 1e-4), (8, 1, 2**0.5 * 1e-4), (8, 4, 2**0.5 * 2e-4)):
+        train = load_config(experiment, [f"train.devices={devices}", f"train.num_nodes={nodes}"]).train
+        assert train.global_batch() == devices * nodes and train.per_device_batch() == 1
+        assert train.scaled_lr() == pytest.approx(lr)

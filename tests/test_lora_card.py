@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
+
 from pico_lightning.training.lora_card import metadata
 
 

@@ -1,8 +1,11 @@
 """`pico train EXPERIMENT.yaml [MORE.yaml ...] [key=value ...]`: fit and write a run directory (training/train.py).
 
 Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`. `--print-config` prints the
-resolved config and stops. A fit stopped by SIGUSR1 (SLURM's warning before the time limit) saves its step, requeues
-its SLURM job and exits with 138; by SIGTERM, saves and exits with 143 (see pico_lightning/training/preemption.py).
+resolved config and stops; `--dry-run` checks the run against its world, data and model without building the model
+(training/preflight.py), prints the plan and exits 0, or prints one line per problem and exits 1. A fit stopped
+by SIGUSR1 (SLURM's warning before the time limit) saves its step, requeues its SLURM job and exits with 138; by
+SIGTERM, saves and exits with 143 (see pico_lightning/training/preemption.py). It prints the world, the batch and
+the learning rate it uses first.
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from pico_lightning.commands.experiment_args import add_experiment_arguments, lo
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train PICO's LoRA; writes a run directory")
     add_experiment_arguments(parser, "experiments/demo.yaml train.max_steps=50")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check world size, batch, data, suites and the model directory; print the plan; build nothing",
+    )
     parser.set_defaults(run=run)
 
 
@@ -34,12 +42,15 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_experiment(args)
     if cfg is None:  # --print-config
         return 0
+    if args.dry_run:
+        return _dry_run(cfg)
     from pico_lightning.run_dir import RunDir
     from pico_lightning.training.preemption import Preempted, requeue_slurm_job
     from pico_lightning.training.train import fit
 
     say = rank_zero_only(print)  # every line once, however many ranks srun or torchrun started
     say(f"run directory: {cfg.run.path()}", flush=True)
+    say(cfg.train.describe_batch(), flush=True)
     try:
         run = RunDir(fit(cfg))
     except Preempted as stop:
@@ -49,3 +60,15 @@ def _train(args: argparse.Namespace) -> int:
         return stop.exit_code
     say(f"finished: {run.summary}, LoRA in {run.lora}")
     return 0
+
+
+def _dry_run(cfg) -> int:
+    from pico_lightning.training.preflight import preflight
+
+    found = preflight(cfg)
+    for line in found.plan:
+        print(line)
+    for problem in found.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(f"dry run: {len(found.problems)} problem(s); nothing was built or written")
+    return 1 if found.problems else 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,11 +34,9 @@ class ModelConfig:
     """Prompt-embedding cache directory; empty = <run dir>/text_cache or ~/.cache/pico_lightning/text."""
 
     def __post_init__(self) -> None:
+        # pretrained_dir is checked where it is read (model/backbone.check_model_dir), not here: --print-config and
+        # `pico train --dry-run` on a login node resolve configs whose weights live elsewhere
         check(self.max_sequence_length >= 0, "model.max_sequence_length", "an integer >= 0", self.max_sequence_length)
-        if self.pretrained_dir:
-            check(
-                os.path.isdir(self.pretrained_dir), "model.pretrained_dir", "an existing directory", self.pretrained_dir
-            )
 
     def sequence_length(self) -> int:
         """T5 tokens per prompt: max_sequence_length, else the pipeline's default or the preset's."""

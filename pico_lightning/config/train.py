@@ -12,12 +12,21 @@ from pico_lightning.config.checks import check
 class TrainConfig:
     max_steps: int = 200
     """Optimizer steps."""
-    batch_size: int = 4
-    """Global batch (episodes per optimizer step, summed over devices, before accumulation)."""
+    batch_size: int | None = 4
+    """Global batch (episodes per optimizer step, summed over devices, before accumulation); it must divide by
+    devices*num_nodes. null: device_batch_size episodes on every device, so the global batch follows the world."""
+    device_batch_size: int | None = None
+    """Episodes per device per step, used when batch_size is null: the global batch is this x devices x num_nodes
+    (a batch_size set on the command line takes over from it)."""
     accumulate_grad_batches: int = 1
     """Gradient accumulation through the Trainer."""
     lr: float = 1e-4
-    """AdamW (peak) learning rate."""
+    """AdamW (peak) learning rate at a global batch of lr_reference_batch (see lr_scaling)."""
+    lr_scaling: Literal["none", "sqrt", "linear"] = "none"
+    """How the learning rate follows the global batch B: none (lr as written), sqrt (lr x sqrt(B / reference),
+    the square-root rule for Adam) or linear (lr x B / reference)."""
+    lr_reference_batch: int = 4
+    """The global batch at which lr is the learning rate, for lr_scaling."""
     weight_decay: float = 1e-2
     """AdamW weight decay."""
     warmup_steps: int = 0
@@ -70,31 +79,66 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in (
             "max_steps",
-            "batch_size",
             "accumulate_grad_batches",
             "devices",
             "num_nodes",
             "checkpoint_every",
+            "lr_reference_batch",
         ):
             value = getattr(self, key)
             check(value >= 1, f"train.{key}", "an integer >= 1", value)
+        for key in ("batch_size", "device_batch_size"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"train.{key}", "an integer >= 1 or null", value)
+        check(
+            self.batch_size is not None or self.device_batch_size is not None,
+            "train.batch_size",
+            "a global batch, or null with train.device_batch_size set",
+            self.batch_size,
+        )
         check(self.lr >= 0, "train.lr", "a number >= 0", self.lr)  # 0: the weights stay as loaded
         check(self.warmup_steps >= 0, "train.warmup_steps", "an integer >= 0", self.warmup_steps)
         budget = self.memory_budget_gb
         check(budget is None or budget > 0, "train.memory_budget_gb", "a number > 0 or null", budget)
         check(self.gradient_clip_val >= 0, "train.gradient_clip_val", "a number >= 0", self.gradient_clip_val)
-        self.per_device_batch()
+        # the batch against the world (per_device_batch) is checked where a world trains: `pico train` and its
+        # --dry-run, not at load, so `pico embed` and --print-config work for any world
 
     def world_size(self) -> int:
         return self.devices * self.num_nodes
 
+    def global_batch(self) -> int:
+        """Episodes per optimizer step over all devices (before accumulation)."""
+        return self.batch_size if self.batch_size is not None else self.device_batch_size * self.world_size()
+
     def per_device_batch(self) -> int:
-        """The batch each device sees; the global batch must divide by the world size."""
-        return split_batch(self.batch_size, self.world_size())
+        """The batch each device sees; a global batch must divide by the world size."""
+        return split_batch(self.global_batch(), self.world_size())
+
+    def scaled_lr(self) -> float:
+        """The learning rate the optimizer uses: lr scaled by lr_scaling from lr_reference_batch to the global batch."""
+        ratio = self.global_batch() / self.lr_reference_batch
+        return self.lr * {"none": 1.0, "sqrt": ratio**0.5, "linear": ratio}[self.lr_scaling]
+
+    def describe_batch(self) -> str:
+        """One line: world size, global and per-device batch, and the learning rate with how it was scaled."""
+        world, batch = self.world_size(), self.global_batch()
+        lr = f"lr {self.scaled_lr():.3g}"
+        if self.lr_scaling != "none":
+            lr += f" (= {self.lr:.3g} x {self.lr_scaling} scaling from batch {self.lr_reference_batch})"
+        return (
+            f"world {world} ({self.num_nodes} node(s) x {self.devices} device(s)): global batch {batch} = "
+            f"{self.per_device_batch()} per device x {world}, accumulated {self.accumulate_grad_batches}x; {lr}"
+        )
 
 
 def split_batch(batch_size: int, world: int) -> int:
     """The share of a global batch on each of ``world`` devices; ConfigError when it does not divide (the config's
-    world at load, the one a Trainer really has at setup)."""
-    check(batch_size % world == 0, "train.batch_size", f"a multiple of devices*num_nodes={world}", batch_size)
+    world in `pico train` and its --dry-run, the one a Trainer really has at setup)."""
+    check(
+        batch_size % world == 0,
+        "train.batch_size",
+        f"a multiple of devices*num_nodes={world} (or null, with train.device_batch_size)",
+        batch_size,
+    )
     return batch_size // world

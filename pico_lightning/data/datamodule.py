@@ -34,6 +34,7 @@ from pico_lightning.data.stream import (
     build_train_stages,
     worker_shards,
 )
+from pico_lightning.panels import Layout
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,16 @@ class VisRelDataModule(pl.LightningDataModule):
         (Lightning restores a resumed run's position through the loader's ``load_state_dict``)."""
         data, cfg = self.data, self.cfg
         rank, world = self._rank_world()
-        warmups, shared = self._readers(data, world, max(1, cfg.num_workers))
+        warmups, shared = plan_readers(data, world, max(1, cfg.num_workers), self.catalogue.layout)
+        if shared and rank == 0:
+            log.info(
+                "data: %d shards cannot give each of devices*num_nodes=%d x max(1, data.num_workers)=%d readers "
+                "shards of its own that form episodes: every reader draws from all shards, with its own seed (more "
+                "shards that mix tasks, e.g. `pico prep folders ... --shards N`, give disjoint ones)",
+                len(data.urls),
+                world,
+                max(1, cfg.num_workers),
+            )
         state = StreamState(cfg.seed, rank, world, shared=shared)
         counts = Counter(task for task, _, _ in {entry for found in data.entries.values() for entry in found})
         stages = build_train_stages(
@@ -94,31 +104,20 @@ class VisRelDataModule(pl.LightningDataModule):
             return self.trainer.global_rank, self.trainer.world_size
         return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
-    def _readers(self, data: ShardSet, world: int, workers: int) -> tuple[list[list[int]], bool]:
-        """Warm-up pairs per [rank][worker], and whether the readers share every shard (see the module docstring).
 
-        Every rank decides from every rank's split, so all decide alike (no DDP hang).
-        """
-        pairs = ep.pairs_per_episode(self.catalogue.layout)
-        shares = [
-            [
-                {entry for url in worker_shards(data.urls, rank, world, worker, workers) for entry in data.entries[url]}
-                for worker in range(workers)
-            ]
-            for rank in range(world)
+def plan_readers(data: ShardSet, world: int, workers: int, layout: Layout) -> tuple[list[list[int]], bool]:
+    """Warm-up pairs per [rank][worker], and whether the readers share every shard (see the module docstring):
+    they do when some reader's own shards ([rank::world][worker::workers]) hold no episode. Every rank decides from
+    every rank's split, so all decide alike (no DDP hang); `pico train --dry-run` asks the same for its world."""
+    pairs = ep.pairs_per_episode(layout)
+    shares = [
+        [
+            {entry for url in worker_shards(data.urls, rank, world, worker, workers) for entry in data.entries[url]}
+            for worker in range(workers)
         ]
-        if all(ep.formable(share, pairs) for row in shares for share in row):
-            return [[min(WARMUP_PAIRS, len(share)) for share in row] for row in shares], False
-        if self._rank_world()[0] == 0:
-            log.info(
-                "data: %d shards cannot give each of devices*num_nodes=%d x max(1, data.num_workers)=%d readers "
-                "shards of its own holding %d train pairs of one selected task and variant: every reader draws "
-                "from all shards, with its own seed (more shards that mix tasks, e.g. `pico prep folders ... "
-                "--shards N`, give disjoint ones)",
-                len(data.urls),
-                world,
-                workers,
-                pairs,
-            )
-        every = {entry for found in data.entries.values() for entry in found}
-        return [[min(WARMUP_PAIRS, len(every))] * workers for _ in range(world)], True
+        for rank in range(world)
+    ]
+    if all(ep.formable(share, pairs) for row in shares for share in row):
+        return [[min(WARMUP_PAIRS, len(share)) for share in row] for row in shares], False
+    every = {entry for found in data.entries.values() for entry in found}
+    return [[min(WARMUP_PAIRS, len(every))] * workers for _ in range(world)], True

@@ -36,6 +36,7 @@ SUBFOLDERS = ("transformer", "vae", "scheduler", "text_encoder", "text_encoder_2
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 CLIP_MAX_LENGTH = 77
 MANIFEST = "SHA256SUMS"
+LAYOUT_FILES = ("model_index.json", "transformer/config.json")  # what FluxFillPipeline.save_pretrained writes
 
 
 class ModelDirError(UserError):
@@ -82,8 +83,12 @@ def check_model_dir(path: str | Path) -> None:
     """
     root = Path(path)
     if not root.is_dir():
-        raise ModelDirError(f"{root}: model directory not found (expected a FluxFillPipeline.save_pretrained layout)")
+        raise ModelDirError(
+            f"model.pretrained_dir: {root}: model directory not found (expected a FluxFillPipeline.save_pretrained "
+            "layout)"
+        )
     missing = [name for name in SUBFOLDERS if not (root / name).is_dir() or not any((root / name).iterdir())]
+    missing += [name for name in LAYOUT_FILES if not (root / name).is_file()]
     if missing:
         raise ModelDirError(f"{root}: incomplete FLUX.1-Fill directory, missing: {', '.join(missing)}")
     if (root / MANIFEST).is_file():

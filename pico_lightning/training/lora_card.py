@@ -150,8 +150,9 @@ def _training_section(cfg: ExperimentConfig) -> str:
         [
             "## Training",
             "",
-            f"- Steps: {train.max_steps}, batch {train.batch_size} x {train.accumulate_grad_batches} accumulation, "
-            f"lr {train.lr} ({train.schedule}, {train.warmup_steps} warm-up steps), precision {train.precision}.",
+            f"- Steps: {train.max_steps}, batch {train.global_batch()} x {train.accumulate_grad_batches} accumulation, "
+            f"lr {train.scaled_lr():.3g} ({train.schedule}, {train.warmup_steps} warm-up steps), "
+            f"precision {train.precision}.",
             f"- Flow matching: t ~ {train.timestep_density}, loss on the {train.loss_region}.",
             f"- LoRA: rank {lora.rank}, alpha {lora.alpha}, dropout {lora.dropout}, on {modules}.",
             f"- Data: {tasks}; {data.shots_per_task or 'all'} samples per task, {data.sampling} sampling.",

@@ -134,7 +134,9 @@ class PicoModule(pl.LightningModule):
 
     def configure_optimizers(self):
         cfg, params = self.cfg, [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, cfg.lr, cfg.weight_decay, cfg.precision, all(p.is_cuda for p in params))
+        optimizer = build_optimizer(
+            params, cfg.scaled_lr(), cfg.weight_decay, cfg.precision, all(p.is_cuda for p in params)
+        )
         schedule = build_schedule(optimizer, cfg.schedule, cfg.warmup_steps, cfg.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

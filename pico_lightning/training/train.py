@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from pico_lightning.config import ExperimentConfig
 from pico_lightning.data.catalogue import run_prompts
 from pico_lightning.evaluation.evaluator import SuitePlan, evaluation_plan
+from pico_lightning.model.backbone import check_model_dir
 from pico_lightning.model.text import prompt_table
 from pico_lightning.run_dir import RunDir
 from pico_lightning.signals import LATCH
@@ -125,7 +126,10 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
 
     run = RunDir(cfg.run.path())
     ckpt = resume_checkpoint(run, cfg.run.resume)
-    datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.batch_size, cfg.eval)
+    cfg.train.per_device_batch()  # before anything is built or written: the batch divides by the world
+    if cfg.model.pretrained_dir:  # and the weights' directory has the layout
+        check_model_dir(cfg.model.pretrained_dir)
+    datamodule = datamodule or VisRelDataModule(cfg.data, cfg.train.global_batch(), cfg.eval)
     plan = evaluation_plan(datamodule.eval_items()) if cfg.eval.suites else None
     module = build_module(cfg, run_prompts(datamodule.prompts()), plan, release_after_training=True)
     trainer = build_trainer(cfg, run, build_callbacks(cfg, run, bool(plan)), bool(plan))
