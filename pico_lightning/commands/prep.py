@@ -5,6 +5,8 @@ pico prep folders RAW_DIR --out data/my-tasks      # RAW_DIR/<category>/<task>/{
     [--held-out TASK[,TASK...]]                     # test only: these tasks form the held_out suite
     [--suite NAME=TASK[,TASK...]]...                # suites/NAME.tar from the tasks' val (held out: test) pairs
     [--shards N] [--seed 0]                         # default: enough shards for 128 readers, tasks mixed
+pico prep colour-family --out data/colour [--tasks 256] [--held-out 32] [--pairs-per-task 12] [--size 32] [--seed 0]
+                                                    # the CPU task-diversity ablation's family (prep/colour_family.py)
 
 An existing, non-empty --out is refused unless --overwrite; then it is replaced wholly, and only once the new
 dataset is complete (built beside it, then swapped in).
@@ -58,7 +60,14 @@ def add_parser(subparsers) -> None:
         "fewer blocks of 2 train pairs of a task, more past 1000 pairs a shard)",
     )
     folders.add_argument("--seed", type=int, default=0, help="picks each suite episode's exemplar")
-    for kind in (lite, folders):
+    family = kinds.add_parser("colour-family", help="hundreds of colour-transform tasks (the CPU diversity ablation)")
+    family.add_argument("--out", required=True, help="output directory (shards, index.json)")
+    family.add_argument("--tasks", type=int, default=256, help="held-in members (>= 1)")
+    family.add_argument("--held-out", type=int, default=32, help="held-out members, test only (>= 0)")
+    family.add_argument("--pairs-per-task", type=int, default=12, help="pairs per member (>= 4)")
+    family.add_argument("--size", type=int, default=32, help="picture side in pixels (16 to 512)")
+    family.add_argument("--seed", type=int, default=0)
+    for kind in (lite, folders, family):
         kind.add_argument("--overwrite", action="store_true", help="replace an existing --out directory wholly")
     parser.set_defaults(run=run)
 
@@ -71,7 +80,28 @@ def run(args: argparse.Namespace) -> int:
         check_out_dir(out, args.overwrite, Path(args.src))
         return _folders(args, out, progress)
     check_out_dir(out, args.overwrite)
+    if args.kind == "colour-family":
+        return _colour_family(args, out)
     return _visrel_lite(args, out, progress)
+
+
+def _colour_family(args: argparse.Namespace, out: Path) -> int:
+    from pico_lightning.errors import UserError
+    from pico_lightning.prep.colour_family import build_colour_family
+    from pico_lightning.prep.outdir import build_replacing
+
+    for flag, value, minimum, maximum in (
+        ("--tasks", args.tasks, 1, 100_000),
+        ("--held-out", args.held_out, 0, 100_000),
+        ("--pairs-per-task", args.pairs_per_task, 4, 10_000),
+        ("--size", args.size, 16, 512),
+    ):
+        if not minimum <= value <= maximum:
+            raise UserError(f"{flag}: expected {minimum} to {maximum}, got {value}")
+    family = (args.tasks, args.held_out, args.pairs_per_task, args.size, args.seed)
+    shards = build_replacing(out, lambda tmp: build_colour_family(tmp, *family))
+    print(f"wrote {args.tasks} held-in and {args.held_out} held-out colour tasks in {len(shards)} shards to {out}")
+    return 0
 
 
 def _folders(args: argparse.Namespace, out: Path, progress: bool) -> int:
