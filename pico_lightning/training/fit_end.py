@@ -14,10 +14,11 @@ everything written, so the end of a fit happens inside it, in this order:
 3. ``PicoModule.on_train_end`` (``release_after_training``, set by `pico train`) drops the model parts: Lightning
    calls the module's ``on_train_end`` after every callback's, whatever their order.
 
-A fit stopped by a signal raises :class:`~pico_lightning.training.preemption.Preempted` at its next batch, so it
-never reaches ``on_train_end``: it exports nothing and writes no summary (it is not finished). A run resumed after
-it had finished trains no step and skips ``on_train_end``; `pico train` then evaluates it again and calls
-:meth:`FitEnd.report`.
+A fit stopped by a signal raises :class:`~pico_lightning.training.preemption.Preempted` at its next batch or
+evaluation episode, so it never reaches ``on_train_end``: it exports nothing and writes no summary (it is not
+finished). A signal during ``on_train_end`` is left unanswered: what remains takes seconds, and the run is then
+finished. A run resumed at its last step (after it had finished, or from inside its final evaluation) trains no
+step and skips ``on_train_end``; `pico train` then ends it with :meth:`FitEnd.end_resumed`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ class FitEnd(pl.Callback):
         export_run_lora(trainer, pl_module, self.run_dir)
         self.report(trainer)
         self.ended = True
+
+    def end_resumed(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> None:
+        """The end of a fit resumed at its last step, which trains nothing (Lightning skips ``on_train_end``): the
+        final evaluation (again, or for the first time when a signal stopped it), the LoRA (every rank calls it, as
+        a fit's end does), the report."""
+        if self.validate:
+            trainer.validate(pl_module, datamodule=datamodule, verbose=False)
+        export_run_lora(trainer, pl_module, self.run_dir)
+        self.report(trainer)
 
     def report(self, trainer: pl.Trainer) -> None:
         """summary.json, the LoRA's card and the LoRA artifact, with the last evaluation (global rank zero)."""

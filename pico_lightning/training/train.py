@@ -148,22 +148,20 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
 def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
     """Train ``cfg``, evaluate the final step, write summary.json; returns the run directory.
 
-    :class:`~pico_lightning.training.fit_end.FitEnd` ends the fit inside ``trainer.fit``; a run resumed after it had
-    finished trains nothing, so it is evaluated again here and FitEnd reports it. The launching process holds the
-    run directory's lock for the whole fit (a second `pico train` on the same run.name is refused). A fit stopped
-    by SIGUSR1 / SIGTERM raises :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and
-    its loggers are closed."""
+    :class:`~pico_lightning.training.fit_end.FitEnd` ends the fit inside ``trainer.fit``; a run resumed at its last
+    step (it had finished, or a signal stopped its final evaluation) trains nothing, so FitEnd ends it here. The
+    launching process holds the run directory's lock for the whole fit (a second `pico train` on the same run.name
+    is refused). A fit stopped by SIGUSR1 / SIGTERM raises :class:`~pico_lightning.training.preemption.Preempted`
+    once its step is saved and its loggers are closed."""
     run_dir = cfg.run.path()
     with RunLock(run_dir) if rank_zero_only.rank == 0 else nullcontext():
         module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
         try:
             with LATCH.armed():
                 _fit(trainer, module, datamodule, ckpt)
-            ending = next(c for c in trainer.callbacks if isinstance(c, FitEnd))
-            if not ending.ended:  # a resumed run that was already finished
-                if ending.validate:
-                    trainer.validate(module, datamodule=datamodule, verbose=False)
-                ending.report(trainer)
+                ending = next(c for c in trainer.callbacks if isinstance(c, FitEnd))
+                if not ending.ended:
+                    ending.end_resumed(trainer, module, datamodule)
         finally:
             finish_wandb(trainer.loggers)
     return run_dir
