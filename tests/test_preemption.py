@@ -229,3 +229,30 @@ def test_scancel_usr1_during_an_evaluation_stops_it_requeues_and_the_resumed_run
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "runs" / "whole"), abs=1e-6)
     assert _evaluations(run_dir) == pytest.approx(_evaluations(tmp_path / "runs" / "whole"), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_usr1_to_one_ddp_rank_inside_an_evaluation_stops_both_at_the_same_episode(visrel_tiny, tmp_path):
+    """Two DDP ranks, SIGUSR1 to rank 1 alone as the step-2 evaluation runs: the ranks agree before each episode, so
+    both save step 2 and exit 138 (none is left waiting in a collective); resumed, as an uninterrupted run."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml"]
+    command += [*tiny_train_overrides(visrel_tiny, tmp_path, "x"), "train.devices=2", "train.strategy=ddp"]
+    command += ["eval.num_steps=24", "eval.num_seeds=4"]
+    reference = subprocess.run([*command, "run.name=whole"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "cut"
+    process = subprocess.Popen([*command, "run.name=cut"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not (run_dir / "metrics.jsonl").is_file() or len(_losses(run_dir)) < 2):
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the step-2 evaluation
+    (rank_1,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()  # Lightning's launch
+    os.kill(int(rank_1), signal.SIGUSR1)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 138 and "stopped by SIGUSR1 at step 2;" in stderr, stderr[-3000:]
+    assert "Traceback" not in stderr and not _evaluations(run_dir), stderr[-3000:]
+    resumed = subprocess.run([*command, "run.name=cut", "run.resume=auto"], cwd=REPO, env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "runs" / "whole"), abs=1e-6)
+    assert _evaluations(run_dir) == pytest.approx(_evaluations(tmp_path / "runs" / "whole"), abs=1e-6)
