@@ -256,3 +256,24 @@ def test_usr1_to_one_ddp_rank_inside_an_evaluation_stops_both_at_the_same_episod
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "runs" / "whole"), abs=1e-6)
     assert _evaluations(run_dir) == pytest.approx(_evaluations(tmp_path / "runs" / "whole"), abs=1e-6)
+
+
+def test_a_sigterm_before_the_first_step_saves_that_step_and_is_no_ctrl_c(tiny_cfg):
+    """Between the model's build and the first step Lightning's own SIGTERM handler runs beside the latch; its flag
+    used to end the fit after step 1 with a SystemExit of Lightning's, reported as a Ctrl-C (130), not 143."""
+    from conftest import FixedDataModule
+
+    from pico_lightning.training.preemption import Preempted
+    from pico_lightning.training.train import fit
+
+    data = FixedDataModule(panel_size=16)
+    loader = data.train_dataloader
+
+    def signalled_loader():
+        os.kill(os.getpid(), signal.SIGTERM)  # as the fit sets up its data, after Lightning composed its handler
+        return loader()
+
+    data.train_dataloader = signalled_loader
+    with pytest.raises((Preempted, KeyboardInterrupt)) as stop:  # a KeyboardInterrupt was the bug
+        fit(tiny_cfg, data)
+    assert isinstance(stop.value, Preempted) and (stop.value.signum, stop.value.step) == (signal.SIGTERM, 1)
