@@ -2,11 +2,18 @@
 
 A job's processes get these signals at any moment, also while Python is still importing torch or loading a model.
 `pico train` and `pico embed` arm :data:`LATCH` first thing, so a signal only records itself; the training loop reads
-it after a whole step (training/preemption.py) and `pico embed` after its prompts are cached. No heavy import here.
+it between steps and evaluation episodes (training/preemption.py) and `pico embed` after its prompts are cached. No
+heavy import here.
+
+A process that keeps its latch to the end (``armed(keep=True)``) ignores stop signals from its interpreter's shutdown
+on: Python resets its handlers to the default action before it tears its modules down (seconds, with torch and CUDA
+loaded), and a signal in that window, the time-limit warning included, would kill the process after its work was
+done: the job ends FAILED with 138 (or 143) and nothing requeues it.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 from collections.abc import Iterator
@@ -34,12 +41,16 @@ class StopLatch:
     @contextmanager
     def armed(self, keep: bool = False) -> Iterator[StopLatch]:
         """The latch handles stop signals inside the block, the previous handlers after it (``keep``: the latch
-        stays, for a process about to exit); the outermost block starts with nothing received."""
+        stays, for a process about to exit, and the signals are ignored once the interpreter shuts down); the
+        outermost block starts with nothing received."""
         previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
         if self._depth == 0:
             self.received = None
         self._depth += 1
         self.install()
+        if keep:
+            atexit.unregister(ignore_stop_signals)  # once per process, however many commands it runs
+            atexit.register(ignore_stop_signals)  # atexit runs before the interpreter resets its signal handlers
         try:
             yield self
         finally:
@@ -47,6 +58,12 @@ class StopLatch:
             for signum, handler in previous.items():
                 if not keep:
                     signal.signal(signum, handler)
+
+
+def ignore_stop_signals() -> None:
+    """Stop signals do nothing from here on (an ignored signal stays ignored through interpreter shutdown)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def in_slurm_job() -> bool:

@@ -152,11 +152,19 @@ def test_without_flock_a_live_or_foreign_lock_is_refused(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow  # a `pico train` process
+def _ctrl_c_default() -> None:
+    """The child takes Ctrl-C as a job in a terminal's foreground does. A test run started in the background of a
+    script (`make test &`, some CI runners) has SIGINT ignored, an ignored signal stays ignored across exec, and
+    Python keeps it so: the child then trained on through the test's Ctrl-C and exited 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_says_how_to_continue(visrel_tiny, tmp_path):
     overrides = [*tiny_train_overrides(visrel_tiny, tmp_path, "int"), "train.max_steps=500", "eval.suites=[]"]
     command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml", *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO, env=env, preexec_fn=_ctrl_c_default, **pipes)
     last = tmp_path / "runs" / "int" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while time.time() < deadline and not last.is_file():

@@ -5,12 +5,14 @@ resolved config and stops; `--dry-run` checks the run against its world, data an
 (training/preflight.py), prints the plan and exits 0, or prints one line per problem and exits 1. A fit stopped
 by SIGUSR1 (SLURM's warning before the time limit) saves its step, requeues its SLURM job and exits with 138; by
 SIGTERM, saves and exits with 143 (see pico_lightning/training/preemption.py). It prints the world, the batch and
-the learning rate it uses first.
+the learning rate it uses first; its last line says how a stopped run goes on: the job requeued, or the exact
+command that continues it.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 
@@ -45,7 +47,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(cfg)
     from pico_lightning.run_dir import RunDir
-    from pico_lightning.training.preemption import Preempted, requeue_slurm_job
+    from pico_lightning.training.preemption import Preempted
     from pico_lightning.training.train import fit
 
     say = rank_zero_only(print)  # every line once, however many ranks srun or torchrun started
@@ -54,9 +56,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         run = RunDir(fit(cfg))
     except Preempted as stop:
-        requeued = requeue_slurm_job() if rank_zero_only.rank == 0 and stop.signum == signal.SIGUSR1 else None
-        again = f"requeued SLURM job {requeued}" if requeued else "continue with the same command and run.resume=auto"
-        say(f"pico train: {stop}; {again}", file=sys.stderr, flush=True)
+        if rank_zero_only.rank == 0:  # the one rank that requeues
+            print(f"pico train: {stop}; {_going_on(stop, args)}", file=sys.stderr, flush=True)
         return stop.exit_code
     say(f"finished: {run.summary}, LoRA in {run.lora}")
     return 0
@@ -72,3 +73,22 @@ def _dry_run(cfg) -> int:
         print(f"problem: {problem}", file=sys.stderr)
     print(f"dry run: {len(found.problems)} problem(s); nothing was built or written")
     return 1 if found.problems else 0
+
+
+def _going_on(stop, args: argparse.Namespace) -> str:
+    """How a stopped run goes on: its SLURM job requeued on the warning, else the command that continues it."""
+    from pico_lightning.signals import in_slurm_job
+    from pico_lightning.training.preemption import requeue_slurm_job
+
+    again = f"continue with: {continue_command(args)}"
+    if stop.signum != signal.SIGUSR1 or not in_slurm_job():
+        return again
+    job = requeue_slurm_job()
+    return f"requeued SLURM job {job}" if job else f"the job could not requeue itself; {again}"
+
+
+def continue_command(args: argparse.Namespace) -> str:
+    """This run's `pico train` command line with ``run.resume=auto`` (in place of any other run.resume)."""
+    words = [*args.experiment, *args.overrides]
+    kept = [word for word in words if not word.startswith("run.resume=")]
+    return shlex.join(["pico", "train", *kept, "run.resume=auto"])

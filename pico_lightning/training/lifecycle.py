@@ -185,12 +185,14 @@ class FitEnd(pl.Callback):
         self.ended = True
 
     def after_fit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, datamodule) -> None:
-        """After ``trainer.fit``: a run resumed after it had finished trained nothing and skipped ``on_train_end``,
-        so it is evaluated again (when it has suites) and reported."""
+        """After ``trainer.fit``: a run resumed at its last step (it had finished, or a signal stopped its final
+        evaluation) trained nothing and skipped ``on_train_end``, so it ends here: the final evaluation (again, or
+        for the first time), the LoRA (every rank calls it, as a fit's end does), the report."""
         if self.ended:
             return
         if self.validate:
             trainer.validate(pl_module, datamodule=datamodule, verbose=False)
+        export_run_lora(trainer, pl_module, self.run)
         self.report(trainer)
 
     def report(self, trainer: pl.Trainer) -> None:

@@ -139,18 +139,18 @@ def prepare(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = N
 def fit(cfg: ExperimentConfig, datamodule: pl.LightningDataModule | None = None) -> Path:
     """Train ``cfg``, evaluate the final step, write summary.json; returns the run directory.
 
-    :class:`~pico_lightning.training.lifecycle.FitEnd` ends the fit inside ``trainer.fit``; a run resumed after it
-    had finished trains nothing, so FitEnd evaluates and reports it after the fit. The launching process holds the
-    run directory's lock for the whole fit (a second `pico train` on the same run.name is refused). A fit stopped
-    by SIGUSR1 / SIGTERM raises :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and
-    its loggers are closed."""
+    :class:`~pico_lightning.training.lifecycle.FitEnd` ends the fit inside ``trainer.fit``; a run resumed at its
+    last step (it had finished, or a signal stopped its final evaluation) trains nothing, so FitEnd ends it after the
+    fit. The launching process holds the run directory's lock for the whole fit (a second `pico train` on the same
+    run.name is refused). A fit stopped by SIGUSR1 / SIGTERM raises
+    :class:`~pico_lightning.training.preemption.Preempted` once its step is saved and its loggers are closed."""
     run = RunDir(cfg.run.path())
     with fit_settings(), run.lock() if rank_zero_only.rank == 0 else nullcontext():
         module, trainer, datamodule, ckpt = prepare(cfg, datamodule)
         try:
             with LATCH.armed():
                 _fit(trainer, module, datamodule, ckpt)
-            next(c for c in trainer.callbacks if isinstance(c, FitEnd)).after_fit(trainer, module, datamodule)
+                next(c for c in trainer.callbacks if isinstance(c, FitEnd)).after_fit(trainer, module, datamodule)
         finally:
             finish_wandb(trainer.loggers)
     return run.path
