@@ -1,6 +1,7 @@
-"""Cluster life on a real one-node SLURM (`make test-cluster` brings it up): the shipped job script and `pico sweep
---launcher slurm` as shipped, a run cut by its time limit and a run signalled by hand, each finishing unattended with
-the loss trace of an uninterrupted run, and a throttled sweep with one requeue."""
+"""Cluster life on a real two-node SLURM (`make test-cluster` brings it up): the shipped job script and `pico sweep
+--launcher slurm` as shipped, an eval-heavy run cut by its time limit at least 3 times and a run signalled by hand
+inside an evaluation, each finishing unattended with the loss trace and the evaluations of an uninterrupted run, and
+a throttled sweep with one requeue."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -118,35 +120,58 @@ def clean_log(log: Path) -> str:
     return text
 
 
-TRAINING_SECONDS = 90  # the time-limited run trains this long: a 3-minute limit with a 90 s warning cuts it once
+WORK_SECONDS = 260  # training + evaluations of the reference: a 3-minute limit with a 90 s warning leaves at most
+# ~70 s of work an attempt (start-up takes the rest), so the time-limited run is cut at least 3 times
+EVAL_EVERY = 10  # steps between evaluations
+HEAVY_EVAL = [  # each in-loop evaluation takes several times the 10 training steps before it, as at FLUX scale
+    f"eval.every_n_steps={EVAL_EVERY}",
+    "eval.episodes_per_suite=8",
+    "eval.num_steps=16",
+    "eval.num_seeds=4",
+    "eval.scorer_steps=2",
+]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An uninterrupted 1-rank run (no SLURM) with heavy in-loop evaluations: its steps, losses and evaluated steps."""
+
+    steps: int
+    losses: dict[int, float]
+    evaluated: list[int]
+
+
+def evaluated_steps(run_dir: Path) -> list[int]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["step"] for row in rows if "eval/score" in row]
 
 
 def train_here(data: Path, out: Path, name: str, steps: int) -> float:
-    """`pico embed` + `pico train` of a tiny run outside SLURM; the training speed in steps per second, timed on
-    metrics.jsonl's rows (start-up excluded)."""
-    overrides = tiny_run(data, out, name, steps)
+    """`pico embed` + `pico train` of a tiny eval-heavy run outside SLURM; its seconds per step, evaluations
+    included, timed on metrics.jsonl's rows (start-up excluded)."""
+    overrides = tiny_run(data, out, name, steps) + HEAVY_EVAL
     pico = [sys.executable, "-m", "pico_lightning.cli"]
     subprocess.run([*pico, "embed", str(DEMO), *overrides], check=True, capture_output=True, cwd=out)
     process = subprocess.Popen([*pico, "train", str(DEMO), *overrides], cwd=out, stdout=subprocess.DEVNULL)
     metrics, seen = out / "runs" / name / "metrics.jsonl", []
     while process.poll() is None:
-        rows = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
-        seen.append((time.monotonic(), rows))
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+        seen.append((time.monotonic(), max((row["step"] for row in rows if "train/loss" in row), default=-1)))
         time.sleep(0.2)
     assert process.returncode == 0
-    (first, rows0), (last, rows1) = next(p for p in seen if p[1] >= 10), max(seen, key=lambda p: p[1])
-    return (rows1 - rows0) / max(last - first, 1e-3)
+    (first, step0), (last, step1) = next(p for p in seen if p[1] >= 0), max(seen, key=lambda p: p[1])
+    return max(last - first, 1e-3) / max(step1 - step0, 1)
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory) -> tuple[int, dict[int, float]]:
-    """(steps, loss trace) of an uninterrupted 1-rank run (no SLURM) that trains about TRAINING_SECONDS on this
-    machine, from the speed of a short run first: this machine's speed, not a guess, sets how often it is cut."""
+def reference(data, tmp_path_factory) -> Reference:
+    """The eval-heavy run, sized from this machine's speed (a short run first) to take about WORK_SECONDS."""
     out = tmp_path_factory.mktemp("reference")
-    speed = train_here(data, out, "calibration", 200)
-    steps = max(200, round(speed * TRAINING_SECONDS))
+    per_step = train_here(data, out, "calibration", 4 * EVAL_EVERY)
+    steps = max(4, round(WORK_SECONDS / per_step / EVAL_EVERY)) * EVAL_EVERY
     train_here(data, out, "reference", steps)
-    return steps, losses(out / "runs" / "reference")
+    run_dir = out / "runs" / "reference"
+    return Reference(steps, losses(run_dir), evaluated_steps(run_dir))
 
 
 def test_the_shipped_script_runs_two_cpu_ranks_as_shipped(data, tmp_path):
@@ -162,49 +187,49 @@ def test_the_shipped_script_runs_two_cpu_ranks_as_shipped(data, tmp_path):
     assert summary["status"] == "finished" and summary["step"] == 6
 
 
-def test_a_run_cut_by_its_time_limit_finishes_unattended_with_the_same_losses(data, reference, tmp_path):
-    steps, expected = reference
+def test_an_eval_heavy_run_cut_by_its_time_limit_finishes_unattended_with_the_same_losses(data, reference, tmp_path):
     job = sbatch(
         "--ntasks-per-node=1",
         "--time=3",
         "--signal=B:USR1@90",
         str(SCRIPT),
         str(DEMO),
-        *tiny_run(data, tmp_path, "limited", steps, wandb="offline"),
+        *tiny_run(data, tmp_path, "limited", reference.steps, wandb="offline"),
+        *HEAVY_EVAL,
         cwd=tmp_path,
     )
-    states = wait_for(job, 1200)
+    states = wait_for(job, 2400)
     assert states[job][0] == "COMPLETED", states
     log = clean_log(tmp_path / f"pico-train-{job}.out")
-    assert "(restart 1)" in log and "stopped by SIGUSR1" in log, log[-3000:]
+    assert "(restart 3)" in log and "stopped by SIGUSR1" in log, log[-3000:]  # cut at least 3 times
     run_dir = tmp_path / "runs" / "limited"
-    assert losses(run_dir) == expected
+    assert losses(run_dir) == reference.losses
+    assert evaluated_steps(run_dir) == reference.evaluated  # every evaluation logged once, none lost
     assert not list(run_dir.glob("hpc_ckpt_*"))
 
 
-def test_a_run_signalled_by_hand_saves_its_step_requeues_and_recomputes_nothing(data, reference, tmp_path):
-    steps, expected = reference
+def test_a_signal_during_an_evaluation_stops_it_saves_requeues_and_redoes_it(data, reference, tmp_path):
+    """`scancel --signal=USR1` while the first in-loop evaluation runs: the run saves at that step and stops without
+    finishing the evaluation (nothing of it is logged); the requeued job redoes it, and every step and evaluation
+    is logged once, with the losses of an uninterrupted run."""
     run_dir = tmp_path / "runs" / "signalled"
-    job = sbatch(
-        "--ntasks-per-node=1",
-        "--time=20",
-        str(SCRIPT),
-        str(DEMO),
-        *tiny_run(data, tmp_path, "signalled", steps),
-        cwd=tmp_path,
-    )
-    metrics = run_dir / "metrics.jsonl"
-    wait_for(job, 600, until=lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 20)
+    args = [str(DEMO), *tiny_run(data, tmp_path, "signalled", reference.steps), *HEAVY_EVAL]
+    job = sbatch("--ntasks-per-node=1", "--time=30", str(SCRIPT), *args, cwd=tmp_path)
+    wait_for(job, 900, until=lambda: EVAL_EVERY - 1 in losses_so_far(run_dir))  # the evaluation at step 10 begins
+    time.sleep(1)
     signal_task(job)
     log = tmp_path / f"pico-train-{job}.out"
     wait_for(job, 300, until=lambda: "stopped by SIGUSR1" in log.read_text())
     saved = int(log.read_text().split("stopped by SIGUSR1 at step ")[1].split(";")[0])
-    logged = len(losses(run_dir))  # before the requeued job starts: what the first attempt logged
-    states = wait_for(job, 900)
+    assert saved == EVAL_EVERY and evaluated_steps(run_dir) == []  # stopped inside it, not at its end
+    states = wait_for(job, 1500)
     assert states[job][0] == "COMPLETED", states
-    assert logged == saved  # every step it logged is in the checkpoint: nothing to compute again
-    assert losses(run_dir) == expected
+    assert losses(run_dir) == reference.losses and evaluated_steps(run_dir) == reference.evaluated
     assert "(restart 1)" in clean_log(log)
+
+
+def losses_so_far(run_dir: Path) -> dict[int, float]:
+    return losses(run_dir) if (run_dir / "metrics.jsonl").is_file() else {}
 
 
 def test_a_throttled_sweep_survives_a_requeue_and_is_not_submitted_twice(data, tmp_path):
