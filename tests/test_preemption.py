@@ -28,11 +28,16 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}
 
 
-@pytest.mark.slow  # three `pico train` processes
-def test_sigterm_to_the_whole_job_saves_its_step_exits_143_and_resumes_exactly(visrel_tiny, tmp_path):
+def train_command(visrel_tiny, tmp_path, *extra: str) -> tuple[dict, list[str]]:
+    """(environment, command) of a tiny `pico train` subprocess: W&B off, output unbuffered, one thread."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml"]
-    command += [*tiny_train_overrides(visrel_tiny, tmp_path, "x"), "data.num_workers=1", "train.max_steps=40"]
+    return env, [*command, *tiny_train_overrides(visrel_tiny, tmp_path, "x"), *extra]
+
+
+@pytest.mark.slow  # three `pico train` processes
+def test_sigterm_to_the_whole_job_saves_its_step_exits_143_and_resumes_exactly(visrel_tiny, tmp_path):
+    env, command = train_command(visrel_tiny, tmp_path, "data.num_workers=1", "train.max_steps=40")
     command += ["train.checkpoint_every=100", "eval.suites=[]"]
     reference = subprocess.run([*command, "run.name=whole"], cwd=REPO, env=env, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -237,9 +242,7 @@ def test_scancel_usr1_during_an_evaluation_stops_it_requeues_and_the_resumed_run
 def test_usr1_to_one_ddp_rank_inside_an_evaluation_stops_both_at_the_same_episode(visrel_tiny, tmp_path):
     """Two DDP ranks, SIGUSR1 to rank 1 alone as the step-2 evaluation runs: the ranks agree before each episode, so
     both save step 2 and exit 138 (none is left waiting in a collective); resumed, as an uninterrupted run."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml"]
-    command += [*tiny_train_overrides(visrel_tiny, tmp_path, "x"), "train.devices=2", "train.strategy=ddp"]
+    env, command = train_command(visrel_tiny, tmp_path, "train.devices=2", "train.strategy=ddp")
     command += ["eval.num_steps=24", "eval.num_seeds=4"]
     reference = subprocess.run([*command, "run.name=whole"], cwd=REPO, env=env, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-3000:]
