@@ -135,6 +135,7 @@ def prompt_embeddings(cfg, prompts: list[str]) -> dict[str, tuple[torch.Tensor, 
 def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[pl.Callback], run_dir: Path):
     """THE ADAPTER, the bench's only contact with run/: the LightningModule with its parts built on the device, and
     the Trainer, as `pico train` builds them. Update it when PicoModule or build_trainer change."""
+    from pico_lightning.run_dir import RunDir
     from pico_lightning.training.module import PicoModule
     from pico_lightning.training.train import build_trainer
 
@@ -150,7 +151,7 @@ def build_lightning(cfg, setup: BenchSetup, prompts: list[str], callbacks: list[
     with torch.device(setup.device):
         module.configure_model()  # Lightning's own call inside fit is then a no-op
     module.to(setup.device)
-    return module, build_trainer(cfg, run_dir, callbacks, validate=False)
+    return module, build_trainer(cfg, RunDir(run_dir), callbacks, validate=False)
 
 
 def optimizer_and_schedule(module: pl.LightningModule):

@@ -12,6 +12,7 @@ from support import fixed_loader
 
 from pico_lightning.config import load_config
 from pico_lightning.config.presets import PRESETS
+from pico_lightning.run_dir import RunDir
 from pico_lightning.training.attention_backend import AttentionBackend
 from pico_lightning.training.module import PicoModule
 from pico_lightning.training.train import build_trainer
@@ -74,6 +75,8 @@ def test_one_full_size_step_with_shipped_defaults(tmp_path):
         module.configure_model()  # built on the device; the Trainer's own call is then a no-op
     assert sum(p.numel() for p in module.parameters()) > 11.9e9  # the full-size architecture
     recorder = LossRecorder()
-    trainer = build_trainer(cfg, tmp_path / "run", [recorder, AttentionBackend(cfg.train.attention_backend)], False)
+    trainer = build_trainer(
+        cfg, RunDir(tmp_path / "run"), [recorder, AttentionBackend(cfg.train.attention_backend)], False
+    )
     trainer.fit(module, fixed_loader(batch_size=1, panel_size=cfg.data.panel_size))
     assert trainer.global_step == 1 and len(recorder.losses) == 1 and math.isfinite(recorder.losses[0])
