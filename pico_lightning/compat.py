@@ -9,6 +9,11 @@ by the tests that cover its callers (tests/test_wandb_run.py, tests/test_seed_sc
   ``_wandb_init`` dict.
 - Lightning's ``WandbLogger.experiment`` starts the run on first access; whether it has started is only in its
   private ``_experiment``.
+- wandb 0.31's ``Run.use_artifact`` refuses offline runs ("Cannot use artifact when in offline mode"). For an artifact
+  built here (a draft), online ``use_artifact`` logs it through the private ``Run._log_artifact`` with
+  ``use_after_commit``: the record that makes the service create the version (or find it by its digest) and mark it
+  used by the run, never logged by it. Offline runs write that same record to their ``.wandb`` file, and
+  ``wandb sync`` sends it through the same code, so the lineage reaches the dashboard in both modes.
 - The seed scorer's attention capture (inference/routing.py) must compute FLUX's attention exactly as diffusers 0.42's
   ``FluxAttnProcessor`` does, with the queries and keys in hand. The processor has no hook between projection and
   dispatch, so the capture repeats its body: the module-private ``_get_qkv_projections`` (fused or separate QKV
@@ -32,6 +37,7 @@ __all__ = [
     "flux_dispatch_settings",
     "flux_qkv_projections",
     "scaled_float8_matmul",
+    "use_artifact",
     "wandb_run_started",
 ]
 
@@ -44,6 +50,14 @@ def drop_wandb_anonymous(logger: WandbLogger) -> None:
 def wandb_run_started(logger: WandbLogger):
     """The logger's W&B run if it has started (on global rank zero only), else None; never starts one."""
     return logger._experiment
+
+
+def use_artifact(run, artifact) -> None:
+    """Mark ``artifact``, built here and not yet logged, as an input of the W&B ``run``, online or offline."""
+    if run.offline:
+        run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+    else:
+        run.use_artifact(artifact)
 
 
 def flux_dispatch_settings(processor: FluxAttnProcessor) -> dict:

@@ -11,11 +11,12 @@ sweeps, reports and W&B. The order in which a fit writes these files is told in 
         step-NNNNNN.ckpt   the latest periodic save
         best.ckpt          the best eval/score so far (when evaluation runs during training)
     eval/step_<N>/         each evaluation's metrics.json and gallery.png; eval/final/ is `pico eval RUN`'s default
+    eval/wandb/            the W&B evaluation runs of `pico eval RUN`, one new run per evaluation
     lora/                  the LoRA in diffusers format with its README.md model card, written at the end of the fit
     summary.json           written last: {"status": "finished", "step", "eval", "lora", "checkpoint"}; a run is
                            finished exactly when it holds status "finished" (:meth:`RunDir.is_finished`)
     wandb/, wandb_id       W&B's own directory, and the W&B run id kept with the directory (a moved run keeps its
-                           W&B run, a resumed one continues it, `pico eval RUN` logs into it)
+                           W&B run, a resumed one continues it; `pico eval RUN`'s runs name it)
     wandb_steps.json       per metric key, the highest step already sent to W&B (no step logged twice)
     .lock                  "host pid" of the process training the run (:class:`RunLock`)
     hpc_ckpt_*.ckpt        left by older runs under Lightning's SLURM auto-requeue; still resumed from, then removed

@@ -95,33 +95,6 @@ def test_infer_with_seed_scorer_writes_report(tmp_path):
     assert Image.open(out.with_suffix(".grid.png")).size == (32, 32)
 
 
-def test_train_logs_eval_table_to_wandb_offline(visrel_tiny, tmp_path):
-    """The evaluation callback's scalars and its four-panel table reach the offline W&B run, logged once; the LoRA
-    artifact carries the final evaluation; `pico eval RUN` puts its results in the same W&B run."""
-    from wandb_reader import read_run_dir
-
-    overrides = [*tiny_train_overrides(visrel_tiny, tmp_path, "wb"), "logging.wandb_mode=offline", "train.max_steps=2"]
-    assert cli.main(["train", "experiments/demo.yaml", *overrides]) == 0
-    run_dir = tmp_path / "runs" / "wb"
-    trained = read_run_dir(run_dir)
-    assert len(trained.runs) == 1 and trained.runs[0].job_type == "train"
-    assert [row["trainer/global_step"] for row in trained.rows if "eval/segmentation/miou" in row] == [2]
-    assert any(isinstance(row.get("eval/gallery"), dict) for row in trained.rows)
-    tables = list((run_dir / "wandb").glob("offline-run-*/files/media/table/eval/gallery_*.json"))
-    assert len(tables) == 1  # one evaluation (at step 2), one table
-    (lora,) = [artifact for artifact in trained.artifacts if artifact.type == "model"]  # beside the table's own
-    assert "eval/segmentation/miou" in json.loads(lora.metadata)["eval"]
-
-    assert (
-        cli.main(["eval", str(run_dir), "--suite", "segmentation", "--seeds", "2", "--out", str(tmp_path / "ev")]) == 0
-    )
-    evaluated = read_run_dir(run_dir)
-    assert [run.job_type for run in evaluated.runs] == ["train", "eval"]
-    assert len({run.run_id for run in evaluated.runs}) == 1  # the run's own W&B run, resumed
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert evaluated.summary["eval/segmentation/miou"] == metrics["eval/segmentation/miou"]
-
-
 def test_print_config_merges_files_and_creates_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.yaml").write_text("train:\n  max_steps: 7\nlora:\n  rank: 4\n")

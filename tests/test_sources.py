@@ -68,3 +68,15 @@ def test_a_garbage_index_is_one_error_naming_the_file(shard_dir, text, message):
     with pytest.raises(UserError, match=message) as raised:
         sources.load_shard_set(DataConfig(root=str(shard_dir)), 2)
     assert str(index) in str(raised.value)
+
+
+def test_find_index_is_the_index_resolve_shards_reads(shard_dir, tmp_path):
+    """The W&B dataset artifact's index.json: beside the shards of a directory or a local pattern, none else."""
+    index = shard_dir / INDEX_NAME
+    assert sources.find_index(DataConfig(root=str(shard_dir))) == index
+    assert sources.find_index(DataConfig(shards=str(shard_dir / "visrel-{000000..000003}.tar"))) == index
+    assert sources.resolve_shards(DataConfig(shards=str(shard_dir)))[1] == index
+    for data in (DataConfig(), DataConfig(shards="pipe:cat x.tar"), DataConfig(root=str(tmp_path / "missing"))):
+        assert sources.find_index(data) is None
+    index.unlink()
+    assert sources.find_index(DataConfig(root=str(shard_dir))) is None

@@ -85,13 +85,18 @@ def _train_steps(rows) -> list[int]:
     return [row["trainer/global_step"] for row in rows if "train/loss" in row]
 
 
-def test_resume_after_a_crash_logs_every_step_once(tiny_cfg, capsys):
+def test_resume_after_a_crash_logs_every_step_once(tiny_cfg, tmp_path, capsys):
     """Crash at step 5 with the last checkpoint at 3, resume: W&B holds steps 0..7 once, in one W&B run; each
-    start and end prints the sync command; the LoRA is an artifact with the config as metadata."""
+    start and end prints the sync command; the data is used as an artifact once, by the first start; the LoRA is an
+    artifact with the config as metadata."""
     from pico_lightning.training.train import fit
 
+    data = tmp_path / "my data"
+    data.mkdir()
+    (data / "index.json").write_text(json.dumps({"tasks": {}, "shards": [], "num_samples": 0}))
     cfg = replace(
         tiny_cfg,
+        data=replace(tiny_cfg.data, root=str(data)),  # read by nothing but W&B: the batches are fixed
         logging=replace(tiny_cfg.logging, wandb_mode="offline"),
         train=replace(tiny_cfg.train, max_steps=8),
     )
@@ -118,7 +123,10 @@ def test_resume_after_a_crash_logs_every_step_once(tiny_cfg, capsys):
     offline_dirs = sorted(str(path) for path in (run_dir / "wandb").glob("offline-run-*"))
     assert lines == [f"W&B offline run; upload it with: wandb sync {path}" for path in offline_dirs for _ in "se"]
 
-    (artifact,) = logged.artifacts
+    (dataset,) = [artifact for artifact in before.artifacts if artifact.type == "dataset"]  # the first start's
+    assert [artifact.type for artifact in logged.artifacts] == ["dataset", "model"]  # not again by the resume
+    assert dataset.name == "my_data" and dataset.use_after_commit and json.loads(dataset.metadata)["num_samples"] == 0
+    artifact = logged.artifacts[1]
     assert artifact.type == "model" and artifact.name == f"lora-{wandb_id}" and "latest" in artifact.aliases
     metadata = json.loads(artifact.metadata)
     assert metadata["step"] == 8 and metadata["config"]["train"]["max_steps"] == 8 and metadata["eval"] == {}

@@ -78,20 +78,37 @@ class OfflineRun:
     exit_codes: list[int] = field(default_factory=list)  # per file that was finished: 0, or 1 for a failed run
 
 
-def read_run_dir(run_dir: str | Path) -> OfflineRun:
-    """Decode every ``<run_dir>/wandb/offline-run-*/run-*.wandb``, oldest first (their names start with the time)."""
+def read_run_file(path: str | Path) -> OfflineRun:
+    """Decode one ``run-<id>.wandb`` file."""
     out = OfflineRun()
-    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
-        for record in read_records(path):
-            kind = record.WhichOneof("record_type")
-            if kind == "run":
-                out.runs.append(record.run)
-            elif kind == "history":
-                out.rows.append(_items(record.history.item))
-            elif kind == "summary":
-                out.summary.update(_items(record.summary.update))
-            elif kind == "artifact":
-                out.artifacts.append(record.artifact)
-            elif kind == "exit":
-                out.exit_codes.append(record.exit.exit_code)
+    for record in read_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out.runs.append(record.run)
+        elif kind == "history":
+            out.rows.append(_items(record.history.item))
+        elif kind == "summary":
+            out.summary.update(_items(record.summary.update))
+        elif kind == "artifact":
+            out.artifacts.append(record.artifact)
+        elif kind == "exit":
+            out.exit_codes.append(record.exit.exit_code)
+    return out
+
+
+def read_offline_runs(directory: str | Path) -> list[OfflineRun]:
+    """One :class:`OfflineRun` per ``<directory>/wandb/offline-run-*/run-*.wandb``, oldest first (their names start
+    with the time)."""
+    return [read_run_file(path) for path in sorted(Path(directory).glob("wandb/offline-run-*/run-*.wandb"))]
+
+
+def read_run_dir(run_dir: str | Path) -> OfflineRun:
+    """Every offline run file of ``run_dir`` (a resumed run writes one per start) read as one run."""
+    out = OfflineRun()
+    for part in read_offline_runs(run_dir):
+        out.runs += part.runs
+        out.rows += part.rows
+        out.summary.update(part.summary)
+        out.artifacts += part.artifacts
+        out.exit_codes += part.exit_codes
     return out

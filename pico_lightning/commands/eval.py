@@ -3,20 +3,18 @@
 pico eval runs/demo                                   # the run's LoRA, its config's suites
 pico eval --config experiments/demo.yaml              # the base model alone (no LoRA)
 pico eval --model-dir /ckpt/FLUX.1-Fill-dev --lora lora/ --suite perseg eval.perseg_dir=/data/PerSeg
+
+An evaluation of a run is also a W&B run of its own (unless logging.wandb_mode or WANDB_MODE is disabled): job type
+eval, in the run's group, named <run>-eval-seed<eval.seed>, using the run's LoRA artifact; the training run's
+W&B summary is left as it is, so evaluations with several eval.seed values compare side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pico_lightning.commands.model_args import add_model_arguments, resolve_model
-
-if TYPE_CHECKING:  # `pico --help` imports every command module: no config import at the top
-    from pico_lightning.config import LoggingConfig
-    from pico_lightning.run_dir import RunDir
 
 
 def add_parser(subparsers) -> None:
@@ -52,38 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = run_evaluation(cfg, lora, out)
     if args.run_dir:
-        log_evaluation(RunDir(args.run_dir), cfg.logging, metrics)
+        from pico_lightning.dashboard import log_evaluation
+
+        trained = RunDir(args.run_dir)
+        own = Path(lora) == trained.lora  # --lora PATH evaluates another LoRA: not the run's artifact
+        log_evaluation(trained, cfg.logging, cfg.eval, metrics, out, trained.lora if own else None)
     print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.count("/") <= 2}, indent=2))
     print(f"wrote {out / 'metrics.json'} and {out / 'gallery.png'}")
     return 0
-
-
-def log_evaluation(run_dir: RunDir, logging: LoggingConfig, metrics: Mapping[str, float]) -> None:
-    """Put ``metrics`` (eval/... keys) in the summary of the run's own W&B run (its id is in the run directory),
-    resumed with job type 'eval'. Summary, not history: the evaluation belongs to the finished run, not to a
-    training step, and the training's history stays one row per step; a key the training also logged shows this
-    latest value."""
-    mode = logging.mode()
-    if mode == "disabled":
-        return
-    import wandb
-
-    from pico_lightning.training.wandb_run import wandb_project, where
-
-    extra = {"entity": logging.entity} if logging.entity else {}
-    run = wandb.init(
-        dir=str(run_dir.path),
-        id=run_dir.wandb_id(create=True),
-        resume="allow",
-        job_type="eval",
-        project=wandb_project(logging),
-        group=logging.group or None,
-        mode=mode,
-        **extra,
-    )
-    try:
-        run.summary.update({k: float(v) for k, v in metrics.items()})
-        print(where(run), flush=True)
-    finally:
-        run.finish()
-        wandb.teardown()

@@ -71,6 +71,19 @@ def resolve_shards(cfg: DataConfig) -> tuple[list[str], Path | None]:
     return urls, index if index is not None and index.is_file() else None
 
 
+def find_index(cfg: DataConfig) -> Path | None:
+    """The index.json beside the training shards (data.shards, else data.root), as :func:`resolve_shards` finds
+    it; None when there is none (URLs, pipes, shards without one, no data set). Reads nothing."""
+    spec = cfg.shards or cfg.root
+    if spec and os.path.isdir(spec):
+        index = Path(spec) / INDEX_NAME
+    elif cfg.shards and (urls := expand_urls(cfg.shards)) and _is_local(urls[0]):
+        index = Path(urls[0]).parent / INDEX_NAME
+    else:
+        return None
+    return index if index.is_file() else None
+
+
 def indexed_metas(index: dict, path: Path) -> dict[str, list[SampleMeta]]:
     """{shard path: its samples' metas} for the shards the index lists at their current byte size (a shard
     rewritten or truncated since is left out, so it gets scanned). Indexes without a sample list give {}."""

@@ -13,6 +13,8 @@ A run's metrics come from ``summary.json`` when its status is "finished", else f
   their baselines moving with the tasks each run chose.
 - ``<metric>.png``: one colour per suite, one line style per style value, min-max error bars, and each suite's
   baseline as a dotted line through its mean at each x.
+- On W&B (pico_lightning/dashboard.py), the tables and plots are one run in the sweep's group, logged the way the
+  sweep's runs log (:func:`report_wandb`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pico_lightning.config import LoggingConfig
 from pico_lightning.errors import UserError
 from pico_lightning.run_dir import RunDir
 from pico_lightning.sweeps.spec import sweep_run
@@ -60,6 +63,24 @@ def load_sweep(sweep_dir: Path) -> dict:
     if not isinstance(runs, list) or not all(isinstance(run, dict) and "name" in run for run in runs):
         raise UserError(f"{path}: not a sweep plan (a 'runs' list of named runs); write it again with `pico sweep`")
     return plan
+
+
+def report_wandb(sweep_dir: Path, mode: str | None) -> tuple[LoggingConfig, str]:
+    """The W&B settings of a sweep's report run: the logging section of the sweep's runs (the first run's
+    config.yaml, else the sweep's base experiment with that run's overrides) with the sweep's name as group, and
+    ``mode``, else that section's mode (WANDB_MODE winning); 'disabled' when none of those configs is there."""
+    from pico_lightning.config import load_config
+
+    plan = load_sweep(sweep_dir)
+    group, runs = plan.get("name", sweep_dir.name), plan["runs"]
+    written = [run.config for run in (sweep_run(sweep_dir, entry["name"]) for entry in runs) if run.config.is_file()]
+    if written:
+        logging = load_config(written[0]).logging
+    elif runs and Path(plan.get("base", "")).is_file():
+        logging = load_config(plan["base"], runs[0].get("overrides", [])).logging
+    else:
+        return LoggingConfig(group=group), mode or "disabled"
+    return replace(logging, group=group), mode or logging.mode()
 
 
 def _numeric(flat: dict) -> dict[str, float]:

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pico_lightning.config import ExperimentConfig, to_container
+from pico_lightning.data.sources import find_index
 from pico_lightning.files import write_text
 from pico_lightning.run_dir import RunDir
 from pico_lightning.training.wandb_run import PicoWandbLogger, build_wandb_logger
@@ -68,12 +69,13 @@ def _before(line: str, step: int) -> bool:
 
 
 def build_loggers(cfg: ExperimentConfig, run: RunDir) -> list[Logger]:
-    """metrics.jsonl always; W&B unless its mode is 'disabled' (name, group, tags and config from the experiment;
-    its id, step bookkeeping and links in training/wandb_run.py)."""
+    """metrics.jsonl always; W&B unless its mode is 'disabled' (name, group, tags and config from the experiment,
+    the data's index.json as its dataset; its id, step bookkeeping and links in training/wandb_run.py)."""
     loggers: list[Logger] = [JsonlLogger(run.metrics)]
     mode = cfg.logging.mode()
     if mode != "disabled":
-        loggers.append(build_wandb_logger(cfg.logging, mode, run, cfg.run.name, to_container(cfg)))
+        index = find_index(cfg.data)
+        loggers.append(build_wandb_logger(cfg.logging, mode, run, cfg.run.name, to_container(cfg), index))
     return loggers
 
 

@@ -1,37 +1,40 @@
-"""The W&B run of a run directory: one id kept in the directory, no step logged twice, links, the LoRA as artifact.
+"""The W&B run of a fit: one id kept in the run directory, no step logged twice, links, the data and the LoRA as
+artifacts. The runs beside it (evaluations, reports) are in pico_lightning/dashboard.py.
 
 - ``<run dir>/wandb_id`` holds the W&B run id (:meth:`RunDir.wandb_id`), generated when the directory is first
   trained. It travels with the directory: a moved run keeps its W&B run, a resumed one continues it
-  (``resume="allow"``), and `pico eval RUN` logs into it; an ``rm -rf``'d and restarted run gets a fresh id.
+  (``resume="allow"``); an ``rm -rf``'d and restarted run gets a fresh id.
 - ``<run dir>/wandb_steps.json`` holds, per metric key, the highest step already sent to W&B, so the steps that a
   run resumed from an earlier checkpoint trains again are not logged twice (:class:`PicoWandbLogger`).
 - At the start and end of a fit, rank zero prints one line: the run's URL (online) or the exact ``wandb sync``
   command of its offline directory.
+- When the W&B run starts for the first time, it uses the training data as a ``dataset`` artifact (lineage:
+  :func:`use_dataset`); its resumes do not use it again.
 - At the end of a fit, the exported ``lora/`` is logged as a ``model`` artifact whose metadata holds the resolved
-  config and the final evaluation (:func:`log_lora`).
+  config and the final evaluation (:func:`log_lora`); `pico eval RUN`'s evaluation runs use it.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from pico_lightning.compat import drop_wandb_anonymous, wandb_run_started
+from pico_lightning.compat import drop_wandb_anonymous, use_artifact, wandb_run_started
 from pico_lightning.config import LoggingConfig
+from pico_lightning.dashboard import lora_artifact_name, wandb_project, where
+from pico_lightning.data.schema import INDEX_NAME
+from pico_lightning.data.sources import read_index
+from pico_lightning.data.suites import suite_names
 from pico_lightning.files import write_json
 from pico_lightning.run_dir import RunDir
 
 BOOKKEEPING = frozenset({"epoch"})  # added by Lightning to every row: never a reason to keep or drop one
-
-
-def wandb_project(logging: LoggingConfig) -> str:
-    """logging.project, else the WANDB_PROJECT environment variable, else 'pico'."""
-    return logging.project or os.environ.get("WANDB_PROJECT") or "pico"
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_.-]+")  # W&B artifact names: letters, digits, '_', '-', '.'
 
 
 class LoggedSteps:
@@ -73,19 +76,23 @@ class PicoWandbLogger(WandbLogger):
     rows leaves those steps missing from W&B, never doubled; metrics.jsonl holds them all.
     """
 
-    def __init__(self, run: RunDir, **kwargs):
+    def __init__(self, run: RunDir, dataset: Path | None = None, **kwargs):
         super().__init__(**kwargs)
         drop_wandb_anonymous(self)  # Lightning passes wandb's deprecated `anonymous`: a warning on every run
         self._logged = LoggedSteps(run.wandb_steps)
+        self._dataset = dataset  # the data's index.json, used as an artifact when the run starts
         self.failed = False
 
     @property
     def experiment(self):
-        """The W&B run (created on first use, at fit start on global rank zero, which prints where it lives)."""
+        """The W&B run (created on first use, at fit start on global rank zero, which prints where it lives and
+        uses the dataset artifact, if given)."""
         starting = wandb_run_started(self) is None and rank_zero_only.rank == 0
         run = super().experiment
         if starting:
             print(where(run), flush=True)
+            if self._dataset is not None:
+                use_dataset(run, self._dataset)
         return run
 
     def print_where(self) -> None:
@@ -111,12 +118,19 @@ class PicoWandbLogger(WandbLogger):
             self._logged.record(metrics, step)
 
 
-def build_wandb_logger(logging: LoggingConfig, mode: str, run: RunDir, name: str, config: dict) -> PicoWandbLogger:
+def build_wandb_logger(
+    logging: LoggingConfig, mode: str, run: RunDir, name: str, config: dict, dataset: Path | None
+) -> PicoWandbLogger:
     """The fit's W&B logger: project and entity from the config, else WANDB_PROJECT / WANDB_ENTITY (wandb reads
-    the latter itself), job type 'train', the W&B run id of ``run`` (its files in ``run``'s ``wandb/``)."""
+    the latter itself), job type 'train', the W&B run id of ``run`` (its files in ``run``'s ``wandb/``).
+
+    ``dataset`` (the data's index.json, or None) is used once per W&B run: only by the fit that creates the id. A
+    resumed or requeued fit continues a run that already has it as an input."""
     extra = {"entity": logging.entity} if logging.entity else {}
+    first = rank_zero_only.rank == 0 and run.wandb_id(create=False) is None
     return PicoWandbLogger(
         run,
+        dataset=dataset if first else None,
         name=name,
         project=wandb_project(logging),
         group=logging.group or None,
@@ -131,11 +145,28 @@ def build_wandb_logger(logging: LoggingConfig, mode: str, run: RunDir, name: str
     )
 
 
-def where(run) -> str:
-    """One line saying where a W&B run lives: its URL, or the command that uploads its offline directory."""
-    if run.offline:
-        return f"W&B offline run; upload it with: wandb sync {run.settings.sync_dir}"
-    return f"W&B run: {run.url}"
+def use_dataset(run, index: Path) -> None:
+    """Mark the data a fit trains on as an input of its W&B run: a 'dataset' artifact named after the data's
+    directory, holding its index.json. The index names every task, split and shard with each shard's byte size,
+    which tells two datasets apart at a few MB where the shards of 100k pairs weigh GBs; the metadata says where the
+    data lies, its size and the evaluation suites it holds (``suites/<name>.tar``)."""
+    import wandb
+
+    summary = read_index(index)
+    folder = index.parent.resolve()
+    artifact = wandb.Artifact(
+        _NOT_IN_NAMES.sub("_", folder.name).strip("_") or "data",
+        type="dataset",
+        description=f"`pico prep` data at {folder}",
+        metadata={
+            "path": str(folder),
+            "num_samples": summary.get("num_samples"),
+            "num_tasks": len(summary["tasks"]),
+            "suites": suite_names(folder),
+        },
+    )
+    artifact.add_file(str(index), name=INDEX_NAME)
+    use_artifact(run, artifact)
 
 
 def log_lora(loggers, lora_dir: Path, config: dict, metrics: Mapping[str, float], step: int) -> None:
@@ -147,7 +178,7 @@ def log_lora(loggers, lora_dir: Path, config: dict, metrics: Mapping[str, float]
     import wandb
 
     artifact = wandb.Artifact(
-        f"lora-{runs[0].id}",
+        lora_artifact_name(runs[0].id),
         type="model",
         description=f"LoRA (diffusers format) at step {step}",
         metadata={"step": step, "config": config, "eval": {k: float(v) for k, v in metrics.items()}},
