@@ -322,13 +322,13 @@ def test_user_errors_name_the_key(shards, monkeypatch, tmp_path):
 def test_eval_episodes_are_fixed_and_come_from_the_right_split(shards):
     path, lookup = shards
     module = _module(path)
-    val, test = module.catalogue.eval_episodes("val", 3), module.catalogue.eval_episodes("test", 2)
+    val, test = module.catalogue.eval_episodes("val", 9), module.catalogue.eval_episodes("test", 2)
     assert [e["task"] for e in val] == ["denoise"] * 3 + ["edges"] * 3 + ["segment"] * 3
     assert [e["task"] for e in test] == ["sketch"] * 2
     for episode, split in [(e, "val") for e in val] + [(e, "test") for e in test]:
         metas = _identify(episode["grid"], episode["task"], lookup)
         assert {m.split for m in metas} == {split} and tuple(m.pair_id for m in metas) == episode["pair_ids"]
-    again = _module(path).catalogue.eval_episodes("val", 3)
+    again = _module(path).catalogue.eval_episodes("val", 9)
     assert all(torch.equal(x["grid"], y["grid"]) for x, y in zip(val, again, strict=True))
 
 

@@ -177,14 +177,18 @@ def test_fixed_episodes_are_deterministic_and_independent_of_reading_order():
     layout = Layout(2, 2, 8)
     pairs = [_pair(t, str(i), variant="v" if i < 3 else "w") for t in ("a", "b") for i in range(5)]
     pairs.append(_pair("c", "0"))  # a task that cannot form an episode is left out
-    first = fixed_episodes(pairs, 4, seed=1, layout=layout)
-    again = fixed_episodes(list(reversed(pairs)), 4, seed=1, layout=layout)
+    first = fixed_episodes(pairs, 8, seed=1, layout=layout)  # 8 over two tasks: 4 each
+    again = fixed_episodes(list(reversed(pairs)), 8, seed=1, layout=layout)
     assert [e["task"] for e in first] == ["a"] * 4 + ["b"] * 4
     assert [e["pair_ids"] for e in first] == [e["pair_ids"] for e in again]
     assert all(torch.equal(x["grid"], y["grid"]) for x, y in zip(first, again, strict=True))
     assert all(len(set(e["pair_ids"])) == 2 for e in first)
-    other = fixed_episodes(pairs, 4, seed=2, layout=layout)
+    other = fixed_episodes(pairs, 8, seed=2, layout=layout)
     assert [e["pair_ids"] for e in other] != [e["pair_ids"] for e in first]
+    fewer = fixed_episodes(pairs, 4, seed=1, layout=layout)  # only what a round-robin of 4 uses: the first 2 of each
+    assert [e["pair_ids"] for e in fewer] == [e["pair_ids"] for e in first[:2] + first[4:6]]
+    grouped = fixed_episodes(pairs, 4, seed=1, layout=layout, group_of=lambda task: task)  # a group per task
+    assert [e["pair_ids"] for e in grouped] == [e["pair_ids"] for e in first]
 
 
 def test_prompt_set_lists_every_prompt_once_with_the_empty_prompt_first():

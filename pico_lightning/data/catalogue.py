@@ -12,6 +12,8 @@ first use and kept: constructing a catalogue does no IO.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import webdataset as wds
 
 from pico_lightning.config import DataConfig, EvalConfig
@@ -50,8 +52,9 @@ class DatasetCatalogue:
         """Every prompt the data can produce under data.prompt (held-out tasks included), "" first."""
         return ep.prompt_set(self.shards().index, self.cfg.prompt)
 
-    def eval_episodes(self, split: str, n_per_task: int) -> list[dict]:
-        """Fixed episodes from one plain read: "val" = held-in tasks' val pairs, "test" = held-out tasks'."""
+    def eval_episodes(self, split: str, limit: int, group_of: Callable[[str], str] | None = None) -> list[dict]:
+        """Fixed episodes from one plain read: "val" = held-in tasks' val pairs, "test" = held-out tasks'; enough
+        per task for ``limit`` episodes round-robin over each group of tasks (see ``episodes.fixed_episodes``)."""
         if split not in ("val", "test"):
             raise ValueError(f"eval_episodes: split {split!r}: expected 'val' or 'test'")
         data, cfg = self.shards(), self.cfg
@@ -65,7 +68,7 @@ class DatasetCatalogue:
             wds.tarfile_to_samples(handler=counter),
             DecodePairs(keep, cfg.panel_size, cfg.resize, counter),
         )
-        return ep.fixed_episodes(pairs, n_per_task, cfg.seed, self.layout, cfg.resize, cfg.prompt)
+        return ep.fixed_episodes(pairs, limit, cfg.seed, self.layout, cfg.resize, cfg.prompt, group_of)
 
     def eval_data(self) -> EvalData:
         """Where the evaluation episodes come from; held_in's seen group is the training selection's tasks."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,29 +284,37 @@ def _pair_order(pair: Pair) -> tuple[str, str, str]:
 
 def fixed_episodes(
     samples: Iterable[Pair],
-    n_per_task: int,
+    limit: int,
     seed: int,
     layout: Layout,
     resize_mode: str = "resize",
     prompt_mode: str = "category",
+    group_of: Callable[[str], str] | None = None,
 ) -> list[dict]:
-    """Deterministic evaluation episodes: ``n_per_task`` per task (tasks sorted), no augmentation or dropout.
+    """Deterministic evaluation episodes (tasks sorted), no augmentation or dropout: per task, as many as a
+    round-robin over its group's tasks needs to reach ``limit`` episodes, ceil(limit / tasks in the group). Tasks are
+    grouped by ``group_of(task)`` (one group by default), e.g. held_in's seen and unseen tasks. Only what is used
+    is composed: a grid at FLUX scale is 12.5 MB, and ``limit`` per task over a few hundred tasks would not fit.
 
-    The choice depends only on (seed, task) and the set of pairs, not on their reading order. Each episode
-    also carries "pair_ids" (the pairs in reading order). Tasks that cannot form an episode are left out.
+    The choice depends only on (seed, task) and the set of pairs, not on their reading order, and a task's first
+    episodes are the same whatever ``limit``. Each episode also carries "pair_ids" (the pairs in reading order).
+    Tasks that cannot form an episode are left out.
     """
     k = pairs_per_episode(layout)
     by_task: dict[str, dict[tuple[str, str], list[Pair]]] = {}
     for pair in sorted(samples, key=_pair_order):
         key = (pair.meta.task, pair.meta.variant)
         by_task.setdefault(key[0], {}).setdefault(key, []).append(pair)
+    samplers = {
+        task: EpisodeSampler("uniform", rng=seeded_rng(seed, "eval", task), pairs_per_episode=k) for task in by_task
+    }
+    eligible = [task for task in sorted(by_task) if samplers[task].eligible(by_task[task])]
+    group = group_of or (lambda task: "")
+    tasks_in = Counter(group(task) for task in eligible)
     episodes = []
-    for task in sorted(by_task):
-        sampler = EpisodeSampler("uniform", rng=seeded_rng(seed, "eval", task), pairs_per_episode=k)
-        if not sampler.eligible(by_task[task]):
-            continue
-        for _ in range(n_per_task):
-            pairs = sampler.draw(by_task[task])
+    for task in eligible:
+        for _ in range(-(-limit // tasks_in[group(task)])):
+            pairs = samplers[task].draw(by_task[task])
             episode = make_episode(pairs, layout, resize_mode, prompt_mode)
             episodes.append({**episode, "pair_ids": tuple(pair.meta.pair_id for pair in pairs)})
     return episodes

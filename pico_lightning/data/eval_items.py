@@ -29,7 +29,7 @@ SHARD_SUITES = {"held_in": "val", "held_out": "test"}  # suite -> the shards' sp
 SEEN, UNSEEN = HELD_IN_GROUPS  # held_in's groups: the tasks this run trains on, the pool's other held-in tasks
 SWAPPED = "_swapped"  # suite-name suffix of exemplar-swapped items, reported as eval/<suite>/swapped_<metric>
 
-EpisodesFor = Callable[[str, int], list[dict]]  # (split, episodes per task) -> DataModule episode dicts
+EpisodesFor = Callable[..., list[dict]]  # (split, episodes per group, task -> group) -> DataModule episode dicts
 log = logging.getLogger(__name__)
 
 
@@ -138,9 +138,12 @@ def _read_suite(
         return {suite: [item_from_episode(suite, e, layout, resize, prompt_mode) for e in episodes]}
     if data.episodes_for is None:
         raise UserError(f"eval.suites: {suite!r} needs VisRel shards (set data.root or data.shards)")
-    episodes = data.episodes_for(SHARD_SUITES[suite], max(1, episodes_per_suite))
     if suite != "held_in":
+        episodes = data.episodes_for(SHARD_SUITES[suite], max(1, episodes_per_suite))
         return {suite: [item_from_batch_episode(suite, e, layout) for e in episodes]}
+    episodes = data.episodes_for(
+        "val", max(1, episodes_per_suite), lambda task: SEEN if task in data.trained else UNSEEN
+    )
     groups: dict[str, list[EvalItem]] = {SEEN: [], UNSEEN: []}
     for episode in episodes:
         group = SEEN if episode["task"] in data.trained else UNSEEN
