@@ -49,9 +49,11 @@ test-full: install  ## everything but `gpu` and `slurm`, the multi-process and l
 	$(PYTEST) -m "not gpu and not slurm"
 
 # as root: installs slurm-wlm + munge if absent, starts a one-node SLURM, runs tests/cluster, stops what it started
-test-cluster: install  ## the cluster tests against a real one-node SLURM on this host
+# the jobs run `pico` from PATH: the project environment's, when make made one
+test-cluster: install  ## the cluster tests against a real two-node SLURM on this host
 	bash tests/cluster/slurm.sh up
-	$(PYTEST) -m slurm tests/cluster; status=$$?; bash tests/cluster/slurm.sh down; exit $$status
+	PATH="$(if $(EXTERNALLY_MANAGED),$(CURDIR)/$(VENV)/bin:)$$PATH" $(PYTEST) -m slurm tests/cluster; status=$$?; \
+		bash tests/cluster/slurm.sh down; exit $$status
 
 lint: install  ## ruff check + format check
 	$(PYTHON) -m ruff check .
