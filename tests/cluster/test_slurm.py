@@ -122,13 +122,15 @@ def clean_log(log: Path) -> str:
 
 WORK_SECONDS = 260  # training + evaluations of the reference: a 3-minute limit with a 90 s warning leaves at most
 # ~70 s of work an attempt (start-up takes the rest), so the time-limited run is cut at least 3 times
-EVAL_EVERY = 10  # steps between evaluations
-HEAVY_EVAL = [  # each in-loop evaluation takes several times the 10 training steps before it, as at FLUX scale
+EVAL_EVERY = 5  # steps between evaluations
+HEAVY_EVAL = [  # each in-loop evaluation takes a few times the 5 training steps before it, as at FLUX scale, and
+    # still a fraction of an attempt: one longer than an attempt's work would be stopped and redone for ever
     f"eval.every_n_steps={EVAL_EVERY}",
-    "eval.episodes_per_suite=8",
-    "eval.num_steps=16",
-    "eval.num_seeds=4",
-    "eval.scorer_steps=2",
+    "eval.exemplar_swap=false",
+    "eval.episodes_per_suite=4",
+    "eval.num_steps=8",
+    "eval.num_seeds=2",
+    "eval.scorer_steps=1",
 ]
 
 
@@ -167,7 +169,7 @@ def train_here(data: Path, out: Path, name: str, steps: int) -> float:
 def reference(data, tmp_path_factory) -> Reference:
     """The eval-heavy run, sized from this machine's speed (a short run first) to take about WORK_SECONDS."""
     out = tmp_path_factory.mktemp("reference")
-    per_step = train_here(data, out, "calibration", 4 * EVAL_EVERY)
+    per_step = train_here(data, out, "calibration", 8 * EVAL_EVERY)
     steps = max(4, round(WORK_SECONDS / per_step / EVAL_EVERY)) * EVAL_EVERY
     train_here(data, out, "reference", steps)
     run_dir = out / "runs" / "reference"
@@ -215,8 +217,8 @@ def test_a_signal_during_an_evaluation_stops_it_saves_requeues_and_redoes_it(dat
     run_dir = tmp_path / "runs" / "signalled"
     args = [str(DEMO), *tiny_run(data, tmp_path, "signalled", reference.steps), *HEAVY_EVAL]
     job = sbatch("--ntasks-per-node=1", "--time=30", str(SCRIPT), *args, cwd=tmp_path)
-    wait_for(job, 900, until=lambda: EVAL_EVERY - 1 in losses_so_far(run_dir))  # the evaluation at step 10 begins
-    time.sleep(1)
+    wait_for(job, 900, until=lambda: EVAL_EVERY - 1 in losses_so_far(run_dir))  # the first evaluation begins
+    time.sleep(0.5)
     signal_task(job)
     log = tmp_path / f"pico-train-{job}.out"
     wait_for(job, 300, until=lambda: "stopped by SIGUSR1" in log.read_text())
