@@ -23,7 +23,7 @@ LAYERS = [  # bottom first
     ("data", "model"),
     ("inference", "objective"),
     ("evaluation",),
-    ("pipeline", "dashboard"),  # dashboard: the W&B runs beside training (evaluations, reports)
+    ("pipeline", "preflight", "dashboard"),  # dashboard: the W&B runs beside training (evaluations, reports)
     ("training", "sweeps", "prep"),  # the run application; prep/ imports the library, never the reverse
     ("commands", ROOT),  # the commands and the package's Python entrances (pico_lightning.train, PicoPipeline)
     ("cli",),

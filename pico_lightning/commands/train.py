@@ -2,7 +2,7 @@
 
 Embed the run's prompts first, once: `pico embed EXPERIMENT.yaml [key=value ...]`. `--print-config` prints the
 resolved config and stops; `--dry-run` checks the run against its world, data and model without building the model
-(training/preflight.py), prints the plan and exits 0, or prints one line per problem and exits 1. A fit stopped
+(pico_lightning/preflight.py), prints the plan and exits 0, or prints one line per problem and exits 1. A fit stopped
 by SIGUSR1 (SLURM's warning before the time limit) saves its step, requeues its SLURM job and exits with 138; by
 SIGTERM, saves and exits with 143 (see pico_lightning/training/preemption.py). It prints the world, the batch and
 the learning rate it uses first; its last line says how a stopped run goes on: the job requeued, or the exact
@@ -64,7 +64,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _dry_run(cfg) -> int:
-    from pico_lightning.training.preflight import preflight
+    from pico_lightning.preflight import preflight
 
     found = preflight(cfg)
     for line in found.plan:
