@@ -18,10 +18,12 @@ from pico_lightning.sweeps.spec import check_runs, expand, load_spec, sweep_run
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_spec(tmp_path: Path, grid: str, extra: str = "") -> Path:
-    """A stand-in base experiment plus an ablation file over it; returns the ablation file."""
+def write_spec(tmp_path: Path, grid: str, extra: str = "", data: Path | None = None) -> Path:
+    """A stand-in base experiment (on ``data`` when given: a dry run checks every run against it) plus an ablation
+    file over it; returns the ablation file."""
     base = tmp_path / "base.yaml"
-    base.write_text("train:\n  max_steps: 5\n")
+    on_data = f"data:\n  root: {data}\nmodel:\n  pretrained_dir: ''\n" if data else ""
+    base.write_text(f"train:\n  max_steps: 5\n  batch_size: 8\n{on_data}")
     path = tmp_path / "ablation.yaml"
     fixed = "  fixed:\n    train.max_steps: 3\n"
     path.write_text(f"sweep:\n  name: demo\n  base: {base}\n  grid:\n{grid}{fixed}{extra}")
@@ -82,8 +84,8 @@ def test_bad_override_exits_2(tmp_path, capsys):
     assert "data.num_tasks" in capsys.readouterr().err
 
 
-def test_slurm_dry_run_writes_a_job_array(tmp_path, monkeypatch):
-    path = write_spec(tmp_path, GRID, "slurm:\n  nodes: 2\n  gpus_per_node: 4\n  partition: gpu\n")
+def test_slurm_dry_run_writes_a_job_array(tmp_path, monkeypatch, visrel_tiny):
+    path = write_spec(tmp_path, GRID, "slurm:\n  nodes: 2\n  gpus_per_node: 4\n  partition: gpu\n", visrel_tiny)
     out = tmp_path / "my sweep"  # a space must survive runs.txt's quoting
     assert main(["sweep", str(path), "--launcher", "slurm", "--dry-run", "--out", str(out), "lora.rank=4"]) == 0
     script = (out / "sweep.sbatch").read_text()
@@ -175,10 +177,19 @@ def test_local_sweep_continues_after_a_failed_run(tmp_path, monkeypatch, capsys)
     assert "sweep: 1/2 runs to train done (1 failed)" in printed.err and "sweep: 2/2" in printed.err  # progress
 
 
-def test_local_dry_run_only_prints(tmp_path, capsys):
-    path = write_spec(tmp_path, GRID)
+def test_local_dry_run_only_prints(tmp_path, capsys, visrel_tiny):
+    path = write_spec(tmp_path, GRID, data=visrel_tiny)
     assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "sweep")]) == 0
     assert capsys.readouterr().out.count("pico train ") == 12
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_dry_run_checks_every_run_in_its_world(tmp_path, capsys, visrel_tiny):
+    """A job array of 3 ranks cannot split the base's batch of 8: every run says so, and nothing is written."""
+    path = write_spec(tmp_path, GRID, "slurm:\n  ntasks_per_node: 3\n", visrel_tiny)
+    assert main(["sweep", str(path), "--launcher", "slurm", "--dry-run", "--out", str(tmp_path / "sweep")]) == 1
+    problems = [line for line in capsys.readouterr().err.splitlines() if line.startswith("problem: run ")]
+    assert len(problems) == 12 and all("devices*num_nodes=3" in line for line in problems)
     assert not (tmp_path / "sweep").exists()
 
 

@@ -31,6 +31,8 @@ def launch_sweep(spec_path: str, launcher: str, dry_run: bool, out: str | None, 
     runs = expand(spec, sweep_dir, extra)
     check_runs(spec, runs, spec_path)
     print(f"sweep {spec.sweep.name}: {len(runs)} runs of {spec.sweep.base} -> {sweep_dir}")
+    if dry_run and preflight_runs(spec, runs, launcher):
+        return 1
     if launcher == "local" and dry_run:
         for index, run in enumerate(runs):
             done = " (finished: would be skipped)" if sweep_run(sweep_dir, run.name).is_finished() else ""
@@ -51,6 +53,26 @@ def launch_sweep(spec_path: str, launcher: str, dry_run: bool, out: str | None, 
     else:
         submit(script)
     return 0
+
+
+def preflight_runs(spec: AblationSpec, runs: list[Run], launcher: str) -> int:
+    """`pico train --dry-run`'s checks for every run, in the world it will have (the slurm section's nodes and
+    ranks for a job array, as the job script passes them); prints each problem on one line, returns their count."""
+    from pico_lightning.config import load_config
+    from pico_lightning.preflight import preflight
+
+    slurm = spec.slurm
+    shape = [f"train.devices={slurm.ranks_per_node()}", f"train.num_nodes={slurm.nodes}"] if launcher == "slurm" else []
+    problems = 0
+    for run in runs:
+        found = preflight(load_config(spec.sweep.base, run.overrides, defaults=shape))
+        for problem in found.problems:
+            print(f"problem: run {run.name}: {problem}", file=sys.stderr)
+        problems += len(found.problems)
+    if problems:
+        name = spec.sweep.name
+        print(f"sweep {name}: {problems} problem(s) in the runs' pre-flight; nothing written", file=sys.stderr)
+    return problems
 
 
 def write_plan(spec: AblationSpec, runs: list[Run], sweep_dir: Path) -> None:
