@@ -215,11 +215,14 @@ def test_a_signal_during_an_evaluation_stops_it_saves_requeues_and_redoes_it(dat
     finishing the evaluation (nothing of it is logged); the requeued job redoes it, and every step and evaluation
     is logged once, with the losses of an uninterrupted run."""
     run_dir = tmp_path / "runs" / "signalled"
-    args = [str(DEMO), *tiny_run(data, tmp_path, "signalled", reference.steps), *HEAVY_EVAL]
+    longer = ["eval.episodes_per_suite=8", "eval.num_steps=16"]  # evaluated steps, not scores, are compared
+    args = [str(DEMO), *tiny_run(data, tmp_path, "signalled", reference.steps), *HEAVY_EVAL, *longer]
     job = sbatch("--ntasks-per-node=1", "--time=30", str(SCRIPT), *args, cwd=tmp_path)
-    wait_for(job, 900, until=lambda: EVAL_EVERY - 1 in losses_so_far(run_dir))  # the first evaluation begins
-    time.sleep(0.5)
-    signal_task(job)
+    deadline = time.monotonic() + 900
+    while EVAL_EVERY - 1 not in losses_so_far(run_dir):  # the step before the first evaluation is logged ...
+        assert time.monotonic() < deadline, job_states(job)
+        time.sleep(0.05)
+    signal_task(job)  # ... so that evaluation has just begun
     log = tmp_path / f"pico-train-{job}.out"
     wait_for(job, 300, until=lambda: "stopped by SIGUSR1" in log.read_text())
     saved = int(log.read_text().split("stopped by SIGUSR1 at step ")[1].split(";")[0])
