@@ -215,8 +215,7 @@ def test_a_signal_during_an_evaluation_stops_it_saves_requeues_and_redoes_it(dat
     finishing the evaluation (nothing of it is logged); the requeued job redoes it, and every step and evaluation
     is logged once, with the losses of an uninterrupted run."""
     run_dir = tmp_path / "runs" / "signalled"
-    longer = ["eval.episodes_per_suite=8", "eval.num_steps=16"]  # evaluated steps, not scores, are compared
-    args = [str(DEMO), *tiny_run(data, tmp_path, "signalled", reference.steps), *HEAVY_EVAL, *longer]
+    args = [str(DEMO), *tiny_run(data, tmp_path, "signalled", reference.steps), *HEAVY_EVAL]
     job = sbatch("--ntasks-per-node=1", "--time=30", str(SCRIPT), *args, cwd=tmp_path)
     deadline = time.monotonic() + 900
     while EVAL_EVERY - 1 not in losses_so_far(run_dir):  # the step before the first evaluation is logged ...
