@@ -208,6 +208,20 @@ def test_a_kept_latch_ignores_stop_signals_through_interpreter_shutdown():
         assert process.wait(timeout=60) == 0
 
 
+# Many denoising steps and seeds: 6 episodes of ~1 s each on 2 loaded cores. With 24 steps the whole evaluation took
+# 0.75 s on CI, shorter than the test's 1 s wait, and the signal landed in step 3.
+LONG_EVALUATION = ["eval.num_steps=200", "eval.num_seeds=4"]
+
+
+def _into_the_step_2_evaluation(run_dir: Path) -> None:
+    """Return once step 2 is logged and a moment has passed: its evaluation, seconds long, is then running (a signal
+    that lands before it starts stops at step 2 as well; only one that lands after it ends would not)."""
+    deadline = time.time() + 300
+    while time.time() < deadline and (not (run_dir / "metrics.jsonl").is_file() or len(_losses(run_dir)) < 2):
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
 @pytest.mark.slow
 def test_scancel_usr1_during_an_evaluation_stops_it_requeues_and_the_resumed_run_evaluates_once(visrel_tiny, tmp_path):
     """`scancel --signal=USR1` to a fake SLURM job's `pico train` as its step-2 evaluation runs (long: many
@@ -216,16 +230,13 @@ def test_scancel_usr1_during_an_evaluation_stops_it_requeues_and_the_resumed_run
     calls = _fake_scontrol(tmp_path / "bin", failures=0)
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "pico_lightning.cli", "train", "experiments/demo.yaml"]
-    command += [*tiny_train_overrides(visrel_tiny, tmp_path, "x"), "eval.num_steps=24", "eval.num_seeds=4"]
+    command += [*tiny_train_overrides(visrel_tiny, tmp_path, "x"), *LONG_EVALUATION]
     reference = subprocess.run([*command, "run.name=whole"], cwd=REPO, env=env, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir = tmp_path / "runs" / "cut"
     job = {**env, "SLURM_JOB_ID": "77", "PATH": f"{tmp_path / 'bin'}:{env['PATH']}"}
     process = subprocess.Popen([*command, "run.name=cut"], cwd=REPO, env=job, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and (not (run_dir / "metrics.jsonl").is_file() or len(_losses(run_dir)) < 2):
-        time.sleep(0.05)
-    time.sleep(1.0)  # step 2 is logged before its evaluation starts
+    _into_the_step_2_evaluation(run_dir)
     process.send_signal(signal.SIGUSR1)
     stderr = process.communicate(timeout=120)[1]
     assert process.returncode == 138, stderr[-3000:]
@@ -243,15 +254,12 @@ def test_usr1_to_one_ddp_rank_inside_an_evaluation_stops_both_at_the_same_episod
     """Two DDP ranks, SIGUSR1 to rank 1 alone as the step-2 evaluation runs: the ranks agree before each episode, so
     both save step 2 and exit 138 (none is left waiting in a collective); resumed, as an uninterrupted run."""
     env, command = train_command(visrel_tiny, tmp_path, "train.devices=2", "train.strategy=ddp")
-    command += ["eval.num_steps=24", "eval.num_seeds=4"]
+    command += LONG_EVALUATION
     reference = subprocess.run([*command, "run.name=whole"], cwd=REPO, env=env, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr[-3000:]
     run_dir = tmp_path / "runs" / "cut"
     process = subprocess.Popen([*command, "run.name=cut"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and (not (run_dir / "metrics.jsonl").is_file() or len(_losses(run_dir)) < 2):
-        time.sleep(0.05)
-    time.sleep(1.0)  # into the step-2 evaluation
+    _into_the_step_2_evaluation(run_dir)
     (rank_1,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()  # Lightning's launch
     os.kill(int(rank_1), signal.SIGUSR1)
     stderr = process.communicate(timeout=120)[1]
