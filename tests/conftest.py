@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from mixed_shards import shards  # noqa: F401 (a fixture: every test module may ask for it)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 for _name in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY"):

@@ -1,9 +1,6 @@
 """VisRelDataModule on tiny shards in tmp_path: the batch contract (B' = the sample), balanced tasks, disjoint
-ranks with equal batch counts, corrupt data counted, deterministic epochs, eval episodes, errors."""
+ranks with equal batch counts, deterministic epochs, eval episodes, errors (corrupt data: test_corrupt_data.py)."""
 
-import json
-import tarfile
-import zlib
 from collections import Counter
 
 import lightning.pytorch as pl
@@ -11,64 +8,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import quiet_trainer
+from mixed_shards import TASKS, TRAIN, placed_loader, set_up_module
 
 from pico_lightning.config import DataConfig, EvalConfig
 from pico_lightning.data import stream as stream_module
 from pico_lightning.data.datamodule import VisRelDataModule
-from pico_lightning.data.episodes import PairFilter
-from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta, encode_png
-from pico_lightning.data.stream import DecodePairs, SkipCounter, build_train_stages
+from pico_lightning.data.schema import CATEGORY_PROMPTS, INDEX_NAME, SampleMeta
+from pico_lightning.data.stream import build_train_stages
 from pico_lightning.errors import UserError
 from pico_lightning.evaluation.evaluator import episode_seeds
 from pico_lightning.panels import Layout, split_grid
-from pico_lightning.prep.shards import write_shards
-
-# task: (category, variants, pairs, held out); held-in tasks with >= 6 pairs keep their last 2 for "val"
-TASKS = {
-    "denoise": ("restoration", ("a", "b"), 10, False),
-    "deblur": ("restoration", ("a",), 4, False),
-    "edges": ("estimation", ("a",), 6, False),
-    "segment": ("perception", ("a", "b"), 8, False),
-    "colorize": ("manipulation", ("a",), 2, False),
-    "sketch": ("manipulation", ("a",), 6, True),
-}
-TRAIN = {"denoise": 8, "deblur": 4, "edges": 4, "segment": 6, "colorize": 2}
-
-
-def _samples() -> list:
-    """(input, output, meta) of every task, random 32 px pictures, shuffled so tasks mix in shards."""
-    rng, samples = np.random.default_rng(0), []
-    for task, (category, variants, count, held_out) in TASKS.items():
-        for i in range(count):
-            val = not held_out and count >= 6 and i >= count - 2
-            variant = variants[-1] if val else variants[i % len(variants)]
-            split = "test" if held_out else "val" if val else "train"
-            meta = SampleMeta(task, category, variant, f"{i:04d}", "test", split, f"do {task}")
-            samples.append((*rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8), meta))
-    return [samples[i] for i in rng.permutation(len(samples))]
-
-
-@pytest.fixture
-def shards(tmp_path):
-    """8 shards of 5 samples (36 in all) + index.json; returns (directory, {(task, pair_id): sample})."""
-    samples = _samples()
-    write_shards(samples, tmp_path / "visrel", maxcount=5, held_out=["sketch"])
-    return tmp_path / "visrel", {(meta.task, meta.pair_id): (x, y, meta) for x, y, meta in samples}
-
-
-def _placed_loader(module: VisRelDataModule, batches_done: int):
-    """The module's training loader placed after ``batches_done`` batches, as a resumed fit's is."""
-    loader = module.train_dataloader()
-    loader.load_state_dict({"batches": batches_done})
-    return loader
-
-
-def _module(path, batch=4, **overrides) -> VisRelDataModule:
-    """A set-up datamodule over ``path``: no workers, no augmentation or prompt dropout unless overridden."""
-    defaults = dict(num_workers=0, epoch_batches=5, augment=False, prompt_dropout=0.0)
-    module = VisRelDataModule(DataConfig(shards=str(path), **{**defaults, **overrides}), batch)
-    module.setup("fit")
-    return module
 
 
 def _to_uint8(panel: torch.Tensor) -> np.ndarray:
@@ -90,7 +39,7 @@ def _identify(grid: torch.Tensor, task: str, lookup: dict) -> list[SampleMeta]:
 
 def test_batches_have_the_contract_and_the_target_cell_holds_the_ground_truth(shards):
     path, lookup = shards
-    batches = list(_module(path).train_dataloader())
+    batches = list(set_up_module(path).train_dataloader())
     assert len(batches) == 5
     batch = batches[-1]
     assert set(batch) == {"grid", "mask", "prompt", "task", "category", "skipped"}
@@ -108,7 +57,7 @@ def test_batches_have_the_contract_and_the_target_cell_holds_the_ground_truth(sh
 
 @pytest.mark.parametrize("policy", ["task_balanced", "uniform"])
 def test_task_frequencies_follow_the_policy(shards, policy):
-    episodes = _module(shards[0], batch=16, epoch_batches=75, sampling=policy).train_dataloader()
+    episodes = set_up_module(shards[0], batch=16, epoch_batches=75, sampling=policy).train_dataloader()
     seen = Counter(task for batch in episodes for task in batch["task"])
     total, draws = sum(TRAIN.values()), sum(seen.values())
     expected = {t: 1 / len(TRAIN) if policy == "task_balanced" else n / total for t, n in TRAIN.items()}
@@ -122,7 +71,7 @@ def test_two_ranks_read_disjoint_shards_and_yield_equal_batch_counts(shards, mon
     for rank in (0, 1):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        module = _module(path, batch=4, num_workers=2, epoch_batches=7)
+        module = set_up_module(path, batch=4, num_workers=2, epoch_batches=7)
         loader = module.train_dataloader()
         batches = list(loader)
         counts[rank] = len(batches)
@@ -142,7 +91,7 @@ def test_two_ranks_read_disjoint_shards_and_yield_equal_batch_counts(shards, mon
 def test_readers_share_every_shard_when_too_few_for_each_its_own_and_resume_exactly(shards, monkeypatch, caplog):
     path = shards[0]
     monkeypatch.setenv("WORLD_SIZE", "2")
-    module = _module(path, batch=4, num_workers=5)  # 8 shards, 2 ranks x 5 workers = 10 readers
+    module = set_up_module(path, batch=4, num_workers=5)  # 8 shards, 2 ranks x 5 workers = 10 readers
     with caplog.at_level("INFO", logger="pico_lightning.data.datamodule"):
         loader = module.train_dataloader()
     assert loader.state.shared and "every reader draws from all shards" in caplog.text
@@ -153,8 +102,8 @@ def test_readers_share_every_shard_when_too_few_for_each_its_own_and_resume_exac
         assert len({next(stream)["url"] for _ in range(200)}) == 8  # the last reader draws from all of them
 
     def batches(done: int) -> list[dict]:
-        module = _module(path, batch=4, num_workers=5, augment=True, epoch_batches=6)
-        return list(_placed_loader(module, done))
+        module = set_up_module(path, batch=4, num_workers=5, augment=True, epoch_batches=6)
+        return list(placed_loader(module, done))
 
     whole = batches(0)
     resumed = batches(4)
@@ -165,8 +114,8 @@ def test_same_seed_and_epoch_give_the_same_batches(shards):
     for workers in (0, 2):
         runs = []
         for epoch in (3, 3, 4):
-            module = _module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=4)
-            runs.append(list(_placed_loader(module, epoch * 4)))  # the first batch of data epoch `epoch`
+            module = set_up_module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=4)
+            runs.append(list(placed_loader(module, epoch * 4)))  # the first batch of data epoch `epoch`
         same, other = runs[0], runs[1]
         assert len(same) == len(other) == 4
         assert all(
@@ -178,8 +127,8 @@ def test_same_seed_and_epoch_give_the_same_batches(shards):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_stream_placed_mid_epoch_yields_the_uninterrupted_stream_from_there(shards, workers):
     def batches(done: int) -> list[dict]:
-        module = _module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=6)
-        return list(_placed_loader(module, done))
+        module = set_up_module(shards[0], num_workers=workers, augment=True, prompt_dropout=0.5, epoch_batches=6)
+        return list(placed_loader(module, done))
 
     whole = batches(0) + batches(6)  # data epochs 0 and 1
     for done in (1, 3, 5, 9):
@@ -191,9 +140,9 @@ def test_a_stream_placed_mid_epoch_yields_the_uninterrupted_stream_from_there(sh
 
 def test_the_loader_saves_its_position_and_a_restored_one_continues_the_stream(shards):
     def loader():
-        return _module(shards[0], augment=True, prompt_dropout=0.5, epoch_batches=4).train_dataloader()
+        return set_up_module(shards[0], augment=True, prompt_dropout=0.5, epoch_batches=4).train_dataloader()
 
-    whole = list(_placed_loader(_module(shards[0], augment=True, prompt_dropout=0.5, epoch_batches=4), 0))
+    whole = list(placed_loader(set_up_module(shards[0], augment=True, prompt_dropout=0.5, epoch_batches=4), 0))
     running = loader()
     batches = iter(running)
     next(batches), next(batches)
@@ -206,91 +155,14 @@ def test_the_loader_saves_its_position_and_a_restored_one_continues_the_stream(s
     assert len(list(restored)) == 4 and restored.state_dict() == {"batches": 8}  # the next data epoch, whole
 
 
-def test_skipped_batches_decode_no_picture(shards, monkeypatch):
-    decoded = []
-    monkeypatch.setattr(stream_module, "decode_panel", lambda *args: decoded.append(args) or torch.zeros(3, 32, 32))
-    module = _module(shards[0], epoch_batches=6, batch=4)
-    assert len(list(_placed_loader(module, 5))) == 1
-    assert 0 < len(decoded) <= 4 * 2 * 2  # only the last batch's: 4 episodes x 2 pairs x 2 pictures
-
-
-def _corrupt_png(path) -> None:
-    """Overwrite the middle of a train sample's input.png in place (its CRC and zlib stream break)."""
-    shard = sorted(path.glob("*.tar"))[0]
-    with tarfile.open(shard) as tar:
-        members = {m.name: m for m in tar.getmembers()}
-        key = next(
-            name[: -len(".json")]
-            for name, m in members.items()
-            if name.endswith(".json") and json.load(tar.extractfile(m))["split"] == "train"
-        )
-        member = members[f"{key}.input.png"]
-    with open(shard, "r+b") as handle:
-        handle.seek(member.offset_data + member.size // 2)
-        handle.write(b"\0" * 64)
-
-
-def _truncate(path) -> None:
-    shard = sorted(path.glob("*.tar"))[1]
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-
-
-@pytest.mark.parametrize("damage", [_corrupt_png, _truncate])
-def test_corrupt_samples_and_truncated_shards_are_skipped_and_counted(shards, damage, caplog):
-    damage(shards[0])
-    batches = list(_module(shards[0], epoch_batches=40).train_dataloader())
-    assert len(batches) == 40 and batches[-1]["skipped"] > 0
-    assert "skipped a corrupt sample or shard" in caplog.text
-
-
-def test_decode_stage_counts_bad_json_missing_keys_and_truncated_pngs():
-    meta = SampleMeta("a", "restoration", "v", "1", "test", "train", "p").to_json()
-    png = encode_png(np.zeros((32, 32, 3), np.uint8))
-    good = {"__key__": "a/v/1", "json": json.dumps(meta).encode(), "input.png": png, "output.png": png}
-    bad = [
-        {**good, "json": b"{not json"},
-        {k: v for k, v in good.items() if k != "output.png"},
-        {**good, "input.png": png[: len(png) // 2]},
-        {**good, "json": json.dumps({**meta, "split": "x"}).encode()},
-    ]
-    counter = SkipCounter()
-    decode = DecodePairs(PairFilter(frozenset({"train"})), 32, "resize", counter)
-    pairs = list(decode([bad[0], good, *bad[1:]]))
-    assert len(pairs) == 1 and pairs[0].input.shape == (3, 32, 32) and pairs[0].input.dtype == torch.uint8
-    assert counter.count == len(bad)
-
-
-def _bad_pixels_good_crcs(png: bytes) -> bytes:
-    """The PNG with its IDAT data scrambled and the chunk CRC recomputed: the cheap check passes, decoding fails."""
-    at = png.index(b"IDAT")
-    length = int.from_bytes(png[at - 4 : at], "big")
-    data = bytes(b ^ 0x5A for b in png[at + 4 : at + 4 + length])
-    crc = zlib.crc32(b"IDAT" + data).to_bytes(4, "big")
-    return png[: at + 4] + data + crc + png[at + 8 + length :]
-
-
-def test_the_lazy_decode_stage_checks_cheaply_and_decodes_on_use():
-    meta = SampleMeta("a", "restoration", "v", "1", "test", "train", "p").to_json()
-    png = encode_png(np.full((32, 32, 3), 7, np.uint8))
-    good = {"__key__": "a/v/1", "json": json.dumps(meta).encode(), "input.png": png, "output.png": png}
-    counter = SkipCounter()
-    decode = DecodePairs(PairFilter(frozenset({"train"})), 32, "resize", counter, lazy=True)
-    samples = [good, {**good, "input.png": png[:-20]}, {**good, "input.png": _bad_pixels_good_crcs(png)}]
-    pairs = list(decode(samples))
-    assert counter.count == 1 and len(pairs) == 2  # the truncated PNG fails the check; the other only on use
-    assert pairs[0].input.panel is None and (pairs[0].input.tensor() == 7).all()  # decoded when first used
-    with pytest.raises(stream_module.DECODE_ERRORS):
-        pairs[1].input.tensor()
-
-
 def test_shots_and_num_tasks_restrict_what_is_drawn(shards):
     path, lookup = shards
-    module = _module(path, shots_per_task=2, epoch_batches=10)
+    module = set_up_module(path, shots_per_task=2, epoch_batches=10)
     assert {task: len(ids) for task, ids in module.data.keep.shots.items()} == {t: 2 for t in TRAIN}
     for batch in module.train_dataloader():
         for grid, task in zip(batch["grid"], batch["task"], strict=True):
             assert {m.pair_id for m in _identify(grid, task, lookup)} == module.data.keep.shots[task]
-    module = _module(path, num_tasks=4, seed=1, epoch_batches=10)
+    module = set_up_module(path, num_tasks=4, seed=1, epoch_batches=10)
     chosen = sorted(module.data.keep.tasks)
     assert len(chosen) == 4 and {TASKS[t][0] for t in chosen} == {
         "restoration",
@@ -305,30 +177,30 @@ def test_user_errors_name_the_key(shards, monkeypatch, tmp_path):
     path = shards[0]
     monkeypatch.setenv("WORLD_SIZE", "3")
     with pytest.raises(UserError, match=r"train.batch_size: expected a multiple of devices\*num_nodes=3 .*, got 4"):
-        _module(path, batch=4)
+        set_up_module(path, batch=4)
     monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(UserError, match="data.tasks: unknown task"):
-        _module(path, tasks=["nope"])
+        set_up_module(path, tasks=["nope"])
     with pytest.raises(UserError, match="data.task_weights: unknown task"):
-        _module(path, sampling="weighted", task_weights={"nope": 2.0})
+        set_up_module(path, sampling="weighted", task_weights={"nope": 2.0})
     with pytest.raises(UserError, match="not found"):
-        _module(tmp_path / "missing-{000..001}.tar")
+        set_up_module(tmp_path / "missing-{000..001}.tar")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "visrel-000000.tar").write_bytes(b"not a tar")
     with pytest.raises(UserError, match="without a readable sample"):
-        _module(tmp_path / "empty")
+        set_up_module(tmp_path / "empty")
 
 
 def test_eval_episodes_are_fixed_and_come_from_the_right_split(shards):
     path, lookup = shards
-    module = _module(path)
+    module = set_up_module(path)
     val, test = module.catalogue.eval_episodes("val", 9), module.catalogue.eval_episodes("test", 2)
     assert [e["task"] for e in val] == ["denoise"] * 3 + ["edges"] * 3 + ["segment"] * 3
     assert [e["task"] for e in test] == ["sketch"] * 2
     for episode, split in [(e, "val") for e in val] + [(e, "test") for e in test]:
         metas = _identify(episode["grid"], episode["task"], lookup)
         assert {m.split for m in metas} == {split} and tuple(m.pair_id for m in metas) == episode["pair_ids"]
-    again = _module(path).catalogue.eval_episodes("val", 9)
+    again = set_up_module(path).catalogue.eval_episodes("val", 9)
     assert all(torch.equal(x["grid"], y["grid"]) for x, y in zip(val, again, strict=True))
 
 
@@ -373,18 +245,18 @@ def test_an_unknown_suite_is_one_line_listing_the_suites_of_the_data(shards):
 
 def test_prompts_cover_the_prompt_mode(shards):
     path = shards[0]
-    assert _module(path, prompt="none").prompts() == [""]
-    assert _module(path, prompt="category").prompts() == ["", "Edit", "Estimate", "Restore", "Segment"]
-    assert _module(path, prompt="task").prompts() == [""] + sorted(f"do {t}" for t in TASKS)
+    assert set_up_module(path, prompt="none").prompts() == [""]
+    assert set_up_module(path, prompt="category").prompts() == ["", "Edit", "Estimate", "Restore", "Segment"]
+    assert set_up_module(path, prompt="task").prompts() == [""] + sorted(f"do {t}" for t in TASKS)
 
 
 def test_brace_patterns_and_pipes_work_without_an_index(shards):
     path = shards[0]
     (path / INDEX_NAME).unlink()
-    pattern = _module(f"{path}/visrel-{{000000..000007}}.tar")
+    pattern = set_up_module(f"{path}/visrel-{{000000..000007}}.tar")
     assert pattern.data.index["tasks"]["sketch"]["held_out"] and len(pattern.data.urls) == 8
     urls = "::".join(f"pipe:cat {p}" for p in sorted(path.glob("*.tar")))
-    assert len(list(_module(urls).train_dataloader())) == 5
+    assert len(list(set_up_module(urls).train_dataloader())) == 5
 
 
 class _CountingModule(pl.LightningModule):
