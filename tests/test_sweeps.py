@@ -281,6 +281,17 @@ def test_report_plot_lines_mean_and_spread(tmp_path):
     assert points == [(0, 13.5, 13.0, 14.0), (1, 16.5, 16.0, 17.0)]  # (x index, mean, min, max)
 
 
+def test_report_plots_counts_spanning_decades_on_a_log_axis(tmp_path):
+    plan = json.loads((fake_sweep(tmp_path) / "sweep.json").read_text())
+    results = [report.read_run(sweep_run(tmp_path, run["name"]), run["name"], run["params"]) for run in plan["runs"]]
+    linear = report.plot_metric(results, "psnr", ["eval/held_out/psnr"], plan["grid"])  # 3 and 6 tasks
+    assert linear.axes[0].get_xscale() == "linear"
+    decades = {**plan["grid"], "data.num_tasks": [3, 300]}  # no run at 300: the axis follows the grid
+    figure = report.plot_metric(results, "psnr", ["eval/held_out/psnr"], decades)
+    assert figure.axes[0].get_xscale() == "log"
+    assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == ["3", "300"]
+
+
 def test_report_metric_selection(tmp_path, capsys):
     sweep_dir = fake_sweep(tmp_path / "sweep")
     assert main(["report", str(sweep_dir), "--metric", "psnr"]) == 0  # suite-level psnr keys only

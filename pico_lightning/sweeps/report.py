@@ -281,6 +281,9 @@ def plot_metric(results: list[RunResult], name: str, keys: list[str], grid: dict
                 label=label,
             )
         draw_baseline(axes, results, key, (x_key, x_values, ticks), SUITE_LABELS.get(suite, suite), colour)
+    if numeric and spans_decades(x_values):
+        axes.set_xscale("log")  # 1, 4, 16, 64, 256 tasks: evenly spaced, as a transition is read
+        axes.minorticks_off()
     axes.set_xticks(ticks, [str(value) for value in x_values])
     axes.set_xlabel(x_key)
     axes.set_ylabel(name)
@@ -288,6 +291,11 @@ def plot_metric(results: list[RunResult], name: str, keys: list[str], grid: dict
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     return figure
+
+
+def spans_decades(values: list) -> bool:
+    """Positive swept values spanning two orders of magnitude or more: plotted on a log axis."""
+    return min(values) > 0 and max(values) >= 100 * min(values)
 
 
 def draw_baseline(axes, results: list[RunResult], key: str, x_axis: tuple, label: str, colour: str) -> None:
