@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pico_lightning.config.checks import ConfigError, check, describe
+from pico_lightning.config.collector import collector_paused
 from pico_lightning.config.data import DataConfig
 from pico_lightning.config.evaluation import EvalConfig
 from pico_lightning.config.model import LoraConfig, ModelConfig
@@ -60,6 +61,7 @@ PATH_KEYS = ("model.pretrained_dir", "model.text_cache_dir", "data.root", "data.
 _REMOTE = re.compile(r"^(pipe:|[a-z][a-z0-9+.-]*://)")
 
 
+@collector_paused()
 def load_config(
     path: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -132,16 +134,19 @@ def _parse_overrides(overrides: list[str]):
     return OmegaConf.from_dotlist(overrides)
 
 
+@collector_paused()
 def to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML (what every run directory and checkpoint keeps)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+@collector_paused()
 def to_container(cfg: ExperimentConfig) -> dict:
     """The resolved config as plain dicts and lists (safe for ``torch.load(weights_only=True)``)."""
     return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
+@collector_paused()
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike) -> None:
     """Write the resolved config atomically, its relative paths made absolute (from the current directory): a run's
     config.yaml reads the same from anywhere, though its own relative paths would start at the file."""

@@ -8,8 +8,10 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pico_lightning.config.checks import ConfigError
+from pico_lightning.config.collector import collector_paused
 
 
+@collector_paused()
 def read_yaml(path: str | os.PathLike) -> DictConfig | ListConfig:
     """``OmegaConf.load(path)``; a YAML syntax error (a tab, a duplicate key, an unclosed bracket) is a
     ConfigError like ``exp.yaml: line 3, column 1: found character '\\t' that cannot start any token``."""

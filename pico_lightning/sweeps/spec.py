@@ -37,6 +37,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pico_lightning.config.checks import describe
+from pico_lightning.config.collector import collector_paused
 from pico_lightning.config.yaml_file import read_yaml
 from pico_lightning.errors import UserError
 from pico_lightning.run_dir import RunDir
@@ -119,6 +120,7 @@ class Run:
     overrides: list[str]
 
 
+@collector_paused()
 def load_spec(path: str | Path) -> AblationSpec:
     """Read and validate an ablation file; every error is one line naming the file and the key."""
     if not Path(path).is_file():
@@ -179,6 +181,7 @@ def slurm_problems(slurm: SlurmSection) -> list[str]:
     return problems
 
 
+@collector_paused()
 def _format(value: Any) -> str:
     """A value as ``key=value`` text that OmegaConf's dotlist parser reads back unchanged."""
     if value is None:
