@@ -132,6 +132,7 @@ HEAVY_EVAL = [  # each in-loop evaluation takes a few times the 5 training steps
     "eval.num_seeds=2",
     "eval.scorer_steps=1",
 ]
+REPEAT = int(os.environ.get("PICO_CLUSTER_REPEAT", "1"))  # the time-limited run N times in a row (one reference)
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,10 @@ def test_the_shipped_script_runs_two_cpu_ranks_as_shipped(data, tmp_path):
     assert summary["status"] == "finished" and summary["step"] == 6
 
 
-def test_an_eval_heavy_run_cut_by_its_time_limit_finishes_unattended_with_the_same_losses(data, reference, tmp_path):
+@pytest.mark.parametrize("attempt", range(REPEAT))
+def test_an_eval_heavy_run_cut_by_its_time_limit_finishes_unattended_with_the_same_losses(
+    data, reference, tmp_path, attempt
+):
     job = sbatch(
         "--ntasks-per-node=1",
         "--time=3",
