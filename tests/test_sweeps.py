@@ -281,6 +281,17 @@ def test_report_plot_lines_mean_and_spread(tmp_path):
     assert points == [(0, 13.5, 13.0, 14.0), (1, 16.5, 16.0, 17.0)]  # (x index, mean, min, max)
 
 
+def test_report_plot_styles_only_the_values_that_ran(tmp_path):
+    """A trimmed grid (only shots_per_task=4 run here) draws its one value solid, not in the dotted style the
+    baselines use."""
+    plan = json.loads((fake_sweep(tmp_path) / "sweep.json").read_text())
+    runs = [run for run in plan["runs"] if run["params"]["data.shots_per_task"] == 4]
+    results = [report.read_run(sweep_run(tmp_path, run["name"]), run["name"], run["params"]) for run in runs]
+    axes = report.plot_metric(results, "psnr", ["eval/held_out/psnr"], plan["grid"]).axes[0]
+    assert axes.get_legend_handles_labels()[1][1:] == ["held-out tasks, shots_per_task=4"]
+    assert [container.lines[0].get_linestyle() for container in axes.containers] == ["-"]
+
+
 def test_report_plots_counts_spanning_decades_on_a_log_axis(tmp_path):
     plan = json.loads((fake_sweep(tmp_path) / "sweep.json").read_text())
     results = [report.read_run(sweep_run(tmp_path, run["name"]), run["name"], run["params"]) for run in plan["runs"]]
