@@ -1,10 +1,12 @@
-"""What the tests and the benchmark share: a fixed batch stream, a tiny FLUX.1-Fill directory, the reference sampler.
+"""What the tests and the benchmark share: a fixed batch stream, a tiny FLUX.1-Fill directory, the reference sampler,
+a run's metrics.jsonl rows.
 
 Tests import it as ``support`` (pytest puts tests/ on the path), the benchmark as ``tests.support`` (it runs from the
 repository root: ``python -m bench.gpu``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -81,3 +83,10 @@ def sample(
     scheduler = make_scheduler(scheduler, num_steps, state.latent_size, grid.device)
     state = denoise(transformer, scheduler, state, text, guidance, range(num_steps))
     return decode(autoencoder, state), state
+
+
+def metrics_rows(run_dir: str | Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` rows, read while it trains too: a last line not yet written whole (no newline) is
+    left for the next read."""
+    text = (Path(run_dir) / "metrics.jsonl").read_text()
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]

@@ -1,11 +1,9 @@
 """PicoModule: LoRA-only training, a falling loss, LoRA-sized checkpoints, exact resume, divergence stop."""
 
-import json
-
 import pytest
 import torch
 from conftest import FixedDataModule, quiet_trainer
-from support import fixed_loader
+from support import fixed_loader, metrics_rows
 
 from pico_lightning.model.build import build_trainable
 from pico_lightning.model.conditioning import TextInputs
@@ -62,7 +60,7 @@ def test_loss_falls_on_a_fixed_batch(tiny_cfg):
 
 
 def _losses(run_dir):
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run_dir)
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_train_overrides
+from support import metrics_rows
 
 from pico_lightning.config import load_config
 from pico_lightning.run_dir import RunDir
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run_dir)
     steps = [row["step"] for row in rows if "train/loss" in row]
     assert len(steps) == len(set(steps)), f"a step logged twice: {steps}"
     return {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}
@@ -87,7 +88,7 @@ def test_a_kept_latch_outlives_its_block_for_a_process_about_to_exit():
 
 
 def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return metrics_rows(run_dir)
 
 
 def _evaluations(run_dir: Path) -> list[tuple[int, float]]:

@@ -1,7 +1,6 @@
 """Exact resume inside a data epoch: a run stopped at any step continues with the uninterrupted run's loss trace,
 at any worker count (in-process, and through `pico train` killed with SIGKILL)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_train_overrides
+from support import metrics_rows
 
 from pico_lightning.config import load_config
 
@@ -30,7 +30,7 @@ def _overrides(visrel_tiny, tmp_path, workers: int) -> list[str]:
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run_dir)
     return {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}  # last write wins
 
 

@@ -3,7 +3,6 @@ one process per run directory (with flock or without), Ctrl-C that says what was
 
 import errno
 import fcntl
-import json
 import os
 import re
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FixedDataModule, tiny_train_overrides
+from support import metrics_rows
 
 from pico_lightning.errors import UserError
 from pico_lightning.run_dir import RunDir
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return metrics_rows(run_dir)
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):

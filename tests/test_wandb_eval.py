@@ -48,7 +48,8 @@ def test_train_then_two_evaluations_on_wandb_offline(visrel_tiny, tmp_path):
     assert _files(run_dir / "wandb") == before  # the training run's summary and history, untouched
     assert read_run_dir(run_dir).summary == trained.summary
 
-    evaluations = read_offline_runs(run_dir / "eval")
+    # two evaluations in one second: their offline directories sort by random id, so order them by their seed
+    evaluations = sorted(read_offline_runs(run_dir / "eval"), key=lambda run: _config(run.runs[0])["eval"]["seed"])
     train_id = trained.runs[0].run_id
     assert [run.runs[0].display_name for run in evaluations] == ["wb-eval-seed1", "wb-eval-seed2"]
     assert len({train_id, *(run.runs[0].run_id for run in evaluations)}) == 3  # a new W&B run each time

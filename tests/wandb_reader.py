@@ -97,8 +97,8 @@ def read_run_file(path: str | Path) -> OfflineRun:
 
 
 def read_offline_runs(directory: str | Path) -> list[OfflineRun]:
-    """One :class:`OfflineRun` per ``<directory>/wandb/offline-run-*/run-*.wandb``, oldest first (their names start
-    with the time)."""
+    """One :class:`OfflineRun` per ``<directory>/wandb/offline-run-*/run-*.wandb``, in name order: start time to the
+    second, then the run's random id (runs started in one second come in any order)."""
     return [read_run_file(path) for path in sorted(Path(directory).glob("wandb/offline-run-*/run-*.wandb"))]
 
 

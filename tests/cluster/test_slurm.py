@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import metrics_rows
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[2]
@@ -108,7 +109,7 @@ def signal_task(job: str) -> None:
 
 
 def losses(run_dir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run_dir)
     steps = [row["step"] for row in rows if "train/loss" in row]
     assert len(steps) == len(set(steps)), f"a step logged twice: {sorted(steps)}"
     return {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}
@@ -145,7 +146,7 @@ class Reference:
 
 
 def evaluated_steps(run_dir: Path) -> list[int]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_rows(run_dir)
     return [row["step"] for row in rows if "eval/score" in row]
 
 
@@ -158,7 +159,7 @@ def train_here(data: Path, out: Path, name: str, steps: int) -> float:
     process = subprocess.Popen([*pico, "train", str(DEMO), *overrides], cwd=out, stdout=subprocess.DEVNULL)
     metrics, seen = out / "runs" / name / "metrics.jsonl", []
     while process.poll() is None:
-        rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
+        rows = metrics_rows(metrics.parent) if metrics.is_file() else []
         seen.append((time.monotonic(), max((row["step"] for row in rows if "train/loss" in row), default=-1)))
         time.sleep(0.2)
     assert process.returncode == 0
