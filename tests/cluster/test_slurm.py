@@ -156,12 +156,15 @@ def train_here(data: Path, out: Path, name: str, steps: int) -> float:
     overrides = tiny_run(data, out, name, steps) + HEAVY_EVAL
     pico = [sys.executable, "-m", "pico_lightning.cli"]
     subprocess.run([*pico, "embed", str(DEMO), *overrides], check=True, capture_output=True, cwd=out)
-    process = subprocess.Popen([*pico, "train", str(DEMO), *overrides], cwd=out, stdout=subprocess.DEVNULL)
     metrics, seen = out / "runs" / name / "metrics.jsonl", []
-    while process.poll() is None:
-        rows = metrics_rows(metrics.parent) if metrics.is_file() else []
-        seen.append((time.monotonic(), max((row["step"] for row in rows if "train/loss" in row), default=-1)))
-        time.sleep(0.2)
+    with subprocess.Popen([*pico, "train", str(DEMO), *overrides], cwd=out, stdout=subprocess.DEVNULL) as process:
+        try:
+            while process.poll() is None:
+                rows = metrics_rows(metrics.parent) if metrics.is_file() else []
+                seen.append((time.monotonic(), max((row["step"] for row in rows if "train/loss" in row), default=-1)))
+                time.sleep(0.2)
+        finally:
+            process.kill()  # a failed poll leaves no training behind (a no-op once it has exited)
     assert process.returncode == 0
     (first, step0), (last, step1) = next(p for p in seen if p[1] >= 0), max(seen, key=lambda p: p[1])
     return max(last - first, 1e-3) / max(step1 - step0, 1)
