@@ -6,7 +6,7 @@ itself: the HAMT being read is freed (CPython gh-148891, open; 3.12's collector 
 omegaconf 2.4 sets and resets its ``conversion_warning_mode`` ContextVar around every container operation, so a
 process that builds configs among a fit's garbage can see ``LookupError: <ContextVar
 name='conversion_warning_mode'>`` on every config it builds for a while, or a segmentation fault
-(tests/test_config_collector.py reproduces it). The config layer's omegaconf work is short and allocates little:
+(bench/omegaconf_gc.py reproduces it). The config layer's omegaconf work is short and allocates little:
 it runs with the collector paused, which removes the collection from inside those ``set`` calls.
 """
 

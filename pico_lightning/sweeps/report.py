@@ -204,8 +204,7 @@ def group_rows(results: list[RunResult], grid: dict[str, list], metrics: list[st
     """Header then, per x (and style) value, suite and metric: the suite's mean task count, the runs, the mean,
     min and max over them (the seeds) and the mean of the metric's copy baseline."""
     x_key, style_key = plot_axes(grid)
-    styles = [(style_key, value) for value in grid.get(style_key, []) if _has_runs(results, style_key, value)]
-    styles = styles or [None]
+    styles = line_styles(results, grid, style_key)
     keys = [key for key in metrics if key.count("/") == 2 and not is_baseline(key)]
     order = list(SUITE_LABELS)  # seen, unseen, held out first, then the other suites
     keys.sort(key=lambda key: (order.index(key.split("/")[1]) if key.split("/")[1] in order else len(order), key))
@@ -254,8 +253,7 @@ def plot_metric(results: list[RunResult], name: str, keys: list[str], grid: dict
     ticks = list(x_values) if numeric else list(range(len(x_values)))  # categorical values: evenly spaced
     figure = Figure(figsize=(6.4, 4.2), layout="constrained")
     axes = figure.add_subplot()
-    styles = [(style_key, value) for value in grid.get(style_key, []) if _has_runs(results, style_key, value)]
-    styles = styles or [None]
+    styles = line_styles(results, grid, style_key)
     for key_index, key in enumerate(keys):
         suite = key[len("eval/") : key.rfind("/")] or "all"  # held_in, held_out, segmentation/colour, ...
         colour = SUITE_COLOURS.get(suite, f"C{key_index + 2}")
@@ -295,10 +293,12 @@ def plot_metric(results: list[RunResult], name: str, keys: list[str], grid: dict
     return figure
 
 
-def _has_runs(results: list[RunResult], key: str | None, value: Any) -> bool:
-    """Whether a run with results has ``key`` = ``value``: a value with none gets no line style (a trimmed grid's
-    one value is drawn solid, not dotted like the baselines)."""
-    return key is not None and any(result.metrics and result.params.get(key) == value for result in results)
+def line_styles(results: list[RunResult], grid: dict[str, list], style_key: str | None) -> list[tuple | None]:
+    """The ``(style key, value)`` pairs that have runs with results, or ``[None]``: a value with none gets no line or
+    row (a trimmed grid's one value is drawn solid, not dotted like the baselines)."""
+    values = grid.get(style_key, []) if style_key else []
+    ran = [value for value in values if any(r.metrics and r.params.get(style_key) == value for r in results)]
+    return [(style_key, value) for value in ran] or [None]
 
 
 def spans_decades(values: list) -> bool:
