@@ -133,7 +133,9 @@ HEAVY_EVAL = [  # each in-loop evaluation takes a few times the 5 training steps
     "eval.num_seeds=2",
     "eval.scorer_steps=1",
 ]
-REPEAT = int(os.environ.get("PICO_CLUSTER_REPEAT", "1"))  # the time-limited run N times in a row (one reference)
+# PICO_CLUSTER_REPEAT=N: the time-limited run N times in a row against one reference, sized once from the machine's
+# speed: keep its load steady, or a machine that frees up finishes a repetition before its time limit cuts it
+REPEAT = int(os.environ.get("PICO_CLUSTER_REPEAT", "1"))
 
 
 @dataclass(frozen=True)
