@@ -87,12 +87,8 @@ def test_a_kept_latch_outlives_its_block_for_a_process_about_to_exit():
         signal.signal(signal.SIGTERM, before)
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    return metrics_rows(run_dir)
-
-
 def _evaluations(run_dir: Path) -> list[tuple[int, float]]:
-    return [(row["step"], row["eval/score"]) for row in _rows(run_dir) if "eval/score" in row]
+    return [(row["step"], row["eval/score"]) for row in metrics_rows(run_dir) if "eval/score" in row]
 
 
 def test_a_signal_before_or_inside_an_evaluation_stops_it_and_the_resumed_run_evaluates_that_step_once(

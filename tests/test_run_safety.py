@@ -28,10 +28,6 @@ from pico_lightning.training.train import fit
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    return metrics_rows(run_dir)
-
-
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     """A full disk in the middle of a save leaves the old checkpoint whole and no temporary file behind."""
     path = tmp_path / "checkpoints" / "last.ckpt"
@@ -68,15 +64,15 @@ def test_resume_skips_a_truncated_last_checkpoint(tmp_path):
 def test_resume_cuts_metrics_back_to_the_checkpoint(tiny_cfg):
     """A run that died after its step-3 checkpoint had logged steps 3 and 4 too: resumed, the history equals an
     uninterrupted run's (no stale rows, no duplicates)."""
-    reference = _rows(fit(tiny_cfg, FixedDataModule(panel_size=16)))
+    reference = metrics_rows(fit(tiny_cfg, FixedDataModule(panel_size=16)))
     cfg = replace(tiny_cfg, run=replace(tiny_cfg.run, name="died"), train=replace(tiny_cfg.train, max_steps=5))
     run_dir = fit(cfg, FixedDataModule(panel_size=16))
     checkpoints = run_dir / "checkpoints"
     assert read_checkpoint(checkpoints / "last.ckpt")["global_step"] == 5  # the final step is always saved
     shutil.copy(checkpoints / "step-000003.ckpt", checkpoints / "last.ckpt")  # as if it had died before the end
-    assert max(r["step"] for r in _rows(run_dir)) == 4  # rows past the checkpoint: the dead run's
+    assert max(r["step"] for r in metrics_rows(run_dir)) == 4  # rows past the checkpoint: the dead run's
     resumed = replace(cfg, run=replace(cfg.run, resume="auto"), train=replace(cfg.train, max_steps=6))
-    rows = _rows(fit(resumed, FixedDataModule(panel_size=16)))
+    rows = metrics_rows(fit(resumed, FixedDataModule(panel_size=16)))
     assert [r["step"] for r in rows] == [r["step"] for r in reference]
     assert all(a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-6) for a, b in zip(rows, reference))
 
